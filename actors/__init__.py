@@ -1,0 +1,1 @@
+"""Rollout actors: vLLM sampling with prompt_embeds and the [SEG] -> SAM mask pass."""

@@ -1,0 +1,1 @@
+"""Command groups of the ``aurora-rl`` CLI (one module per group)."""

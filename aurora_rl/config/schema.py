@@ -1,0 +1,291 @@
+"""The typed configuration of every stage.
+
+One dataclass per stage (``SFTConfig``, ``ReflectConfig``, ``GRPOConfig``, ``EvalConfig``)
+built from shared sections. Defaults are the AURORA paper's values where it states one and
+the tiny CPU setting otherwise; ``configs/`` holds the files users start from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from aurora_rl.config.loader import field
+
+DType = Literal["float32", "bfloat16", "float16"]
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    output_dir: str = "runs"  # the run writes under output_dir/name
+    seed: int = 0
+
+
+@dataclass
+class ServicesConfig:
+    """Where Redis and Ray are. ``null`` starts private local instances for the run."""
+
+    redis_url: Optional[str] = None  # e.g. redis://:password@10.0.0.5:6390/0
+    ray_address: Optional[str] = None  # "auto" joins the cluster this node belongs to
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/synthetic"
+    layout: Literal["refavs", "avsbench-s4", "avsbench-ms3"] = "refavs"
+    train_split: str = "train"
+    eval_splits: list[str] = field(factory=lambda: ["test_s", "test_u", "test_n"])
+    num_frames: int = field(10, ge=1)
+    image_size: int = field(64, ge=8)  # frames resized to this square size for the vision encoder
+    mask_size: int = field(64, ge=8)  # ground-truth masks resized to this (nearest)
+    sample_rate: int = field(16000, ge=1000)
+    fbank_bins: int = field(128, ge=8)
+    max_samples: Optional[int] = field(None, ge=1)  # cap per split (None = all)
+
+
+@dataclass
+class TinyBackboneConfig:
+    """Random-initialised small backbone that trains on a CPU (vLLM-CPU needs head_dim >= 32)."""
+
+    hidden_size: int = field(128, ge=32)
+    num_layers: int = field(2, ge=1)
+    num_heads: int = field(4, ge=1)
+    num_kv_heads: int = field(2, ge=1)
+    intermediate_size: int = field(256, ge=8)
+    vision_patch: int = field(16, ge=2)
+    audio_tokens: int = field(8, ge=1)
+
+    def check(self):
+        if self.hidden_size % self.num_heads:
+            yield "num_heads", f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
+        elif self.hidden_size // self.num_heads < 32:
+            yield "num_heads", (
+                f"head_dim = hidden_size/num_heads = {self.hidden_size // self.num_heads}; "
+                "vLLM's CPU attention needs head_dim >= 32"
+            )
+        if self.num_heads % self.num_kv_heads:
+            yield "num_kv_heads", f"num_heads {self.num_heads} is not divisible by num_kv_heads {self.num_kv_heads}"
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = True
+    r: int = field(8, ge=1)
+    alpha: int = field(16, ge=1)
+    dropout: float = field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = field(factory=lambda: ["q_proj", "v_proj"])
+    fully_trained: list[str] = field(factory=lambda: ["lm_head", "embed_tokens"])
+
+
+@dataclass
+class SamConfig:
+    path: Optional[str] = None  # HF folder or Meta .pth file; null = tiny random SAM
+    input_size: int = field(224, ge=32)  # AURORA runs ViT-H at 224 px with interpolated positions
+    freeze_image_encoder: bool = True
+
+
+@dataclass
+class ModelConfig:
+    backbone: Literal["tiny", "videollama2-av", "qwen2.5-omni"] = "tiny"
+    path: Optional[str] = None  # pretrained weights folder or an aurora_rl checkpoint
+    dtype: DType = "float32"
+    tiny: TinyBackboneConfig = field(factory=TinyBackboneConfig)
+    lora: LoraConfig = field(factory=LoraConfig)
+    sam: SamConfig = field(factory=SamConfig)
+
+
+@dataclass
+class DeepSpeedConfig:
+    zero_stage: int = field(2, ge=0, le=3)
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    grad_clip: float = field(1.0, gt=0.0)
+
+    def check(self):
+        if self.offload_params and self.zero_stage != 3:
+            yield "offload_params", "parameter offload needs zero_stage 3"
+        if self.offload_optimizer and self.zero_stage == 0:
+            yield "offload_optimizer", "optimizer offload needs zero_stage >= 1"
+
+
+@dataclass
+class OptimConfig:
+    lr: float = field(2e-4, gt=0.0)
+    weight_decay: float = field(0.0, ge=0.0)
+    warmup_steps: int = field(0, ge=0)
+    schedule: Literal["constant", "linear", "cosine"] = "cosine"
+
+
+@dataclass
+class TrainerConfig:
+    """Ray Train settings for the SFT stages."""
+
+    num_workers: int = field(2, ge=1)
+    use_gpu: bool = False
+    batch_size_per_worker: int = field(4, ge=1)
+    grad_accum: int = field(1, ge=1)
+    epochs: int = field(1, ge=1)
+    max_steps: Optional[int] = field(None, ge=1)
+    log_every: int = field(1, ge=1)
+    checkpoint_every: int = field(50, ge=1)
+    deepspeed: DeepSpeedConfig = field(factory=DeepSpeedConfig)
+    optim: OptimConfig = field(factory=OptimConfig)
+
+
+@dataclass
+class SFTLossConfig:
+    """Stage-1/2 loss = ce*CE + bce*BCE(mask) + dice*Dice(mask) + distill*MSE([SEG] embeddings)."""
+
+    ce: float = field(1.0, ge=0.0)
+    bce: float = field(2.0, ge=0.0)
+    dice: float = field(0.5, ge=0.0)
+    distill: float = field(1.0, ge=0.0)  # lambda; 0 turns distillation off
+
+
+@dataclass
+class CoTConfig:
+    source: Literal["scene", "jsonl", "teacher"] = "scene"
+    path: Optional[str] = None  # the JSONL file (jsonl) or the teacher model folder (teacher)
+    max_tokens: int = field(150, ge=8)
+
+    def check(self):
+        if self.source in ("jsonl", "teacher") and not self.path:
+            yield "path", f"source {self.source!r} needs a path"
+
+
+@dataclass
+class SamplingConfig:
+    """How completions are sampled (AURORA: G=3, temperature 1.0, top-p 0.9, 150 new tokens)."""
+
+    group_size: int = field(3, ge=1)
+    temperature: float = field(1.0, ge=0.0)
+    top_p: float = field(0.9, gt=0.0, le=1.0)
+    max_new_tokens: int = field(150, ge=1)
+
+
+@dataclass
+class RolloutConfig:
+    num_actors: int = field(2, ge=1)
+    prompts_per_batch: int = field(4, ge=1)
+    sampling: SamplingConfig = field(factory=SamplingConfig)
+    kv_cache_gib: float = field(1.0, gt=0.0)  # vLLM-CPU takes nearly all RAM unless capped
+    cpu_threads: Optional[str] = None  # VLLM_CPU_OMP_THREADS_BIND, e.g. "0-1"; null = vLLM default
+
+
+@dataclass
+class RewardConfig:
+    """Reward = format*R_format + iou*R_iou + cls*R_class (AURORA definitions by default)."""
+
+    format: float = 1.0
+    iou: float = 1.0
+    cls: float = 1.0
+    iou_variant: Literal["mean", "thresholded"] = "mean"
+    iou_threshold: float = field(0.5, ge=0.0, le=1.0)  # for iou_variant=thresholded
+    mask_threshold: float = field(0.5, ge=0.0, le=1.0)  # sigmoid > this counts as foreground
+    num_workers: int = field(2, ge=1)
+
+
+@dataclass
+class LearnerConfig:
+    num_ranks: int = field(2, ge=1)
+    use_gpu: bool = False
+    steps: int = field(20, ge=1)
+    prompts_per_step: int = field(4, ge=1)
+    normalize_std: bool = True
+    adv_eps: float = field(1e-4, gt=0.0)
+    clip_low: float = field(0.2, ge=0.0)
+    clip_high: float = field(0.2, ge=0.0)
+    kl_coef: float = field(0.0, ge=0.0)  # k3 estimator against the frozen reference; 0 = off
+    mask_bce: float = field(2.0, ge=0.0)
+    mask_dice: float = field(0.5, ge=0.0)
+    max_policy_lag: int = field(0, ge=0)  # 0 = strictly on-policy
+    checkpoint_every: int = field(10, ge=1)
+    deepspeed: DeepSpeedConfig = field(factory=DeepSpeedConfig)
+    optim: OptimConfig = field(factory=lambda: OptimConfig(lr=1e-5, schedule="constant"))
+
+
+@dataclass
+class BroadcastConfig:
+    bucket_mb: float = field(64.0, gt=0.0)
+    timeout_s: float = field(120.0, gt=0.0)
+
+
+@dataclass
+class QueueConfig:
+    rollout_stream: str = "aurora:rollouts"
+    scored_stream: str = "aurora:scored"
+    max_record_bytes: int = field(8 * 1024 * 1024, ge=1024)
+    claim_idle_ms: int = field(30000, ge=100)  # pending this long -> reclaimed from a dead consumer
+
+
+@dataclass
+class MetricsConfig:
+    """Official Ref-AVS evaluation: J at sigmoid > 0.4, F with beta^2 = 0.3, S at > 0.5."""
+
+    j_threshold: float = field(0.4, ge=0.0, le=1.0)
+    s_threshold: float = field(0.5, ge=0.0, le=1.0)
+    apply_sigmoid: bool = True  # predictions are logits (official) or already probabilities
+
+
+@dataclass
+class SFTConfig:
+    stage: Literal["sft"]
+    run: RunConfig = field(factory=RunConfig)
+    services: ServicesConfig = field(factory=ServicesConfig)
+    data: DataConfig = field(factory=DataConfig)
+    model: ModelConfig = field(factory=ModelConfig)
+    trainer: TrainerConfig = field(factory=TrainerConfig)
+    loss: SFTLossConfig = field(factory=SFTLossConfig)
+    cot: CoTConfig = field(factory=CoTConfig)
+    teacher_path: Optional[str] = None  # frozen direct-answer model for [SEG] distillation
+    direct_answer: bool = False  # train on "It is <class> [SEG]." (the distillation teacher)
+
+    def check(self):
+        if self.loss.distill > 0 and not self.direct_answer and self.teacher_path is None:
+            yield "teacher_path", "distillation (loss.distill > 0) needs a teacher_path; set loss.distill=0 to turn it off"
+
+
+@dataclass
+class ReflectConfig:
+    stage: Literal["reflect"]
+    run: RunConfig = field(factory=RunConfig)
+    services: ServicesConfig = field(factory=ServicesConfig)
+    data: DataConfig = field(factory=DataConfig)
+    model: ModelConfig = field(factory=ModelConfig)
+    trainer: TrainerConfig = field(factory=TrainerConfig)
+    loss: SFTLossConfig = field(factory=lambda: SFTLossConfig(distill=0.0))
+    rollout: RolloutConfig = field(factory=RolloutConfig)
+    corrector: CoTConfig = field(factory=CoTConfig)
+    failure_iou: float = field(0.5, ge=0.0, le=1.0)  # mean IoU below this (or a wrong class) = failure
+    mix_ratio: float = field(0.5, ge=0.0, le=1.0)  # fraction of reflective samples in the fine-tune mix
+    trigger: str = "Wait, let me reconsider."
+
+
+@dataclass
+class GRPOConfig:
+    stage: Literal["grpo"]
+    run: RunConfig = field(factory=RunConfig)
+    services: ServicesConfig = field(factory=ServicesConfig)
+    data: DataConfig = field(factory=DataConfig)
+    model: ModelConfig = field(factory=ModelConfig)
+    rollout: RolloutConfig = field(factory=RolloutConfig)
+    reward: RewardConfig = field(factory=RewardConfig)
+    learner: LearnerConfig = field(factory=LearnerConfig)
+    broadcast: BroadcastConfig = field(factory=BroadcastConfig)
+    queue: QueueConfig = field(factory=QueueConfig)
+
+
+@dataclass
+class EvalConfig:
+    stage: Literal["eval"]
+    run: RunConfig = field(factory=RunConfig)
+    services: ServicesConfig = field(factory=ServicesConfig)
+    data: DataConfig = field(factory=DataConfig)
+    model: ModelConfig = field(factory=ModelConfig)
+    num_actors: int = field(1, ge=1)
+    max_new_tokens: int = field(150, ge=1)
+    metrics: MetricsConfig = field(factory=MetricsConfig)
+
+
+STAGES = {"sft": SFTConfig, "reflect": ReflectConfig, "grpo": GRPOConfig, "eval": EvalConfig}

@@ -1,0 +1,1 @@
+"""Reward functions (format, IoU, class) and the Ray reward-worker pool."""
