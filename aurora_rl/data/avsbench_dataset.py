@@ -1,0 +1,208 @@
+"""Reader of AVSBench (v1) for unreferenced audio-visual segmentation: S4 and MS3 layouts.
+
+Every clip gets the fixed expression "the sounding object", so the same model and prompts serve
+both benchmarks. Layouts, as the official AVSBench scripts read them (5 frames per clip):
+
+```
+S4  ROOT/s4_meta_data.csv                          name,...,category,split
+    ROOT/s4_data/visual_frames/<split>/<category>/<name>/<name>_<1..5>.png
+    ROOT/s4_data/audio_wav/<split>/<category>/<name>.wav
+    ROOT/s4_data/gt_masks/<split>/<category>/<name>/<name>_<k>.png   k = 1 (train) or 1..5
+MS3 ROOT/ms3_meta_data.csv                         <name>,...,split  (first column = name)
+    ROOT/ms3_data/visual_frames/<name>/<name>.mp4_<1..5>.png
+    ROOT/ms3_data/audio_wav/<split>/<name>.wav
+    ROOT/ms3_data/gt_masks/<split>/<name>/<name>_<1..5>.png
+```
+S4 train annotates only the first frame: the other frames get an empty mask and
+``mask_valid = False``.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from aurora_rl.data.audio_features import FEATURE_KINDS, audio_features, read_wav, resample
+from aurora_rl.data.clip_sample import ClipSample
+from aurora_rl.data.errors import DataError, Problem
+from aurora_rl.data.media_io import evenly_spaced, frame_to_array, mask_to_array, open_image
+
+EXPRESSION = "the sounding object"
+SPLITS = ("train", "val", "test")
+NUM_FRAMES = 5
+VARIANTS = ("s4", "ms3")
+
+
+@dataclass(frozen=True)
+class AVSBenchRow:
+    name: str
+    category: str  # S4 only; "" for MS3
+    split: str
+    line: int
+
+
+class AVSBenchLayout:
+    """Paths of one AVSBench variant ("s4" or "ms3") under ``root``."""
+
+    def __init__(self, root: str | Path, variant: str):
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown AVSBench variant {variant!r} (expected s4 or ms3)")
+        self.root = Path(root)
+        self.variant = variant
+        self.data = self.root / f"{variant}_data"
+
+    @property
+    def csv_path(self) -> Path:
+        return self.root / f"{self.variant}_meta_data.csv"
+
+    def _clip_dir(self, kind: str, row: AVSBenchRow) -> Path:
+        if self.variant == "s4":
+            return self.data / kind / row.split / row.category / row.name
+        return self.data / kind / row.split / row.name
+
+    def frame_path(self, row: AVSBenchRow, index: int) -> Path:
+        """Frame ``index`` (0-based) of a clip."""
+        if self.variant == "s4":
+            return self._clip_dir("visual_frames", row) / f"{row.name}_{index + 1}.png"
+        return self.data / "visual_frames" / row.name / f"{row.name}.mp4_{index + 1}.png"
+
+    def audio_path(self, row: AVSBenchRow) -> Path:
+        return self._clip_dir("audio_wav", row).with_suffix(".wav")
+
+    def mask_path(self, row: AVSBenchRow, index: int) -> Path:
+        return self._clip_dir("gt_masks", row) / f"{row.name}_{index + 1}.png"
+
+    def annotated_frames(self, row: AVSBenchRow) -> list[int]:
+        return [0] if (self.variant == "s4" and row.split == "train") else list(range(NUM_FRAMES))
+
+    def parse_metadata(self) -> tuple[list[AVSBenchRow], list[Problem]]:
+        """Read the CSV -> (good rows, problems naming the CSV and line)."""
+        path = str(self.csv_path)
+        try:
+            lines = self.csv_path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return [], [Problem("metadata", path, "metadata file is missing")]
+        except (OSError, UnicodeDecodeError) as e:
+            return [], [Problem("metadata", path, f"cannot read metadata ({e})")]
+        reader = csv.reader(lines)
+        header = [h.strip() for h in next(reader, [])]
+        need = ["split"] + (["category"] if self.variant == "s4" else [])
+        missing = [c for c in need if c not in header]
+        if not header or missing:
+            return [], [Problem("metadata", path, f"line 1: header lacks column(s) {', '.join(missing or need)}")]
+        name_col = header.index("name") if "name" in header else 0
+        rows, problems = [], []
+        for line, fields in enumerate(reader, start=2):
+            if not fields:
+                continue
+            if len(fields) != len(header):
+                problems.append(Problem("bad_row", path, f"line {line}: expected {len(header)} columns, got {len(fields)}"))
+                continue
+            rec = dict(zip(header, (f.strip() for f in fields)))
+            name, split = fields[name_col].strip(), rec["split"]
+            if not name:
+                problems.append(Problem("bad_row", path, f"line {line}: empty video name"))
+            elif split not in SPLITS:
+                problems.append(Problem("unknown_split", path, f"line {line}: unknown split {split!r} (expected one of {', '.join(SPLITS)})"))
+            else:
+                rows.append(AVSBenchRow(name, rec.get("category", ""), split, line))
+        return rows, problems
+
+
+class AVSBenchDataset:
+    """One split of AVSBench S4 or MS3 as ClipSamples (uid = vid = video name, fid = 0).
+
+    Args mirror RefAVSDataset; ``num_frames`` is capped at the 5 frames AVSBench has.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        variant: str,
+        split: str,
+        *,
+        num_frames: int = NUM_FRAMES,
+        image_size: int = 64,
+        mask_size: int = 64,
+        sample_rate: int = 16000,
+        fbank_bins: int = 128,
+        max_samples: Optional[int] = None,
+        features: str = "kaldi_fbank",
+    ):
+        if split not in SPLITS:
+            raise ValueError(f"unknown AVSBench split {split!r} (expected one of {', '.join(SPLITS)})")
+        if features not in FEATURE_KINDS:
+            raise ValueError(f"unknown audio features {features!r} (known: {', '.join(FEATURE_KINDS)})")
+        self.layout = AVSBenchLayout(root, variant)
+        rows, problems = self.layout.parse_metadata()
+        if problems:
+            lines = "\n  ".join(p.message for p in problems[:5])
+            raise DataError(self.layout.csv_path, f"bad metadata:\n  {lines}")
+        self.split = split
+        self.rows = [r for r in rows if r.split == split][:max_samples]
+        self.frame_indices = evenly_spaced(NUM_FRAMES, min(num_frames, NUM_FRAMES))
+        self.image_size = image_size
+        self.mask_size = mask_size
+        self.sample_rate = sample_rate
+        self.fbank_bins = fbank_bins
+        self.features = features
+
+    @classmethod
+    def from_config(cls, cfg, split: str, **overrides) -> "AVSBenchDataset":
+        """Build from a ``DataConfig`` whose layout is avsbench-s4 or avsbench-ms3."""
+        kwargs = dict(
+            num_frames=cfg.num_frames,
+            image_size=cfg.image_size,
+            mask_size=cfg.mask_size,
+            sample_rate=cfg.sample_rate,
+            fbank_bins=cfg.fbank_bins,
+            max_samples=cfg.max_samples,
+        )
+        kwargs.update(overrides)
+        return cls(cfg.root, cfg.layout.removeprefix("avsbench-"), split, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> ClipSample:
+        if not 0 <= index < len(self.rows):
+            raise IndexError(f"index {index} out of range for {len(self.rows)} rows of split {self.split}")
+        return self.load(self.rows[index])
+
+    def load(self, row: AVSBenchRow) -> ClipSample:
+        annotated = set(self.layout.annotated_frames(row))
+        frames, masks, valid = [], [], []
+        for i in self.frame_indices:
+            fpath = self.layout.frame_path(row, i)
+            frame = open_image(fpath)
+            frames.append(frame_to_array(frame, self.image_size))
+            if i not in annotated:
+                masks.append(np.zeros((self.mask_size, self.mask_size), dtype=np.uint8))
+                valid.append(False)
+                continue
+            mpath = self.layout.mask_path(row, i)
+            mask = open_image(mpath)
+            if mask.size != frame.size:
+                raise DataError(mpath, f"mask is {mask.size[0]}x{mask.size[1]} but its frame {fpath} is {frame.size[0]}x{frame.size[1]}")
+            masks.append(mask_to_array(mask, self.mask_size))
+            valid.append(True)
+        wav, rate = read_wav(self.layout.audio_path(row))
+        wav = resample(wav, rate, self.sample_rate)
+        return ClipSample(
+            uid=row.name,
+            vid=row.name,
+            fid=0,
+            split=row.split,
+            expression=EXPRESSION,
+            frames=np.stack(frames),
+            audio=wav,
+            fbank=audio_features(wav, self.features, self.sample_rate, self.fbank_bins),
+            masks=np.stack(masks),
+            mask_valid=np.array(valid, dtype=bool),
+            is_null=False,
+            facts=None,
+        )

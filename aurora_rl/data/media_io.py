@@ -1,0 +1,49 @@
+"""Frames and masks from image files, resized to the model's sizes; errors name the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from aurora_rl.data.errors import DataError
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Open and fully decode an image (a truncated or corrupt file fails here, not later)."""
+    try:
+        img = Image.open(path)
+        img.load()
+        return img
+    except FileNotFoundError:
+        raise DataError(path, "image file is missing") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(path, f"cannot decode image ({e})") from None
+
+
+def frame_to_array(img: Image.Image, size: int) -> np.ndarray:
+    """RGB frame -> float32 [3, size, size] in [0, 1] (bilinear resize when the size differs)."""
+    img = img.convert("RGB")
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    return (np.asarray(img, dtype=np.float32) / 255.0).transpose(2, 0, 1)
+
+
+def mask_to_array(img: Image.Image, size: int) -> np.ndarray:
+    """Mask image -> uint8 [size, size] in {0, 1}.
+
+    Any mode is first converted to greyscale and binarised with > 0, as the official Ref-AVS
+    loader does (cv2 greyscale > 0); the binary mask is then resized with nearest neighbour.
+    """
+    binary = (np.asarray(img.convert("L")) > 0).astype(np.uint8)
+    if binary.shape != (size, size):
+        binary = np.asarray(Image.fromarray(binary).resize((size, size), Image.NEAREST))
+    return binary
+
+
+def evenly_spaced(available: int, wanted: int) -> list[int]:
+    """``wanted`` frame indices spread evenly over ``available`` frames (all of them when equal)."""
+    if wanted >= available:
+        return list(range(available))
+    return [int(round(i)) for i in np.linspace(0, available - 1, wanted)]

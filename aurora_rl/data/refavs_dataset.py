@@ -1,0 +1,118 @@
+"""Reader of a Ref-AVS Bench folder (official layout, see refavs_layout.py) -> ClipSample.
+
+A map-style dataset (``len`` and ``[i]``) that a torch DataLoader takes as is; use
+``collate_clips`` as its collate_fn. Every failure raises DataError naming the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from aurora_rl.data import refavs_layout as layout
+from aurora_rl.data.audio_features import FEATURE_KINDS, audio_features, read_wav, resample
+from aurora_rl.data.clip_sample import ClipSample
+from aurora_rl.data.errors import DataError
+from aurora_rl.data.media_io import evenly_spaced, frame_to_array, mask_to_array, open_image
+from aurora_rl.data.scene_facts import load_scene_facts
+
+
+class RefAVSDataset:
+    """The rows of one split of a Ref-AVS folder.
+
+    Args:
+        root: the dataset folder (holds metadata.csv, media/, gt_mask/).
+        split: one of train, val, test_s, test_u, test_n.
+        num_frames: frames per clip, evenly spaced over the 10 on disk.
+        image_size: frames are resized (bilinear) to image_size x image_size.
+        mask_size: masks are resized (nearest) to mask_size x mask_size.
+        sample_rate: audio is resampled to this rate.
+        fbank_bins: mel bins of the audio features.
+        max_samples: keep only the first max_samples rows of the split (CSV order).
+        features: "kaldi_fbank" (BEATs, tiny) or "whisper_log_mel" (Qwen2.5-Omni).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        *,
+        num_frames: int = layout.NUM_FRAMES,
+        image_size: int = 64,
+        mask_size: int = 64,
+        sample_rate: int = 16000,
+        fbank_bins: int = 128,
+        max_samples: Optional[int] = None,
+        features: str = "kaldi_fbank",
+    ):
+        if split not in layout.SPLITS:
+            raise ValueError(f"unknown Ref-AVS split {split!r} (expected one of {', '.join(layout.SPLITS)})")
+        if not 1 <= num_frames <= layout.NUM_FRAMES:
+            raise ValueError(f"num_frames must be in 1..{layout.NUM_FRAMES} for Ref-AVS, got {num_frames}")
+        if features not in FEATURE_KINDS:
+            raise ValueError(f"unknown audio features {features!r} (known: {', '.join(FEATURE_KINDS)})")
+        self.root = Path(root)
+        self.split = split
+        self.rows = [r for r in layout.read_metadata(self.root) if r.split == split][:max_samples]
+        self.facts = load_scene_facts(self.root)
+        self.frame_indices = evenly_spaced(layout.NUM_FRAMES, num_frames)
+        self.image_size = image_size
+        self.mask_size = mask_size
+        self.sample_rate = sample_rate
+        self.fbank_bins = fbank_bins
+        self.features = features
+
+    @classmethod
+    def from_config(cls, cfg, split: str, **overrides) -> "RefAVSDataset":
+        """Build from a ``DataConfig`` (root, num_frames, image_size, mask_size, sample_rate,
+        fbank_bins, max_samples); keyword overrides win (e.g. features="whisper_log_mel")."""
+        kwargs = dict(
+            num_frames=cfg.num_frames,
+            image_size=cfg.image_size,
+            mask_size=cfg.mask_size,
+            sample_rate=cfg.sample_rate,
+            fbank_bins=cfg.fbank_bins,
+            max_samples=cfg.max_samples,
+        )
+        kwargs.update(overrides)
+        return cls(cfg.root, split, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> ClipSample:
+        if not 0 <= index < len(self.rows):
+            raise IndexError(f"index {index} out of range for {len(self.rows)} rows of split {self.split}")
+        return self.load(self.rows[index])
+
+    def load(self, row: layout.RefAVSRow) -> ClipSample:
+        frames, masks = [], []
+        for i in self.frame_indices:
+            fpath = layout.frame_path(self.root, row.vid, i)
+            frame = open_image(fpath)
+            mpath = layout.mask_path(self.root, row.vid, row.fid, i)
+            mask = open_image(mpath)
+            if mask.size != frame.size:
+                raise DataError(mpath, f"mask is {mask.size[0]}x{mask.size[1]} but its frame {fpath} is {frame.size[0]}x{frame.size[1]}")
+            frames.append(frame_to_array(frame, self.image_size))
+            masks.append(mask_to_array(mask, self.mask_size))
+        wav, rate = read_wav(layout.audio_path(self.root, row.vid))
+        wav = resample(wav, rate, self.sample_rate)
+        facts = self.facts.get(row.uid)
+        is_null = row.split == layout.NULL_SPLIT or (facts is not None and facts["expression_kind"] == "null")
+        return ClipSample(
+            uid=row.uid,
+            vid=row.vid,
+            fid=row.fid,
+            split=row.split,
+            expression=row.exp,
+            frames=np.stack(frames),
+            audio=wav,
+            fbank=audio_features(wav, self.features, self.sample_rate, self.fbank_bins),
+            masks=np.stack(masks),
+            mask_valid=np.ones(len(self.frame_indices), dtype=bool),
+            is_null=is_null,
+            facts=facts,
+        )

@@ -1,0 +1,48 @@
+"""Local services a run needs: a private redis-server and a private Ray node, stopped by PID."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+from aurora_rl.config.schema import ServicesConfig
+
+
+@dataclass
+class RunServices:
+    redis_url: str
+    ray_address: str
+    dashboard_url: Optional[str]
+
+
+@contextlib.contextmanager
+def run_services(cfg: ServicesConfig, log=print) -> Iterator[RunServices]:
+    """Use the Redis / Ray named in ``cfg``; start private ones for those left null.
+
+    Whatever this started is stopped on exit, also when the body raises.
+    """
+    import ray
+
+    from aurora_rl.services.ray_cluster import LocalRayNode
+    from aurora_rl.services.redis_server import RedisServer
+
+    with contextlib.ExitStack() as stack:
+        redis_url = cfg.redis_url
+        if redis_url is None:
+            server = stack.enter_context(RedisServer())
+            redis_url = server.url
+            log(f"[services] private redis-server pid {server.pid} on 127.0.0.1:{server.port} ({server.workdir})")
+        dashboard = None
+        if cfg.ray_address is None:
+            node = stack.enter_context(LocalRayNode())
+            node.connect(log_to_driver=True)
+            address, dashboard = node.address, node.dashboard_url
+            log(f"[services] private Ray node at {address}, dashboard {dashboard} (token: {node.token_path})")
+        else:
+            ray.init(address=cfg.ray_address)
+            address = cfg.ray_address
+        stack.callback(ray.shutdown)
+        yield RunServices(redis_url=redis_url, ray_address=address, dashboard_url=dashboard)
+    sys.stdout.flush()

@@ -1,0 +1,151 @@
+"""Config files load into typed objects; every kind of bad input names the file and the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aurora_rl.config import ConfigError, GRPOConfig, SFTConfig, load_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("path", sorted(p for p in CONFIGS.rglob("*.yaml") if p.name != "base.yaml"), ids=str)
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert cfg.stage in ("sft", "reflect", "grpo", "eval")
+
+
+def test_inherit_merges_mappings_and_keeps_types():
+    cfg = load_config(CONFIGS / "tiny" / "grpo.yaml")
+    assert isinstance(cfg, GRPOConfig)
+    assert cfg.model.tiny.hidden_size == 128  # from base.yaml
+    assert cfg.rollout.sampling.group_size == 3  # from grpo.yaml
+    assert cfg.learner.optim.lr == pytest.approx(1e-4) and isinstance(cfg.learner.optim.lr, float)
+    assert cfg.reward.num_workers == 2
+
+
+def test_unknown_key_names_file_key_and_suggestion(tmp_path):
+    path = write(tmp_path, "bad.yaml", "stage: grpo\nrollout:\n  sampling:\n    temprature: 0.7\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert str(path) in msg
+    assert "rollout.sampling.temprature" in msg
+    assert "did you mean 'temperature'" in msg
+
+
+def test_wrong_type_names_file_and_key(tmp_path):
+    path = write(tmp_path, "bad.yaml", "stage: sft\nloss:\n  distill: 0\ntrainer:\n  num_workers: two\n")
+    with pytest.raises(ConfigError, match=rf"{path}: trainer.num_workers: expected an integer, got 'two'"):
+        load_config(path)
+
+
+def test_bool_is_not_an_integer(tmp_path):
+    path = write(tmp_path, "bad.yaml", "stage: grpo\nlearner:\n  steps: true\n")
+    with pytest.raises(ConfigError, match="learner.steps: expected an integer"):
+        load_config(path)
+
+
+def test_out_of_range_value_names_key(tmp_path):
+    path = write(tmp_path, "bad.yaml", "stage: grpo\nrollout:\n  sampling:\n    top_p: 1.5\n")
+    with pytest.raises(ConfigError, match=r"rollout.sampling.top_p: must be <= 1.0, got 1.5"):
+        load_config(path)
+
+
+def test_missing_stage_is_an_error(tmp_path):
+    path = write(tmp_path, "bad.yaml", "run:\n  name: x\n")
+    with pytest.raises(ConfigError, match=rf"{path}: stage: missing required value"):
+        load_config(path)
+
+
+def test_missing_required_path_for_a_real_backbone(tmp_path):
+    path = write(tmp_path, "bad.yaml", "stage: eval\nmodel:\n  backbone: videollama2-av\n")
+    with pytest.raises(ConfigError, match=rf"{path}: model.path: .*needs a local weights folder"):
+        load_config(path)
+
+
+def test_cross_field_check_names_key(tmp_path):
+    path = write(tmp_path, "bad.yaml", "stage: sft\nloss:\n  distill: 1.0\n")
+    with pytest.raises(ConfigError, match=rf"{path}: teacher_path: distillation"):
+        load_config(path)
+
+
+def test_error_in_parent_names_the_parent_file(tmp_path):
+    write(tmp_path, "parent.yaml", "data:\n  image_size: big\n")
+    child = write(tmp_path, "child.yaml", "inherit: parent.yaml\nstage: eval\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(child)
+    assert str(tmp_path / "parent.yaml") in str(err.value)
+    assert "data.image_size" in str(err.value)
+
+
+def test_inherit_cycle_is_reported(tmp_path):
+    write(tmp_path, "a.yaml", "inherit: b.yaml\nstage: eval\n")
+    write(tmp_path, "b.yaml", "inherit: a.yaml\n")
+    with pytest.raises(ConfigError, match="circular"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_overrides_apply_and_validate():
+    cfg = load_config(CONFIGS / "tiny" / "grpo.yaml", ["rollout.sampling.group_size=8", "learner.kl_coef=0.05"])
+    assert cfg.rollout.sampling.group_size == 8
+    assert cfg.learner.kl_coef == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("learner.stepz=3", r"override 'learner.stepz=3': learner.stepz: unknown key \(did you mean 'steps'\?\)"),
+        ("learner.steps=abc", r"override 'learner.steps=abc': learner.steps: expected an integer, got 'abc'"),
+        ("learner.steps", r"override 'learner.steps': expected key.sub=value"),
+        ("learner..steps=3", r"override 'learner..steps=3': malformed key"),
+        ("rollout=3", r"override 'rollout=3': rollout: expected a mapping, got 3"),
+    ],
+)
+def test_bad_override_names_override_and_key(override, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_config(CONFIGS / "tiny" / "grpo.yaml", [override])
+
+
+def test_expect_refuses_another_stage():
+    with pytest.raises(ConfigError, match="needs a 'grpo' config, the file is 'sft'"):
+        load_config(CONFIGS / "tiny" / "sft.yaml", expect="grpo")
+
+
+def test_sft_defaults_are_aurora_values():
+    cfg = load_config(CONFIGS / "tiny" / "sft.yaml")
+    assert isinstance(cfg, SFTConfig)
+    assert (cfg.loss.ce, cfg.loss.bce, cfg.loss.dice) == (1.0, 2.0, 0.5)
+    assert (cfg.model.lora.r, cfg.model.lora.alpha, cfg.model.lora.dropout) == (8, 16, 0.05)
+    assert cfg.model.lora.target_modules == ["q_proj", "v_proj"]
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "aurora_rl.cli", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_cli_config_show_prints_resolved_config():
+    run = _cli("config", "show", str(CONFIGS / "tiny" / "grpo.yaml"), "learner.steps=7")
+    assert run.returncode == 0, run.stderr
+    assert "stage: grpo" in run.stdout
+    assert "steps: 7" in run.stdout
+    assert "hidden_size: 128" in run.stdout
+
+
+def test_cli_config_show_error_exit_code_and_message(tmp_path):
+    path = write(tmp_path, "bad.yaml", "stage: grpo\nlearner:\n  clip_low: high\n")
+    run = _cli("config", "show", str(path))
+    assert run.returncode == 2
+    assert f"{path}: learner.clip_low: expected a number, got 'high'" in run.stderr

@@ -1,0 +1,47 @@
+"""The private Ray node: token auth on, job API reachable with the token, stopped by PID."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import psutil
+import pytest
+
+from aurora_rl.services.process import alive
+from aurora_rl.services.ray_cluster import LocalRayNode
+
+
+def _get(url: str, token: str | None = None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10)
+
+
+def test_shared_node_runs_tasks_and_requires_the_token(ray_node):
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def square(x):
+        return x * x
+
+    assert ray.get([square.remote(i) for i in range(4)]) == [0, 1, 4, 9]
+    with pytest.raises(urllib.error.HTTPError) as err:
+        _get(ray_node.dashboard_url + "/api/version")
+    assert err.value.code == 401
+    token = ray_node.token_path.read_text()
+    version = json.loads(_get(ray_node.dashboard_url + "/api/version", token).read())
+    assert version["ray_version"].startswith("2.60")
+    assert ray_node.token_path.stat().st_mode & 0o077 == 0  # token readable by its owner only
+
+
+def test_stop_leaves_no_process_behind():
+    node = LocalRayNode(num_cpus=1, include_dashboard=False).start()
+    pids = node.pids()
+    assert len(pids) >= 3  # ray start, gcs_server, raylet at least
+    temp_dir = node.temp_dir
+    node.stop()
+    assert alive(pids) == []
+    assert not temp_dir.exists()
+    ours = [p for p in psutil.process_iter(["cmdline"]) if str(temp_dir) in " ".join(p.info["cmdline"] or [])]
+    assert ours == []

@@ -1,0 +1,65 @@
+import msgpack
+import numpy as np
+import pytest
+
+from aurora_rl.records import RecordError, RolloutRecord, decode, encode
+
+
+def make_record(**kw) -> RolloutRecord:
+    base = dict(
+        uid="vid_a_b_3_1", group_id="step0/vid_a_b_3_1", sample_index=1, group_size=3, policy_version=4,
+        prompt_token_ids=np.array([5, 6, 7]), completion_token_ids=np.array([9, 10]),
+        sampling_logprobs=np.array([-0.25, -1.5]), completion_text="It is [SEG] .",
+    )
+    base.update(kw)
+    return RolloutRecord(**base)
+
+
+def test_round_trip_is_exact_including_masks_and_rewards():
+    masks = np.zeros((10, 8, 8), dtype=bool)
+    masks[:, 2:5, 3:6] = True
+    rec = make_record(rewards={"format": 1.0, "iou": 0.5}, reward=1.5, meta={"actor": 0}).with_masks(masks)
+    out = decode(encode(rec))
+    assert out.uid == rec.uid and out.record_id == "step0/vid_a_b_3_1/1"
+    assert out.completion_token_ids.dtype == np.int32 and list(out.completion_token_ids) == [9, 10]
+    assert out.sampling_logprobs.dtype == np.float32 and list(out.sampling_logprobs) == [-0.25, -1.5]
+    assert np.array_equal(out.masks(), masks)
+    assert out.rewards == {"format": 1.0, "iou": 0.5} and out.reward == 1.5 and out.meta == {"actor": 0}
+
+
+def test_no_seg_record_has_no_masks():
+    assert decode(encode(make_record())).masks() is None
+
+
+def _tamper(**changes) -> bytes:
+    body = msgpack.unpackb(encode(make_record()), raw=False)
+    body.update(changes)
+    return msgpack.packb(body, use_bin_type=True)
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (b"\xc1\xff garbage", "not a msgpack record"),
+        (msgpack.packb([1, 2, 3]), "must be a map"),
+        (_tamper(schema=99), "schema version 99"),
+        (_tamper(uid=5), "uid: expected str"),
+        (_tamper(sample_index=True), "sample_index: expected int"),
+        (_tamper(sample_index=3), "outside group of 3"),
+        (_tamper(sampling_logprobs=np.zeros(3, "<f4").tobytes()), "3 values for 2 completion tokens"),
+        (_tamper(completion_token_ids=b"\x00\x01\x02"), "not a multiple of 4"),
+        (_tamper(masks_rle={"shape": [1, 2, 2], "counts": [1]}), "masks_rle"),
+        (_tamper(rewards={"iou": "high"}), "rewards must map names to numbers"),
+        (_tamper(evil="x"), "unknown fields"),
+        (msgpack.packb(msgpack.ExtType(5, b"code")), "extension type"),
+    ],
+)
+def test_malformed_records_are_refused_with_a_reason(payload, reason):
+    with pytest.raises(RecordError, match=reason):
+        decode(payload)
+
+
+def test_oversized_record_is_refused_before_unpacking():
+    payload = encode(make_record(completion_text="x" * 5000))
+    with pytest.raises(RecordError, match="exceeds the limit of 1024"):
+        decode(payload, max_bytes=1024)
