@@ -53,8 +53,13 @@ class TinyBackboneConfig:
     num_heads: int = field(4, ge=1)
     num_kv_heads: int = field(2, ge=1)
     intermediate_size: int = field(256, ge=8)
-    vision_patch: int = field(16, ge=2)
-    audio_tokens: int = field(8, ge=1)
+    encoder_width: int = field(64, ge=8)  # channels of the tiny vision / audio encoders
+    vision_grid: int = field(4, ge=1)  # each frame chunk becomes grid x grid tokens
+    vision_chunks: int = field(2, ge=1)  # frames are averaged in this many temporal chunks
+    audio_tokens: int = field(10, ge=1)  # the soundtrack becomes this many tokens, in time order
+    sam_hidden: int = field(64, ge=16)  # tiny SAM's image-encoder width
+    sam_layers: int = field(2, ge=1)
+    sam_patch: int = field(8, ge=2)
 
     def check(self):
         if self.hidden_size % self.num_heads:
@@ -70,12 +75,17 @@ class TinyBackboneConfig:
 
 @dataclass
 class LoraConfig:
+    """LoRA on the LLM (AURORA: r=8, alpha=16, dropout 0.05 on q/v); ``fully_trained`` LLM
+    modules are trained in full; ``train_encoders`` trains the vision/audio encoders and
+    connectors (the tiny backbone's are random, so it must; real encoders stay frozen)."""
+
     enabled: bool = True
     r: int = field(8, ge=1)
     alpha: int = field(16, ge=1)
     dropout: float = field(0.05, ge=0.0, lt=1.0)
     target_modules: list[str] = field(factory=lambda: ["q_proj", "v_proj"])
     fully_trained: list[str] = field(factory=lambda: ["lm_head", "embed_tokens"])
+    train_encoders: bool = True
 
 
 @dataclass

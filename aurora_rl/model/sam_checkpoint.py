@@ -100,9 +100,9 @@ def load_sam(
         state_dict = meta_to_hf_state_dict(meta)
     else:
         raise FileNotFoundError(f"SAM checkpoint {path} does not exist (an HF folder or a Meta .pth file)")
-    if dtype is not None:
-        state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
     state_dict, config = fit_to_input_size(state_dict, config, input_size or config.vision_config.image_size)
+    if dtype is not None:  # after resizing, which then interpolates the stored precision
+        state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
     return _instantiate(config, state_dict)
 
 

@@ -47,8 +47,6 @@ class SamSegmenter(nn.Module):
         self.cache_size = cache_size
         self.freeze_image_encoder = freeze_image_encoder
         self._cache: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
-        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1) / 255, persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1) / 255, persistent=False)
         sam.requires_grad_(False)
         sam.vision_encoder.requires_grad_(not freeze_image_encoder)
         sam.mask_decoder.requires_grad_(train_mask_decoder)
@@ -69,6 +67,10 @@ class SamSegmenter(nn.Module):
     def clear_cache(self) -> None:
         self._cache.clear()
 
+    def _apply(self, fn, *args, **kwargs):
+        self._cache.clear()  # cached embeddings would stay on the old device or dtype
+        return super()._apply(fn, *args, **kwargs)
+
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """Resize the longer side to the input size, normalise, pad bottom/right to a square.
 
@@ -82,7 +84,10 @@ class SamSegmenter(nn.Module):
         height, width = resized_shape(frames.shape[-2], frames.shape[-1], self.input_size)
         if (height, width) != tuple(frames.shape[-2:]):
             frames = F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
-        pixels = (frames - self.pixel_mean) / self.pixel_std
+        # Constants rather than buffers: a bf16 model would round buffers, the pixels are normalised in fp32.
+        mean = torch.tensor(PIXEL_MEAN, device=frames.device).view(1, 3, 1, 1) / 255
+        std = torch.tensor(PIXEL_STD, device=frames.device).view(1, 3, 1, 1) / 255
+        pixels = (frames - mean) / std
         pixels = F.pad(pixels, (0, self.input_size - width, 0, self.input_size - height))
         return pixels.to(weight.dtype)
 

@@ -24,12 +24,18 @@ def random_meta_state_dict(
     seed: int = 0, *, image_size: int = 128, patch: int = 16, embed: int = 64, depth: int = 3, heads: int = 2,
     window: int = 3, global_blocks: tuple[int, ...] = (1,), prompt_dim: int = 64, decoder_depth: int = 2,
     decoder_mlp: int = 96, mask_in_chans: int = 16, multimask: int = 3, iou_hidden: int = 48,
+    shapes_only: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Random tensors under segment-anything's exact key names and shapes (a ``Sam`` state dict)."""
+    """Random tensors under segment-anything's exact key names and shapes (a ``Sam`` state dict).
+
+    ``shapes_only`` gives meta-device tensors: a full-size (ViT-H) layout without allocating it.
+    """
     gen = torch.Generator().manual_seed(seed)
     sd: dict[str, torch.Tensor] = {}
 
     def rand(*shape, std):
+        if shapes_only:
+            return torch.empty(*shape, device="meta")
         return torch.randn(*shape, generator=gen) * std
 
     def linear(name, fan_in, fan_out, bias=True):
@@ -246,7 +252,8 @@ def mask_decoder(sd, image_emb, sparse, dense, multimask):
         queries = _ln(queries, sd, p + "norm1", 1e-5)
         queries = queries + _attn(sd, p + "cross_attn_token_to_image.", queries + tokens, keys + key_pe, keys)
         queries = _ln(queries, sd, p + "norm2", 1e-5)
-        queries = _ln(queries + _lin(F.relu(_lin(queries, sd, p + "mlp.lin1")), sd, p + "mlp.lin2"), sd, p + "norm3", 1e-5)
+        mlp = _lin(F.relu(_lin(queries, sd, p + "mlp.lin1")), sd, p + "mlp.lin2")
+        queries = _ln(queries + mlp, sd, p + "norm3", 1e-5)
         keys = keys + _attn(sd, p + "cross_attn_image_to_token.", keys + key_pe, queries + tokens, queries)
         keys = _ln(keys, sd, p + "norm4", 1e-5)
     queries = queries + _attn(sd, t + "final_attn_token_to_image.", queries + tokens, keys + key_pe, keys)
@@ -257,7 +264,8 @@ def mask_decoder(sd, image_emb, sparse, dense, multimask):
     up = F.gelu(_ln2d(F.conv_transpose2d(src, sd[u + "0.weight"], sd[u + "0.bias"], stride=2), sd, u + "1"))
     up = F.gelu(F.conv_transpose2d(up, sd[u + "3.weight"], sd[u + "3.bias"], stride=2))
     num_masks = sd[m + "mask_tokens.weight"].shape[0]
-    hyper = torch.stack([_mlp_head(sd, f"{m}output_hypernetworks_mlps.{i}.", queries[:, 1 + i]) for i in range(num_masks)], 1)
+    hyper = [_mlp_head(sd, f"{m}output_hypernetworks_mlps.{i}.", queries[:, 1 + i]) for i in range(num_masks)]
+    hyper = torch.stack(hyper, 1)
     masks = (hyper @ up.flatten(2)).view(b, num_masks, *up.shape[-2:])
     iou = _mlp_head(sd, m + "iou_prediction_head.", queries[:, 0])
     keep = slice(1, None) if multimask else slice(0, 1)

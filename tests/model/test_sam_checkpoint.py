@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import SamModel
 
 from aurora_rl.model.sam_checkpoint import (
-    build_tiny_sam, fit_to_input_size, load_sam, meta_sam_config, resize_pos_embed, resize_rel_pos,
+    build_tiny_sam, fit_to_input_size, load_sam, meta_sam_config, meta_to_hf_state_dict, resize_pos_embed,
+    resize_rel_pos,
 )
 from aurora_rl.model.sam_segmenter import SamSegmenter
 from tests.model import sam_reference as ref
@@ -21,6 +23,26 @@ def meta_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("meta") / "sam_tiny.pth"
     torch.save(state_dict, path)
     return path, state_dict
+
+
+def test_vit_h_layout_is_read_from_shapes_and_refitted_to_224():
+    """sam_vit_h_4b8939.pth's layout, as meta-device tensors (shapes only, nothing allocated)."""
+    meta = ref.random_meta_state_dict(
+        shapes_only=True, image_size=1024, embed=1280, depth=32, heads=16, window=14, global_blocks=(7, 15, 23, 31),
+        prompt_dim=256, decoder_mlp=2048, iou_hidden=256,
+    )
+    config = meta_sam_config(meta)
+    vision = config.vision_config
+    assert (vision.hidden_size, vision.num_hidden_layers, vision.num_attention_heads) == (1280, 32, 16)
+    assert vision.mlp_dim == 5120
+    assert (vision.image_size, vision.window_size, list(vision.global_attn_indexes)) == (1024, 14, [7, 15, 23, 31])
+    state_dict, config = fit_to_input_size(meta_to_hf_state_dict(meta), config, 224)
+    with torch.device("meta"):
+        expected = SamModel(config).state_dict()
+    assert set(state_dict) == set(expected)
+    assert {k: tuple(v.shape) for k, v in state_dict.items()} == {k: tuple(v.shape) for k, v in expected.items()}
+    assert state_dict["vision_encoder.pos_embed"].shape == (1, 14, 14, 1280)
+    assert state_dict["vision_encoder.layers.7.attn.rel_pos_h"].shape == (27, 80)
 
 
 def test_meta_layout_is_read_from_shapes(meta_checkpoint):
@@ -39,7 +61,8 @@ def test_meta_checkpoint_matches_reference_forward(meta_checkpoint, input_size):
     path, sd = meta_checkpoint
     segmenter = SamSegmenter(load_sam(path, input_size))
     torch.manual_seed(1)
-    frames, prompt, out_size = torch.rand(2, 3, 40, 56), torch.randn(1, 64), (40, 56)
+    # Frames larger than every input size: the resize is a downscale (antialiased, as segment-anything).
+    frames, prompt, out_size = torch.rand(2, 3, 120, 200), torch.randn(1, 64), (120, 200)
 
     pixels = segmenter.preprocess(frames)
     torch.testing.assert_close(pixels, ref.preprocess(frames, input_size), atol=1e-4, rtol=1e-4)
@@ -143,7 +166,8 @@ def test_resized_position_embedding_keeps_values_at_the_same_relative_positions(
 
 def test_only_global_attention_tables_are_resized(meta_checkpoint):
     path, _ = meta_checkpoint
-    sam = load_sam(path, 224)  # 14x14 grid from an 8x8 checkpoint
+    sam = load_sam(path, 224, dtype=torch.bfloat16)  # 14x14 grid from an 8x8 checkpoint
+    assert sam.vision_encoder.pos_embed.dtype == torch.bfloat16
     layers = sam.vision_encoder.layers
     assert layers[1].attn.rel_pos_h.shape == (27, 32)  # global: spans the new grid
     assert layers[0].attn.rel_pos_h.shape == (5, 32) and layers[2].attn.rel_pos_w.shape == (5, 32)  # window 3

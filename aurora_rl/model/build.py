@@ -1,0 +1,99 @@
+"""Assembling the policy from its parts (the ``tiny`` backbone; real backbones in their loaders)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from aurora_rl.config.schema import LoraConfig, ModelConfig
+from aurora_rl.model.av_encoders import TinyAudioEncoder, TinyVisionEncoder
+from aurora_rl.model.policy import AVSegPolicy, TokenIds
+from aurora_rl.model.sam_checkpoint import build_tiny_sam, load_sam
+from aurora_rl.model.sam_segmenter import SamSegmenter
+from aurora_rl.model.seg_projector import SegProjector
+from aurora_rl.prompts.answer_format import AUDIO, SEG, VIDEO
+
+
+@dataclass
+class MediaShape:
+    """What the policy is built for: fbank bins in, mask size out."""
+
+    fbank_bins: int = 128
+    mask_size: int = 64
+
+
+def token_ids(tokenizer) -> TokenIds:
+    conv = tokenizer.convert_tokens_to_ids
+    ids = TokenIds(seg=conv(SEG), video=conv(VIDEO), audio=conv(AUDIO),
+                   pad=tokenizer.pad_token_id, eos=tokenizer.eos_token_id)
+    unk = tokenizer.unk_token_id
+    missing = [name for name, v in vars(ids).items() if v is None or (v == unk and name in ("seg", "video", "audio"))]
+    if missing:
+        raise ValueError(f"tokenizer lacks the special tokens {missing} (SEG, <video>, <audio>, pad, eos)")
+    return ids
+
+
+def tiny_llm(cfg: ModelConfig, vocab_size: int, ids: TokenIds) -> nn.Module:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    t = cfg.tiny
+    config = Qwen2Config(
+        vocab_size=vocab_size, hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
+        num_hidden_layers=t.num_layers, num_attention_heads=t.num_heads, num_key_value_heads=t.num_kv_heads,
+        max_position_embeddings=1024, tie_word_embeddings=False, pad_token_id=ids.pad, eos_token_id=ids.eos,
+        bos_token_id=None,
+    )
+    return Qwen2ForCausalLM(config)
+
+
+def apply_lora(llm: nn.Module, lora: LoraConfig) -> nn.Module:
+    """Wrap the LLM with LoRA (peft); ``fully_trained`` modules are trained in full.
+
+    Without LoRA the whole LLM is trained.
+    """
+    if not lora.enabled:
+        llm.requires_grad_(True)
+        return llm
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    peft_cfg = PeftLoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules),
+        modules_to_save=list(lora.fully_trained) or None, bias="none",
+    )
+    return get_peft_model(llm, peft_cfg)
+
+
+def build_tiny_policy(cfg: ModelConfig, tokenizer, shape: MediaShape, seed: int = 0) -> AVSegPolicy:
+    """A random-initialised tiny policy; the same seed gives the same weights."""
+    ids = token_ids(tokenizer)
+    t = cfg.tiny
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        llm = tiny_llm(cfg, len(tokenizer), ids)
+        vision = TinyVisionEncoder(t.hidden_size, t.encoder_width, t.vision_grid, t.vision_chunks)
+        audio = TinyAudioEncoder(t.hidden_size, shape.fbank_bins, t.encoder_width, t.audio_tokens)
+        sam = (
+            build_tiny_sam(cfg.sam.input_size, seed=seed + 1, patch_size=t.sam_patch, hidden_size=t.sam_hidden,
+                           num_layers=t.sam_layers)
+            if cfg.sam.path is None else load_sam(cfg.sam.path, cfg.sam.input_size)
+        )
+        segmenter = SamSegmenter(sam, freeze_image_encoder=cfg.sam.freeze_image_encoder)
+        projector = SegProjector(t.hidden_size, segmenter.prompt_dim)
+    llm = apply_lora(llm, cfg.lora)
+    vision.requires_grad_(cfg.lora.train_encoders)
+    audio.requires_grad_(cfg.lora.train_encoders)
+    policy = AVSegPolicy(llm, vision, audio, projector, segmenter, ids, shape.mask_size)
+    return policy.to(getattr(torch, cfg.dtype))
+
+
+def trainable_summary(policy: nn.Module) -> dict[str, int]:
+    """Trainable parameter counts per top-level part (for logs and tests)."""
+    out: dict[str, int] = {}
+    for name, p in policy.named_parameters():
+        if p.requires_grad:
+            part = name.split(".")[0]
+            out[part] = out.get(part, 0) + p.numel()
+    return out

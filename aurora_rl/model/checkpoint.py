@@ -1,0 +1,112 @@
+"""Saving, loading and exporting the policy.
+
+A checkpoint folder holds::
+
+    aurora_model.json    format version, the ModelConfig, the media shape, the LLM config
+    tokenizer/           the tokenizer (the tiny backbone's word-level one, or the backbone's)
+    policy.safetensors   the policy's state dict (LoRA, fully trained LLM modules, encoders,
+                         connectors, projector, SAM) under its module names
+
+``load_policy`` rebuilds the same architecture and loads the state dict strictly, so a
+round trip is exact. ``export_merged_llm`` writes the LLM with LoRA merged, under Hugging
+Face names, as a folder vLLM loads; ``merged_llm_state_dict`` gives the same tensors in
+memory without disturbing training (for weight broadcast).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from aurora_rl.config.loader import build as build_config
+from aurora_rl.config.schema import ModelConfig
+from aurora_rl.model.build import MediaShape, build_tiny_policy
+from aurora_rl.model.policy import AVSegPolicy
+
+FORMAT_VERSION = 1
+MANIFEST = "aurora_model.json"
+
+
+def save_policy(policy: AVSegPolicy, tokenizer, cfg: ModelConfig, shape: MediaShape, folder: str | Path) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "format": FORMAT_VERSION,
+        "model": dataclasses.asdict(cfg),
+        "media": dataclasses.asdict(shape),
+        "llm_config": policy.base_lm.config.to_dict(),
+    }
+    tokenizer.save_pretrained(folder / "tokenizer")
+    state = {k: v.detach().contiguous().clone() for k, v in policy.state_dict().items()}
+    save_file(state, str(folder / "policy.safetensors"))
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    return folder
+
+
+def read_manifest(folder: str | Path) -> dict:
+    path = Path(folder) / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"{folder}: not an aurora_rl checkpoint (no {MANIFEST})")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{path}: checkpoint format {manifest.get('format')!r} is not supported ({FORMAT_VERSION})")
+    return manifest
+
+
+def load_policy(folder: str | Path, overrides: ModelConfig | None = None):
+    """Load (policy, tokenizer, ModelConfig, MediaShape) from a checkpoint folder."""
+    from transformers import AutoTokenizer
+
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    cfg = overrides or build_config(ModelConfig, manifest["model"], {}, str(folder / MANIFEST))
+    shape = MediaShape(**manifest["media"])
+    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+    if cfg.backbone != "tiny":
+        raise NotImplementedError(f"backbone {cfg.backbone!r}: load it through its loader")
+    policy = build_tiny_policy(cfg, tokenizer, shape)
+    state = load_file(str(folder / "policy.safetensors"))
+    policy.load_state_dict(state, strict=True)
+    return policy, tokenizer, cfg, shape
+
+
+def merged_llm_state_dict(policy: AVSegPolicy) -> dict[str, torch.Tensor]:
+    """The LLM's full weights with LoRA merged, under the base model's Hugging Face names.
+
+    Computed out of place (W + scaling * B @ A per LoRA layer, via peft's ``get_delta_weight``):
+    training is not disturbed, not even by the rounding a merge/unmerge round trip would leave
+    in the base weights after many broadcasts.
+    """
+    base = policy.base_lm
+    deltas = {}
+    for name, module in base.named_modules():
+        if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer"):
+            delta = sum(module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A)
+            deltas[f"{name}.base_layer.weight"] = delta
+    out = {}
+    with torch.no_grad():
+        for name, tensor in base.state_dict().items():
+            if "lora_" in name or ".original_module." in name:
+                continue
+            merged = tensor + deltas[name] if name in deltas else tensor
+            name = name.replace(".base_layer.", ".").replace(".modules_to_save.default.", ".")
+            out[name] = merged.detach().clone()
+    return out
+
+
+def export_merged_llm(policy: AVSegPolicy, tokenizer, folder: str | Path, dtype: str = "float32") -> Path:
+    """Write the merged LLM as a Hugging Face folder (config, safetensors, tokenizer) for vLLM."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = policy.base_lm.config
+    config.torch_dtype = dtype
+    config.save_pretrained(folder)
+    target = getattr(torch, dtype)
+    state = {k: v.to(target).contiguous() for k, v in merged_llm_state_dict(policy).items()}
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    tokenizer.save_pretrained(folder)
+    return folder

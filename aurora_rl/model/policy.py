@@ -1,0 +1,151 @@
+"""The audio-visual segmentation policy (LISA-style, as AURORA).
+
+vision encoder + audio encoder -> connectors -> spliced into the token embeddings of a
+decoder-only LLM (LoRA via peft) -> the last-layer hidden state at the last ``[SEG]`` ->
+``SegProjector`` -> one sparse prompt for SAM's mask decoder, which segments every frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+from aurora_rl.model.embedding_splice import splice_media
+from aurora_rl.model.sam_segmenter import NO_PROMPT_LOGIT
+
+
+@dataclass
+class TokenIds:
+    seg: int
+    video: int
+    audio: int
+    pad: int
+    eos: int
+
+
+@dataclass
+class PolicyInputs:
+    """A batch of B sequences = prompt + answer, with their clips.
+
+    prompt_ids / answer_ids: B lists of token ids (answer may be empty: prompt only).
+    frames: [B, T, 3, H, W] in [0, 1]. fbank: [B, F, bins]. fbank_lengths: [B].
+    clip_keys: B ids for SAM's per-clip embedding cache (None: no caching).
+    """
+
+    prompt_ids: list[list[int]]
+    answer_ids: list[list[int]]
+    frames: torch.Tensor
+    fbank: torch.Tensor
+    fbank_lengths: Optional[torch.Tensor] = None
+    clip_keys: Optional[list[str]] = None
+
+
+@dataclass
+class PolicyOutput:
+    answer_logprobs: torch.Tensor  # [B, A] log p(answer token | prefix); 0 where padded
+    answer_mask: torch.Tensor  # [B, A] bool, True on real answer tokens
+    has_seg: torch.Tensor  # [B] bool
+    seg_hidden: torch.Tensor  # [B, H] last-layer state at the last [SEG] (zeros where none)
+    seg_embedding: torch.Tensor  # [B, D] projector output (SAM prompt); zeros where no [SEG]
+    mask_logits: Optional[torch.Tensor]  # [B, T, M, M]; NO_PROMPT_LOGIT everywhere without [SEG]
+    first_token_logits: torch.Tensor  # [B, V] logits after the prompt (what sampling starts from)
+
+
+class AVSegPolicy(nn.Module):
+    def __init__(self, llm: nn.Module, vision: nn.Module, audio: nn.Module, projector: nn.Module,
+                 segmenter: nn.Module, ids: TokenIds, mask_size: int):
+        super().__init__()
+        self.llm = llm
+        self.vision = vision
+        self.audio = audio
+        self.projector = projector
+        self.segmenter = segmenter
+        self.ids = ids
+        self.mask_size = mask_size
+
+    # ------------------------------------------------------------------ parts of the LLM
+    @property
+    def base_lm(self) -> nn.Module:
+        """The causal LM under the peft wrapper (LoRA layers are injected in place)."""
+        return self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
+
+    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.base_lm.get_input_embeddings()(ids)
+
+    # ------------------------------------------------------------------ inputs
+    def media_features(self, frames: torch.Tensor, fbank: torch.Tensor,
+                       fbank_lengths: Optional[torch.Tensor] = None) -> list[dict[int, torch.Tensor]]:
+        """Per clip: {video placeholder id: [Nv, H], audio placeholder id: [Na, H]}."""
+        video = self.vision(frames)
+        audio = self.audio(fbank, fbank_lengths)
+        return [{self.ids.video: v, self.ids.audio: a} for v, a in zip(video, audio)]
+
+    def spliced(self, ids: list[int], media: dict[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        t = torch.tensor(ids, dtype=torch.long, device=next(self.parameters()).device)
+        return splice_media(t, self.embed_ids(t), media)
+
+    @torch.no_grad()
+    def prompt_embeds(self, prompt_ids: list[list[int]], frames: torch.Tensor, fbank: torch.Tensor,
+                      fbank_lengths: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
+        """The prompts as vLLM ``prompt_embeds``: B tensors [L_i, H] (float32, on CPU)."""
+        media = self.media_features(frames, fbank, fbank_lengths)
+        return [self.spliced(ids, m)[0].float().cpu() for ids, m in zip(prompt_ids, media)]
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batch: PolicyInputs, with_masks: bool = True) -> PolicyOutput:
+        media = self.media_features(batch.frames, batch.fbank, batch.fbank_lengths)
+        seqs, seg_pos, answer_pos, prompt_end = [], [], [], []
+        for prompt, answer, m in zip(batch.prompt_ids, batch.answer_ids, media):
+            emb, source = self.spliced(list(prompt) + list(answer), m)
+            seqs.append(emb)
+            in_answer = source >= len(prompt)
+            answer_pos.append(torch.nonzero(in_answer).flatten())
+            prompt_end.append(int(torch.nonzero(~in_answer).flatten()[-1]))
+            is_seg = in_answer & (source >= 0)
+            is_seg &= torch.tensor(list(prompt) + list(answer), device=source.device)[source.clamp(min=0)] == self.ids.seg
+            seg_pos.append(int(torch.nonzero(is_seg).flatten()[-1]) if is_seg.any() else -1)
+
+        lengths = [s.shape[0] for s in seqs]
+        embeds = nn.utils.rnn.pad_sequence(seqs, batch_first=True)  # right padding
+        attention = torch.zeros(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        for i, n in enumerate(lengths):
+            attention[i, :n] = 1
+        hidden = self.base_lm.model(inputs_embeds=embeds, attention_mask=attention).last_hidden_state
+        lm_head = self.base_lm.get_output_embeddings()
+
+        b = len(seqs)
+        a_max = max((len(a) for a in batch.answer_ids), default=0)
+        logprobs = hidden.new_zeros(b, a_max)
+        mask = torch.zeros(b, a_max, dtype=torch.bool, device=hidden.device)
+        for i, (pos, answer) in enumerate(zip(answer_pos, batch.answer_ids)):
+            if len(answer) == 0:
+                continue
+            logits = lm_head(hidden[i, pos - 1]).float()  # the state before each answer token predicts it
+            target = torch.tensor(answer, device=logits.device)
+            logprobs[i, : len(answer)] = logits.log_softmax(-1).gather(-1, target[:, None])[:, 0]
+            mask[i, : len(answer)] = True
+        first = lm_head(hidden[torch.arange(b), torch.tensor(prompt_end)]).float()
+
+        has_seg = torch.tensor([p >= 0 for p in seg_pos], device=hidden.device)
+        seg_hidden = torch.stack([hidden[i, p] if p >= 0 else hidden.new_zeros(hidden.shape[-1])
+                                  for i, p in enumerate(seg_pos)])
+        seg_embedding = self.projector(seg_hidden) * has_seg[:, None]
+        masks = self.masks(batch.frames, seg_embedding, has_seg, batch.clip_keys) if with_masks else None
+        return PolicyOutput(logprobs, mask, has_seg, seg_hidden, seg_embedding, masks, first)
+
+    def masks(self, frames: torch.Tensor, seg_embedding: torch.Tensor, has_seg: torch.Tensor,
+              clip_keys: Optional[list[str]] = None) -> torch.Tensor:
+        """Mask logits [B, T, M, M] from SAM, one [SEG] prompt per clip (all its frames)."""
+        out_size = (self.mask_size, self.mask_size)
+        result = []
+        for i in range(frames.shape[0]):
+            if not bool(has_seg[i]):
+                result.append(frames.new_full((frames.shape[1], *out_size), NO_PROMPT_LOGIT))
+                continue
+            key = clip_keys[i] if clip_keys else None
+            image_emb = self.segmenter.encode(frames[i], cache_key=key)
+            result.append(self.segmenter.decode(image_emb, seg_embedding[i][None, None], out_size))
+        return torch.stack(result)

@@ -1,0 +1,1 @@
+"""Prompt, answer format and chain-of-thought text."""

@@ -1,0 +1,111 @@
+"""The policy: gradients, [SEG] -> masks, save/load, merged weights."""
+
+from __future__ import annotations
+
+import torch
+
+from aurora_rl.model.checkpoint import load_policy, merged_llm_state_dict, save_policy
+from aurora_rl.model.mask_loss import mask_loss
+from aurora_rl.model.sam_segmenter import NO_PROMPT_LOGIT
+from tests.model.tiny_policy import SHAPE, make_inputs, make_policy, tiny_model_config
+
+
+def grads_by_part(policy):
+    out = {}
+    for name, p in policy.named_parameters():
+        if p.grad is not None and p.grad.abs().sum() > 0:
+            key = "lora" if "lora_" in name else name.split(".")[0]
+            if "mask_decoder" in name:
+                key = "mask_decoder"
+            if "modules_to_save" in name:
+                key = "lm_head" if "lm_head" in name else "embed_tokens"
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
+def test_mask_loss_reaches_projector_mask_decoder_and_lora():
+    policy, tok = make_policy()
+    batch = make_inputs(tok)
+    out = policy(batch)
+    gt = torch.zeros_like(out.mask_logits)
+    gt[..., 8:20, 4:12] = 1
+    mask_loss(out.mask_logits, gt)[0].backward()
+    parts = grads_by_part(policy)
+    for part in ("projector", "mask_decoder", "lora"):
+        assert part in parts, parts
+    assert "lm_head" not in parts  # the mask path does not go through the LM head
+    image_encoder = policy.segmenter.sam.vision_encoder
+    assert all(p.grad is None for p in image_encoder.parameters())  # frozen
+
+
+def test_language_loss_reaches_lora_lm_head_and_encoders():
+    policy, tok = make_policy()
+    out = policy(make_inputs(tok), with_masks=False)
+    ce = -(out.answer_logprobs * out.answer_mask).sum() / out.answer_mask.sum()
+    ce.backward()
+    parts = grads_by_part(policy)
+    for part in ("lora", "lm_head", "embed_tokens", "vision", "audio"):
+        assert part in parts, parts
+    assert "projector" not in parts and "mask_decoder" not in parts
+
+
+def test_seg_embedding_comes_from_the_last_seg_token_and_prompts_every_frame():
+    policy, tok = make_policy()
+    batch = make_inputs(tok, batch=2)
+    batch.answer_ids[1] = batch.answer_ids[1][:5]  # cut before [SEG]
+    with torch.no_grad():
+        out = policy(batch)
+    assert out.has_seg.tolist() == [True, False]
+    assert out.mask_logits.shape == (2, 10, SHAPE.mask_size, SHAPE.mask_size)
+    assert torch.all(out.mask_logits[1] == NO_PROMPT_LOGIT)  # no [SEG]: empty mask, no exception
+    assert torch.all(out.seg_embedding[1] == 0)
+    assert out.mask_logits[0].std() > 0
+    assert out.answer_mask.sum(1).tolist() == [len(batch.answer_ids[0]), 5]
+
+
+def test_training_forward_and_prompt_embeds_agree():
+    """The prompt_embeds given to vLLM are exactly the training forward's prompt rows."""
+    policy, tok = make_policy()
+    policy.eval()  # LoRA dropout off
+    batch = make_inputs(tok, batch=1, with_answer=False)
+    with torch.no_grad():
+        embeds = policy.prompt_embeds(batch.prompt_ids, batch.frames, batch.fbank, batch.fbank_lengths)[0]
+        out = policy(batch, with_masks=False)
+        base = policy.base_lm
+        hidden = base.model(inputs_embeds=embeds[None]).last_hidden_state
+        logits = base.get_output_embeddings()(hidden[0, -1])
+    n_media = policy.vision.num_tokens + policy.audio.num_tokens
+    assert embeds.shape == (len(batch.prompt_ids[0]) - 2 + n_media, base.config.hidden_size)
+    torch.testing.assert_close(logits, out.first_token_logits[0], rtol=0, atol=1e-5)
+
+
+def test_save_load_round_trip_is_exact(tmp_path):
+    policy, tok = make_policy(seed=3)
+    save_policy(policy, tok, tiny_model_config(), SHAPE, tmp_path / "ckpt")
+    loaded, tok2, cfg, shape = load_policy(tmp_path / "ckpt")
+    assert shape == SHAPE and cfg == tiny_model_config()
+    assert tok2.get_vocab() == tok.get_vocab()
+    a, b = policy.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    batch = make_inputs(tok)
+    policy.eval(), loaded.eval()
+    with torch.no_grad():
+        o1, o2 = policy(batch), loaded(batch)
+    assert torch.equal(o1.answer_logprobs, o2.answer_logprobs)
+    assert torch.equal(o1.mask_logits, o2.mask_logits)
+
+
+def test_merged_weights_equal_lora_math_and_leave_training_untouched():
+    policy, _ = make_policy(seed=1, lora_b_std=0.2)
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    merged = merged_llm_state_dict(policy)
+    after = policy.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not any("lora" in k or "base_layer" in k or "modules_to_save" in k for k in merged)
+    assert {"model.embed_tokens.weight", "lm_head.weight", "model.layers.0.self_attn.q_proj.weight"} <= merged.keys()
+    layer = policy.base_lm.model.layers[0].self_attn.q_proj
+    scale = layer.scaling["default"]
+    expected = layer.base_layer.weight + scale * layer.lora_B["default"].weight @ layer.lora_A["default"].weight
+    torch.testing.assert_close(merged["model.layers.0.self_attn.q_proj.weight"], expected)
+    assert not torch.allclose(expected, layer.base_layer.weight)
