@@ -9,8 +9,9 @@ import importlib
 import sys
 
 from aurora_rl.config import ConfigError
+from aurora_rl.data.errors import DataError
 
-COMMAND_MODULES = ["config", "services", "demo"]
+COMMAND_MODULES = ["config", "services", "demo", "infer", "data"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"aurora-rl: config error: {e}", file=sys.stderr)
         return 2
+    except (DataError, FileNotFoundError) as e:
+        print(f"aurora-rl: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -52,6 +52,16 @@ def ray_node():
         node.stop()
 
 
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    """A small synthetic Ref-AVS benchmark (40 videos), generated once per session. Read-only."""
+    from aurora_rl.data.synthetic import generate_benchmark
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_benchmark(root, videos=40, seed=0)
+    return root
+
+
 def pytest_sessionfinish(session, exitstatus):
     from aurora_rl.services.process import alive
 

@@ -68,7 +68,9 @@ def write_wav(path: str | Path, waveform: np.ndarray, sample_rate: int) -> None:
         w.writeframes(pcm.tobytes())
 
 
-def resample(waveform: np.ndarray, orig_rate: int, new_rate: int, lowpass_width: int = 6, rolloff: float = 0.99) -> np.ndarray:
+def resample(
+    waveform: np.ndarray, orig_rate: int, new_rate: int, lowpass_width: int = 6, rolloff: float = 0.99
+) -> np.ndarray:
     """Band-limited resampling with a Hann-windowed sinc (the method torchaudio uses by default).
 
     Args:

@@ -29,7 +29,7 @@ import numpy as np
 from aurora_rl.data.audio_features import FEATURE_KINDS, audio_features, read_wav, resample
 from aurora_rl.data.clip_sample import ClipSample
 from aurora_rl.data.errors import DataError, Problem
-from aurora_rl.data.media_io import evenly_spaced, frame_to_array, mask_to_array, open_image
+from aurora_rl.data.media_io import evenly_spaced, frame_to_array, mask_size_mismatch, mask_to_array, open_image
 
 EXPRESSION = "the sounding object"
 SPLITS = ("train", "val", "test")
@@ -107,7 +107,8 @@ class AVSBenchLayout:
             if not name:
                 problems.append(Problem("bad_row", path, f"line {line}: empty video name"))
             elif split not in SPLITS:
-                problems.append(Problem("unknown_split", path, f"line {line}: unknown split {split!r} (expected one of {', '.join(SPLITS)})"))
+                message = f"line {line}: unknown split {split!r} (expected one of {', '.join(SPLITS)})"
+                problems.append(Problem("unknown_split", path, message))
             else:
                 rows.append(AVSBenchRow(name, rec.get("category", ""), split, line))
         return rows, problems
@@ -187,7 +188,7 @@ class AVSBenchDataset:
             mpath = self.layout.mask_path(row, i)
             mask = open_image(mpath)
             if mask.size != frame.size:
-                raise DataError(mpath, f"mask is {mask.size[0]}x{mask.size[1]} but its frame {fpath} is {frame.size[0]}x{frame.size[1]}")
+                raise DataError(mpath, mask_size_mismatch(mask.size, fpath, frame.size))
             masks.append(mask_to_array(mask, self.mask_size))
             valid.append(True)
         wav, rate = read_wav(self.layout.audio_path(row))

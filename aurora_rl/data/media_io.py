@@ -42,6 +42,11 @@ def mask_to_array(img: Image.Image, size: int) -> np.ndarray:
     return binary
 
 
+def mask_size_mismatch(mask_size: tuple[int, int], frame_path, frame_size: tuple[int, int]) -> str:
+    """The message for a mask whose (width, height) differs from its frame's."""
+    return f"mask is {mask_size[0]}x{mask_size[1]} but its frame {frame_path} is {frame_size[0]}x{frame_size[1]}"
+
+
 def evenly_spaced(available: int, wanted: int) -> list[int]:
     """``wanted`` frame indices spread evenly over ``available`` frames (all of them when equal)."""
     if wanted >= available:

@@ -15,7 +15,7 @@ from aurora_rl.data import refavs_layout as layout
 from aurora_rl.data.audio_features import FEATURE_KINDS, audio_features, read_wav, resample
 from aurora_rl.data.clip_sample import ClipSample
 from aurora_rl.data.errors import DataError
-from aurora_rl.data.media_io import evenly_spaced, frame_to_array, mask_to_array, open_image
+from aurora_rl.data.media_io import evenly_spaced, frame_to_array, mask_size_mismatch, mask_to_array, open_image
 from aurora_rl.data.scene_facts import load_scene_facts
 
 
@@ -95,7 +95,7 @@ class RefAVSDataset:
             mpath = layout.mask_path(self.root, row.vid, row.fid, i)
             mask = open_image(mpath)
             if mask.size != frame.size:
-                raise DataError(mpath, f"mask is {mask.size[0]}x{mask.size[1]} but its frame {fpath} is {frame.size[0]}x{frame.size[1]}")
+                raise DataError(mpath, mask_size_mismatch(mask.size, fpath, frame.size))
             frames.append(frame_to_array(frame, self.image_size))
             masks.append(mask_to_array(mask, self.mask_size))
         wav, rate = read_wav(layout.audio_path(self.root, row.vid))

@@ -147,7 +147,8 @@ class MetricConvention:
     @classmethod
     def from_config(cls, cfg, clips_per_group: int = 1) -> "MetricConvention":
         """From a ``MetricsConfig`` (j_threshold, s_threshold, apply_sigmoid for J, F and S)."""
-        return cls("config", cfg.j_threshold, cfg.apply_sigmoid, cfg.apply_sigmoid, cfg.s_threshold, cfg.apply_sigmoid, clips_per_group)
+        sig = cfg.apply_sigmoid
+        return cls("config", cfg.j_threshold, sig, sig, cfg.s_threshold, sig, clips_per_group)
 
 
 OFFICIAL = MetricConvention("official", 0.4, True, True, 0.5, True, clips_per_group=4)

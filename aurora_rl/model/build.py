@@ -18,10 +18,18 @@ from aurora_rl.prompts.answer_format import AUDIO, SEG, VIDEO
 
 @dataclass
 class MediaShape:
-    """What the policy is built for: fbank bins in, mask size out."""
+    """How a clip is read for this policy (saved with the checkpoint, so inference reads alike)."""
 
     fbank_bins: int = 128
     mask_size: int = 64
+    image_size: int = 64
+    num_frames: int = 10
+    sample_rate: int = 16000
+    audio_features: str = "kaldi_fbank"
+
+    @classmethod
+    def from_data_config(cls, data, audio_features: str = "kaldi_fbank") -> "MediaShape":
+        return cls(data.fbank_bins, data.mask_size, data.image_size, data.num_frames, data.sample_rate, audio_features)
 
 
 def token_ids(tokenizer) -> TokenIds:

@@ -11,7 +11,7 @@ from aurora_rl.model.policy import PolicyInputs
 from aurora_rl.model.tokenizer import build_word_tokenizer
 from aurora_rl.prompts.answer_format import build_prompt, compose_answer
 
-SHAPE = MediaShape(fbank_bins=128, mask_size=32)
+SHAPE = MediaShape(fbank_bins=128, mask_size=32, image_size=64)
 
 
 def tiny_model_config() -> ModelConfig:

@@ -121,7 +121,8 @@ def null_expressions(scene: Scene, pool: Sequence[ObjectClass]) -> list[Expressi
             out.append(Expression(NULL_TEMPLATES["absent_class"].format(cls=c.name), "null", "absent_class", None, c.name))
     for color in COLORS:
         if color not in present_colors:
-            out.append(Expression(NULL_TEMPLATES["absent_color"].format(color=color), "null", "absent_color", None, None, color))
+            text = NULL_TEMPLATES["absent_color"].format(color=color)
+            out.append(Expression(text, "null", "absent_color", None, None, color))
     for o in scene.objects:
         for other in scene.objects:
             if other.index != o.index:

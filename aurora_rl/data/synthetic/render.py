@@ -19,10 +19,8 @@ BACKGROUND = np.array([38, 40, 48], dtype=np.float32)
 
 
 def _polygon(n: int, cx: float, cy: float, r: float, start_deg: float) -> list[tuple[float, float]]:
-    return [
-        (cx + r * math.cos(math.radians(start_deg + 360.0 * k / n)), cy + r * math.sin(math.radians(start_deg + 360.0 * k / n)))
-        for k in range(n)
-    ]
+    angles = [math.radians(start_deg + 360.0 * k / n) for k in range(n)]
+    return [(cx + r * math.cos(a), cy + r * math.sin(a)) for a in angles]
 
 
 def shape_mask(shape: str, cx: float, cy: float, r: float, size: int) -> np.ndarray:

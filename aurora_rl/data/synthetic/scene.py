@@ -62,7 +62,7 @@ def sample_scene(
         num_sounding: how many objects sound (None: 1, 2 or 3 at random; 0: a silent scene).
         required_sounds_first_prob: chance that ``required`` is made the first object to sound.
     """
-    n = int(rng.choice([2, 3], p=[0.35, 0.65]))
+    n = int(rng.choice([2, 3], p=[0.25, 0.75]))
     others = [c for c in pool if required is None or c.name != required.name]
     picked = [others[i] for i in rng.choice(len(others), n - (required is not None), replace=False)]
     classes = ([required] if required is not None else []) + picked

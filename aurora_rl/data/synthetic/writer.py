@@ -33,7 +33,7 @@ from aurora_rl.data.synthetic.render import render_scene
 from aurora_rl.data.synthetic.scene import Scene, sample_scene
 
 CONFIG_FILE = "synthetic_config.json"
-KIND_WEIGHTS = {"audio": 0.4, "visual": 0.3, "audio_visual": 0.3}
+KIND_WEIGHTS = {"audio": 0.35, "visual": 0.25, "audio_visual": 0.4}
 
 
 @dataclass
@@ -79,10 +79,13 @@ def _pick_expressions(rng, scene: Scene, split: str, cfg: SynthConfig, target: O
             template = _choose(rng, sorted({e.template for e in nulls if e not in rows}))
             rows.append(_choose(rng, [e for e in nulls if e.template == template and e not in rows]))
         return rows
+    # One side per video, drawn before looking at the scene: choosing among the relations that
+    # happen to exist would make "left of" point at the middle object more often than not.
+    side = "left" if rng.random() < 0.5 else "right"
     by_kind = {
         "audio": audio_expressions(scene),
         "visual": visual_expressions(scene),
-        "audio_visual": audio_visual_expressions(scene),
+        "audio_visual": [e for e in audio_visual_expressions(scene) if e.template.startswith(side)],
     }
     if target is not None:
         by_kind = {k: [e for e in v if e.target == target] for k, v in by_kind.items()}
@@ -195,7 +198,9 @@ def _write_video(root: Path, vid: str, split: str, index: int, seed: int, cfg: S
     return rows, facts
 
 
-def generate_benchmark(out: str | Path, videos: int, seed: int, cfg: Optional[SynthConfig] = None, overwrite: bool = False) -> dict:
+def generate_benchmark(
+    out: str | Path, videos: int, seed: int, cfg: Optional[SynthConfig] = None, overwrite: bool = False
+) -> dict:
     """Write ``videos`` synthetic clips under ``out`` in the Ref-AVS layout.
 
     Writes metadata.csv, media/, gt_mask/, scene_facts.jsonl and synthetic_config.json. Refuses

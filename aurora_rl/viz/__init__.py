@@ -1,0 +1,1 @@
+"""Pictures: mask overlays and training curves."""
