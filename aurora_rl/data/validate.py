@@ -103,16 +103,12 @@ class _Checks:
             if size is not None and img.size != size:
                 self.add("mask_size", p, mask_size_mismatch(img.size, fpath, size))
             a = np.asarray(img)
-            if a.ndim == 3:
-                if not (a[..., :3] == a[..., :1]).all():
-                    self.add("non_binary_mask", p, "mask has coloured pixels (expected one foreground value)")
-                    continue
-                a = a[..., 0]
-            values = np.unique(a)
-            if (values != 0).sum() > 1:
-                shown = ", ".join(str(int(v)) for v in values[:6]) + (", ..." if len(values) > 6 else "")
+            values = np.unique(a.reshape(-1, a.shape[-1]) if a.ndim == 3 else a.ravel(), axis=0)
+            foreground = values[values.reshape(len(values), -1).any(axis=1)]
+            if len(foreground) > 1:  # background plus more than one foreground value or colour
+                shown = ", ".join(str(v.tolist()) for v in values[:6]) + (", ..." if len(values) > 6 else "")
                 self.add("non_binary_mask", p, f"mask is not binary: {len(values)} distinct values ({shown})")
-            elif must_be_empty and values.max() != 0:
+            elif must_be_empty and len(foreground):
                 self.add("null_mask_not_empty", p, "mask of a null expression has foreground pixels")
         self._extras(paths, "mask_count", "mask")
 

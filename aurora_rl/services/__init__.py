@@ -12,16 +12,17 @@ from aurora_rl.config.schema import ServicesConfig
 
 @dataclass
 class RunServices:
-    redis_url: str
+    redis_url: Optional[str]
     ray_address: str
     dashboard_url: Optional[str]
 
 
 @contextlib.contextmanager
-def run_services(cfg: ServicesConfig, log=print) -> Iterator[RunServices]:
+def run_services(cfg: ServicesConfig, log=print, need_redis: bool = True) -> Iterator[RunServices]:
     """Use the Redis / Ray named in ``cfg``; start private ones for those left null.
 
-    Whatever this started is stopped on exit, also when the body raises.
+    A driver already connected to Ray (``ray job submit``, a test session) keeps its
+    connection. Whatever this started is stopped on exit, also when the body raises.
     """
     import ray
 
@@ -30,19 +31,22 @@ def run_services(cfg: ServicesConfig, log=print) -> Iterator[RunServices]:
 
     with contextlib.ExitStack() as stack:
         redis_url = cfg.redis_url
-        if redis_url is None:
+        if redis_url is None and need_redis:
             server = stack.enter_context(RedisServer())
             redis_url = server.url
             log(f"[services] private redis-server pid {server.pid} on 127.0.0.1:{server.port} ({server.workdir})")
         dashboard = None
-        if cfg.ray_address is None:
+        if ray.is_initialized():
+            address = ray.get_runtime_context().gcs_address
+        elif cfg.ray_address is None:
             node = stack.enter_context(LocalRayNode())
             node.connect(log_to_driver=True)
             address, dashboard = node.address, node.dashboard_url
             log(f"[services] private Ray node at {address}, dashboard {dashboard} (token: {node.token_path})")
+            stack.callback(ray.shutdown)
         else:
             ray.init(address=cfg.ray_address)
             address = cfg.ray_address
-        stack.callback(ray.shutdown)
+            stack.callback(ray.shutdown)
         yield RunServices(redis_url=redis_url, ray_address=address, dashboard_url=dashboard)
     sys.stdout.flush()

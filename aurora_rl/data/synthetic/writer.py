@@ -69,6 +69,13 @@ def _choose(rng: np.random.Generator, items: list):
     return items[int(rng.integers(len(items)))]
 
 
+def _choose_null(rng, nulls: list[Expression], taken: list[Expression]) -> Expression:
+    """A null expression not yet taken: first a reason (template), then one of its instances."""
+    left = [e for e in nulls if e not in taken]
+    template = _choose(rng, sorted({e.template for e in left}))
+    return _choose(rng, [e for e in left if e.template == template])
+
+
 def _pick_expressions(rng, scene: Scene, split: str, cfg: SynthConfig, target: Optional[int]) -> list[Expression]:
     """The rows of one video. ``target`` restricts non-null rows to one object (test_u)."""
     silent_scene = not scene.sounding()
@@ -76,8 +83,7 @@ def _pick_expressions(rng, scene: Scene, split: str, cfg: SynthConfig, target: O
         nulls = null_expressions(scene, SEEN_CLASSES)
         rows = [next(e for e in nulls if e.template == "no_sound")] if silent_scene else []
         while len(rows) < 1 + int(rng.random() < 0.5):
-            template = _choose(rng, sorted({e.template for e in nulls if e not in rows}))
-            rows.append(_choose(rng, [e for e in nulls if e.template == template and e not in rows]))
+            rows.append(_choose_null(rng, nulls, rows))
         return rows
     # One side per video, drawn before looking at the scene: choosing among the relations that
     # happen to exist would make "left of" point at the middle object more often than not.
@@ -103,7 +109,7 @@ def _pick_expressions(rng, scene: Scene, split: str, cfg: SynthConfig, target: O
         rows.append(_choose(rng, [e for e in left if e.template == template]))
     if want_null:
         nulls = null_expressions(scene, SEEN_CLASSES)
-        rows.append(next(e for e in nulls if e.template == "no_sound") if silent_scene else _choose(rng, nulls))
+        rows.append(next(e for e in nulls if e.template == "no_sound") if silent_scene else _choose_null(rng, nulls, rows))
     return rows
 
 

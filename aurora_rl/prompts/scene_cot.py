@@ -1,0 +1,44 @@
+"""Four-step chain-of-thought written from a synthetic clip's scene facts.
+
+    step 1 : a yellow piano on the left , a blue drum on the right .
+    step 2 : the piano sounds from frame 3 , the drum sounds from frame 6 .
+    step 3 : the reference asks for the first object to make a sound , which is the piano .
+    step 4 : the target is piano . it is [SEG] .
+
+Step 1 lists the objects left to right, step 2 the sounding ones by onset, step 3 restates the
+expression and resolves it (or says the referent is not in the clip), step 4 names the class.
+"""
+
+from __future__ import annotations
+
+from aurora_rl.prompts.answer_format import compose_answer
+from aurora_rl.prompts.cot_source import CoTEntry
+
+POSITION_ORDER = {"left": 0, "center": 1, "right": 2}
+WHERE = {"left": "on the left", "center": "in the center", "right": "on the right"}
+COT_WORDS = "a , on the left right in center sounds from frame nothing reference asks for which is not clip".split()
+
+
+def describe_images(objects: list[dict]) -> str:
+    ordered = sorted(objects, key=lambda o: POSITION_ORDER[o["position"]])
+    return " , ".join(f"a {o['color']} {o['class']} {WHERE[o['position']]}" for o in ordered) + " ."
+
+
+def describe_audio(objects: list[dict]) -> str:
+    sounding = sorted((o for o in objects if o["sounds"]), key=lambda o: (o["onset_frame"], o["index"]))
+    if not sounding:
+        return "nothing sounds ."
+    return " , ".join(f"the {o['class']} sounds from frame {o['onset_frame']}" for o in sounding) + " ."
+
+
+def describe_reference(facts: dict) -> str:
+    asked = facts["expression"].rstrip(" .")
+    if facts["target_class"] is None:
+        return f"the reference asks for {asked} , which is not in the clip ."
+    return f"the reference asks for {asked} , which is the {facts['target_class']} ."
+
+
+def scene_cot(facts: dict) -> CoTEntry:
+    answer = compose_answer(describe_images(facts["objects"]), describe_audio(facts["objects"]),
+                            describe_reference(facts), facts["target_class"])
+    return CoTEntry(facts["uid"], answer, facts["target_class"])

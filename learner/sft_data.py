@@ -1,0 +1,72 @@
+"""Stage-1/2 training examples: a clip, its prompt, the answer to learn, the teacher's answer.
+
+Order: one permutation per epoch from the run seed; global step ``s`` takes the slice
+``[s*W*B, (s+1)*W*B)`` of it and rank ``r`` its own ``B`` rows, so a (epoch, step) position
+names exactly which samples have been seen — what a resumed run skips.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from aurora_rl.data.clip_sample import ClipSample, collate_clips
+from aurora_rl.model.policy import PolicyInputs
+from aurora_rl.prompts.answer_format import build_prompt, direct_answer
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    uid: str
+    dataset_index: int  # row in the clip dataset
+    answer: str  # the text the student learns (CoT, reflective or direct)
+    target_class: Optional[str]
+
+
+class SFTBatcher:
+    """Turns examples into per-rank batches of policy inputs and targets."""
+
+    def __init__(self, examples: list[SFTExample], clips, tokenizer, batch_size: int, world_size: int, rank: int,
+                 seed: int):
+        if not examples:
+            raise ValueError("no training examples (all CoT rejected, or an empty split)")
+        self.examples = examples
+        self.clips = clips
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.world_size = world_size
+        self.rank = rank
+        self.seed = seed
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.examples) // (self.batch_size * self.world_size))
+
+    def order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
+
+    def rows(self, epoch: int, step: int) -> list[SFTExample]:
+        per_step = self.batch_size * self.world_size
+        start = step * per_step + self.rank * self.batch_size
+        idx = self.order(epoch)[start : start + self.batch_size]
+        return [self.examples[i] for i in idx]
+
+    def ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def batch(self, epoch: int, step: int) -> dict:
+        rows = self.rows(epoch, step)
+        clips: list[ClipSample] = [self.clips[r.dataset_index] for r in rows]
+        stacked = collate_clips(clips)
+        eos = [self.tokenizer.eos_token_id]
+        prompts = [self.ids(build_prompt(c.expression)) for c in clips]
+        media = (stacked["frames"], stacked["fbank"], stacked["fbank_lengths"], stacked["vid"])  # SAM cache by video
+        return {
+            "student": PolicyInputs(prompts, [self.ids(r.answer) + eos for r in rows], *media),
+            "teacher": PolicyInputs(prompts, [self.ids(direct_answer(r.target_class)) + eos for r in rows], *media),
+            "masks": stacked["masks"],
+            "mask_valid": stacked["mask_valid"],
+            "uids": [r.uid for r in rows],
+        }

@@ -1,0 +1,111 @@
+"""The driver of stage 1 (and the direct-answer teacher): prepare, run Ray Train, publish.
+
+    aurora-rl train sft --config configs/tiny/sft.yaml [--resume] [key=value ...]
+
+1. reads the training split and its CoT (or the direct answers), validates and counts them;
+2. writes the run's initial checkpoint (a tiny random policy with a tokenizer over the
+   corpus, or the ``model.path`` checkpoint) so every rank starts from identical weights;
+3. runs ``TorchTrainer`` (N workers, DeepSpeed inside) under ``runs/<name>/ray_train``;
+4. copies the final policy to ``runs/<name>/checkpoint``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+from aurora_rl.config.schema import DataConfig, ModelConfig, SFTConfig
+from learner.sft_data import SFTExample
+
+
+def run_dir(cfg) -> Path:
+    return Path(cfg.run.output_dir) / cfg.run.name
+
+
+def build_examples(cfg: SFTConfig) -> list[SFTExample]:
+    from aurora_rl.data import refavs_layout as layout
+    from aurora_rl.data.scene_facts import load_scene_facts
+    from aurora_rl.prompts.answer_format import direct_answer
+    from aurora_rl.prompts.cot_source import load_cot
+
+    rows = [r for r in layout.read_metadata(Path(cfg.data.root)) if r.split == cfg.data.train_split]
+    rows = rows[: cfg.data.max_samples]
+    facts = load_scene_facts(Path(cfg.data.root))
+    if cfg.direct_answer:
+        missing = [r.uid for r in rows if r.uid not in facts]
+        if missing:
+            raise ValueError(f"direct-answer training needs the target class of every uid; {len(missing)} lack "
+                             f"scene facts (e.g. {missing[0]})")
+        return [SFTExample(r.uid, i, direct_answer(facts[r.uid]["target_class"]), facts[r.uid]["target_class"])
+                for i, r in enumerate(rows)]
+    cot, report = load_cot(cfg.cot.source, [r.uid for r in rows], facts=facts, path=cfg.cot.path,
+                           max_tokens=cfg.cot.max_tokens)
+    print(report.summary(), flush=True)
+    return [SFTExample(r.uid, i, cot[r.uid].answer, cot[r.uid].target_class) for i, r in enumerate(rows) if r.uid in cot]
+
+
+def initial_checkpoint(model: ModelConfig, data: DataConfig, corpus: list[str], folder: Path, seed: int) -> Path:
+    """The starting weights: ``model.path`` if set, else a tiny random policy over the corpus's words."""
+    from aurora_rl.data.synthetic import synthetic_words
+    from aurora_rl.model.build import MediaShape, build_tiny_policy
+    from aurora_rl.model.checkpoint import save_policy
+    from aurora_rl.model.tokenizer import build_word_tokenizer, words_of
+    from aurora_rl.prompts.answer_format import REFLECT_TRIGGER, build_prompt
+    from aurora_rl.prompts.scene_cot import COT_WORDS
+
+    if model.path:
+        return Path(model.path)
+    tokenizer = build_word_tokenizer(set(synthetic_words()) | set(COT_WORDS) | words_of(corpus)
+                                     | words_of([REFLECT_TRIGGER, build_prompt("")]))
+    shape = MediaShape.from_data_config(data)
+    policy = build_tiny_policy(model, tokenizer, shape, seed=seed)
+    return save_policy(policy, tokenizer, model, shape, folder)
+
+
+def run_sft(cfg: SFTConfig, resume: bool = False, stage: str = "sft", examples: list[SFTExample] | None = None) -> Path:
+    """Train; returns the folder of the final policy checkpoint."""
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from learner.sft_worker import sft_train_loop
+
+    out = run_dir(cfg).resolve()
+    train_dir = out / "ray_train"
+    if train_dir.exists() and not resume:
+        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another run.name")
+    out.mkdir(parents=True, exist_ok=True)
+    if examples is None:
+        examples = build_examples(cfg)
+    examples_path = out / "examples.jsonl"
+    examples_path.write_text("".join(json.dumps(dataclasses.asdict(e)) + "\n" for e in examples))
+    init_dir = out / "init"
+    if not (init_dir / "aurora_model.json").exists():
+        init_dir = initial_checkpoint(cfg.model, cfg.data, [e.answer for e in examples], init_dir, cfg.run.seed)
+    teacher = None
+    if cfg.loss.distill > 0 and not cfg.direct_answer:
+        teacher = str(Path(cfg.teacher_path).resolve())
+    tr = cfg.trainer
+    loop_config = {
+        "cfg": dataclasses.asdict(cfg), "init_dir": str(Path(init_dir).resolve()), "teacher_dir": teacher,
+        "examples": str(examples_path), "run_dir": str(out), "use_gpu": tr.use_gpu, "stage": stage,
+    }
+    loop_config["cfg"]["data"]["root"] = str(Path(cfg.data.root).resolve())
+    print(f"[{stage}] {len(examples)} examples, {tr.num_workers} workers x batch {tr.batch_size_per_worker}, "
+          f"ZeRO-{tr.deepspeed.zero_stage}; run folder {out}", flush=True)
+    trainer = TorchTrainer(
+        sft_train_loop,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=tr.num_workers, use_gpu=tr.use_gpu),
+        torch_config=TorchConfig(backend="nccl" if tr.use_gpu else "gloo"),
+        run_config=RunConfig(name="ray_train", storage_path=str(out), checkpoint_config=CheckpointConfig(num_to_keep=2)),
+    )
+    result = trainer.fit()
+    final = out / "checkpoint"
+    with result.checkpoint.as_directory() as d:
+        if final.exists():
+            shutil.rmtree(final)
+        shutil.copytree(Path(d) / "policy", final)
+    print(f"[{stage}] final checkpoint: {final}", flush=True)
+    return final

@@ -1,0 +1,99 @@
+"""The per-worker loop of the SFT stages (run by Ray Train's ``TorchTrainer`` on every rank).
+
+Each rank builds the policy from the run's initial checkpoint (identical on all ranks),
+wraps it in a DeepSpeed engine (ZeRO-2 by default) with a client AdamW, and steps through its
+shard of the examples. Every ``checkpoint_every`` steps and at the end, all ranks save the
+DeepSpeed state (model, sharded optimizer, scheduler, position) and rank 0 the policy
+checkpoint, reported as one Ray Train checkpoint; a rerun of the same run resumes from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def sft_train_loop(config: dict) -> None:
+    if not config["use_gpu"]:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import deepspeed
+    import ray.train
+    import torch
+    import torch.distributed as dist
+
+    from aurora_rl.config.loader import build
+    from aurora_rl.config.schema import SFTConfig
+    from aurora_rl.data.refavs_dataset import RefAVSDataset
+    from aurora_rl.model.checkpoint import load_policy, save_policy
+    from learner.deepspeed_config import deepspeed_config
+    from learner.lr_schedule import lr_multiplier
+    from learner.sft_data import SFTBatcher, SFTExample
+    from learner.sft_loss import sft_loss
+    from learner.train_log import TrainLogger, say
+
+    cfg: SFTConfig = build(SFTConfig, config["cfg"], {}, "<train config>")
+    deepspeed.init_distributed(dist_backend="nccl" if config["use_gpu"] else "gloo")
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(cfg.run.seed + rank)
+
+    policy, tokenizer, model_cfg, shape = load_policy(config["init_dir"])
+    teacher = None
+    if config["teacher_dir"]:
+        teacher, *_ = load_policy(config["teacher_dir"])
+        teacher.eval().requires_grad_(False)
+
+    examples = [SFTExample(**json.loads(line)) for line in Path(config["examples"]).read_text().splitlines()]
+    clips = RefAVSDataset.from_config(cfg.data, cfg.data.train_split)
+    tr = cfg.trainer
+    batcher = SFTBatcher(examples, clips, tokenizer, tr.batch_size_per_worker, world, rank, cfg.run.seed)
+    total_steps = tr.max_steps or tr.epochs * batcher.steps_per_epoch
+
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=tr.optim.lr, weight_decay=tr.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_multiplier(s, total_steps, tr.optim.warmup_steps, tr.optim.schedule))
+    ds = deepspeed_config(tr.deepspeed, tr.batch_size_per_worker, tr.grad_accum, model_cfg.dtype)
+    engine, optimizer, _, scheduler = deepspeed.initialize(model=policy, optimizer=optimizer, lr_scheduler=scheduler,
+                                                           config=ds)
+
+    step = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            _, client = engine.load_checkpoint(d, tag="state")
+        step = client["step"]
+        if rank == 0:
+            say(f"[{config['stage']}] resumed at step {step} from {checkpoint.path}")
+
+    logger = TrainLogger(config["run_dir"], config["stage"], total_steps, rank, start_step=step)
+    engine.train()
+    while step < total_steps:
+        epoch, in_epoch = divmod(step, batcher.steps_per_epoch)
+        batch = batcher.batch(epoch, in_epoch)
+        out = engine(batch["student"])
+        teacher_seg = teacher_has = None
+        if teacher is not None:
+            with torch.no_grad():
+                t_out = teacher(batch["teacher"], with_masks=False)
+            teacher_seg, teacher_has = t_out.seg_embedding, t_out.has_seg
+        loss, parts = sft_loss(out, batch["masks"], batch["mask_valid"], cfg.loss, teacher_seg, teacher_has)
+        engine.backward(loss)
+        engine.step()
+        step += 1
+        grad_norm = engine.get_global_grad_norm()
+        parts.update(grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
+                     lr=float(scheduler.get_last_lr()[0]), epoch=float(epoch))
+        if step % tr.log_every == 0 or step == total_steps:
+            logger.log(step, parts, samples=tr.batch_size_per_worker * world)
+        if step % tr.checkpoint_every == 0 or step == total_steps:
+            with tempfile.TemporaryDirectory() as tmp:
+                engine.save_checkpoint(tmp, tag="state", client_state={"step": step})
+                if rank == 0:
+                    save_policy(engine.module, tokenizer, model_cfg, shape, Path(tmp) / "policy")
+                ray.train.report({"step": step, **parts}, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    logger.close()
+    engine.destroy()
+    dist.barrier()
