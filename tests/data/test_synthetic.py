@@ -20,11 +20,10 @@ SEEN = {c.name for c in SEEN_CLASSES}
 UNSEEN = {c.name for c in UNSEEN_CLASSES}
 
 
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth") / "bench"
-    generate_benchmark(root, videos=40, seed=3)
-    return root
+@pytest.fixture
+def synth(synthetic_root):
+    """The session's 40-video synthetic benchmark (tests/conftest.py); read-only."""
+    return synthetic_root
 
 
 def digest(root):

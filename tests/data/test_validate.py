@@ -189,3 +189,14 @@ def test_avsbench_clean_and_defects(request, variant):
     wav.unlink()
     found = kinds_at(validate_avsbench(root, variant))
     assert ("unreadable_frame", str(broken)) in found and ("missing_audio", str(wav)) in found
+
+
+def test_rgb_masks_with_one_colour_are_binary_and_two_colours_are_not(refavs_root):
+    p = mask(refavs_root, VIDS[0], 0, 1)
+    a = np.zeros((SIZE, SIZE, 3), dtype=np.uint8)
+    a[2:6, 2:6] = (200, 0, 0)
+    Image.fromarray(a).save(p)
+    assert validate_refavs(refavs_root).problems == []
+    a[10:12, 10:12] = (0, 200, 0)
+    Image.fromarray(a).save(p)
+    assert kinds_at(validate_refavs(refavs_root)) == {("non_binary_mask", str(p))}
