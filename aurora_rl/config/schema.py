@@ -235,11 +235,11 @@ class QueueConfig:
 
 @dataclass
 class MetricsConfig:
-    """Official Ref-AVS evaluation: J at sigmoid > 0.4, F with beta^2 = 0.3, S at > 0.5."""
+    """Which scoring convention: ``official`` (Ref-AVS evaluation: J at sigmoid > 0.4, F over 255
+    thresholds with beta^2 = 0.3 on probabilities, S at > 0.5, groups of 4 clips) or ``aurora``
+    (the AURORA code: J at > 0.5, F on raw logits, one clip at a time). See docs/DATA.md."""
 
-    j_threshold: float = field(0.4, ge=0.0, le=1.0)
-    s_threshold: float = field(0.5, ge=0.0, le=1.0)
-    apply_sigmoid: bool = True  # predictions are logits (official) or already probabilities
+    convention: Literal["official", "aurora"] = "official"
 
 
 @dataclass

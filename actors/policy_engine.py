@@ -1,0 +1,113 @@
+"""One process's copy of the policy, for sampling and the [SEG] pass.
+
+vLLM samples from ``prompt_embeds`` (the policy's own splice of frames, audio and text); the
+policy's Hugging Face modules then run a prefill over prompt + completion to get the
+last-layer state at the last ``[SEG]``, project it, and let SAM segment every frame. Rollout
+actors (sampling, G per prompt) and evaluation actors (greedy) both use it. New weights
+(the learner's trainable parameters) are applied to the HF modules and, merged, to vLLM.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from aurora_rl.config.schema import SamplingConfig
+from aurora_rl.data.clip_sample import ClipSample, collate_clips
+from aurora_rl.model.policy import PolicyInputs
+from aurora_rl.prompts.answer_format import build_prompt
+
+
+@dataclass
+class Completion:
+    token_ids: list[int]
+    logprobs: list[float]  # sampling log-probability of each token
+    text: str
+    has_seg: bool
+    mask_probs: np.ndarray  # float16 [T, M, M] sigmoid of the mask logits (zeros without [SEG])
+
+
+@dataclass
+class EngineTimings:
+    sample_s: float = 0.0
+    seg_s: float = 0.0
+    tokens: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class PolicyEngine:
+    def __init__(self, checkpoint: str, work_dir: str, kv_cache_gib: float = 1.0, cpu_threads: Optional[str] = None,
+                 seed: int = 0, max_model_len: int = 1024):
+        from actors.vllm_engine import make_llm
+        from aurora_rl.model.checkpoint import export_merged_llm, load_policy
+
+        self.policy, self.tokenizer, self.model_cfg, self.shape = load_policy(checkpoint)
+        self.policy.eval().requires_grad_(False)
+        merged = export_merged_llm(self.policy, self.tokenizer, Path(work_dir) / "merged_llm", self.model_cfg.dtype)
+        self.llm = make_llm(str(merged), dtype=self.model_cfg.dtype, seed=seed, max_model_len=max_model_len,
+                            kv_cache_gib=kv_cache_gib, cpu_threads=cpu_threads,
+                            worker_extension_cls="actors.vllm_worker_extension.WeightUpdateExtension")
+        self.version = 0
+        self.timings = EngineTimings()
+
+    def prompt_ids(self, expression: str) -> list[int]:
+        return self.tokenizer(build_prompt(expression), add_special_tokens=False).input_ids
+
+    @torch.no_grad()
+    def complete(self, clips: list[ClipSample], sampling: SamplingConfig, greedy: bool = False,
+                 seed: Optional[int] = None) -> list[list[Completion]]:
+        """G = ``sampling.group_size`` completions per clip (1 when greedy), with masks."""
+        from actors.vllm_engine import sampling_params
+
+        batch = collate_clips(clips)
+        prompts = [self.prompt_ids(c.expression) for c in clips]
+        embeds = self.policy.prompt_embeds(prompts, batch["frames"], batch["fbank"], batch["fbank_lengths"])
+        params = sampling_params(sampling, greedy=greedy, seed=seed)
+        params.stop_token_ids = [self.policy.ids.eos]
+        started = time.monotonic()
+        outputs = self.llm.generate([{"prompt_embeds": e} for e in embeds], params, use_tqdm=False)
+        self.timings.sample_s += time.monotonic() - started
+        started = time.monotonic()
+        results = [self._segment(clips[i], batch, i, prompts[i], out.outputs) for i, out in enumerate(outputs)]
+        self.timings.seg_s += time.monotonic() - started
+        self.timings.tokens += sum(len(c.token_ids) for group in results for c in group)
+        return results
+
+    def _segment(self, clip: ClipSample, batch: dict, i: int, prompt: list[int], samples) -> list[Completion]:
+        """The [SEG] pass for the G completions of one clip: one prefill batch, one SAM decode."""
+        eos = self.policy.ids.eos
+        token_lists = [[t for t in s.token_ids if t != eos] for s in samples]
+        logprobs = [[s.logprobs[k][t].logprob for k, t in enumerate(s.token_ids) if t != eos] for s in samples]
+        g = len(samples)
+        inputs = PolicyInputs([prompt] * g, token_lists, batch["frames"][i:i + 1].expand(g, -1, -1, -1, -1),
+                              batch["fbank"][i:i + 1].expand(g, -1, -1), batch["fbank_lengths"][i:i + 1].expand(g))
+        out = self.policy(inputs, with_masks=False)
+        m = self.shape.mask_size
+        probs = np.zeros((g, clip.frames.shape[0], m, m), dtype=np.float16)
+        has = out.has_seg.tolist()
+        if any(has):
+            seg = self.policy.segmenter
+            image_emb = seg.encode(batch["frames"][i], cache_key=clip.vid)
+            prompts = out.seg_embedding[out.has_seg][:, None, :]
+            logits = seg.decode_prompts(image_emb, prompts, (m, m))
+            probs[np.array(has)] = logits.sigmoid().numpy().astype(np.float16)
+        texts = self.tokenizer.batch_decode(token_lists, skip_special_tokens=False)
+        return [Completion(token_lists[k], logprobs[k], texts[k], has[k], probs[k]) for k in range(g)]
+
+    def load_trainable(self, state: dict[str, torch.Tensor], version: int) -> None:
+        """Apply the learner's trainable parameters (policy names) to the HF modules and to vLLM."""
+        from aurora_rl.model.checkpoint import merged_llm_state_dict
+
+        missing = set(state) - set(self.policy.state_dict())
+        if missing:
+            raise KeyError(f"weights for unknown parameters: {sorted(missing)[:5]}")
+        self.policy.load_state_dict(state, strict=False)  # SAM's cached image embeddings stay valid: frozen encoder
+        merged = merged_llm_state_dict(self.policy)
+        self.llm.collective_rpc("load_hf_weights", args=(list(merged), list(merged.values())))
+        self.llm.reset_prefix_cache()
+        self.version = version

@@ -1,0 +1,43 @@
+"""``aurora-rl eval --ckpt C --data DIR --splits test_s,test_u,test_n [--compare C2]``."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a checkpoint on held-out splits (official metrics)")
+    p.add_argument("--ckpt", required=True, help="aurora_rl checkpoint folder")
+    p.add_argument("--data", required=True, help="dataset folder (Ref-AVS layout)")
+    p.add_argument("--splits", default="test_s,test_u,test_n")
+    p.add_argument("--compare", default=None, help="a second checkpoint, shown side by side with differences")
+    p.add_argument("--out", default=None, help="output folder (default: <ckpt>/eval)")
+    p.add_argument("--actors", type=int, default=1, help="evaluation actors (each holds a vLLM engine)")
+    p.add_argument("--max-samples", type=int, default=None, help="first N rows per split")
+    p.add_argument("--max-new-tokens", type=int, default=150)
+    p.add_argument("--convention", choices=["official", "aurora"], default="official")
+    p.set_defaults(handler=run_eval)
+
+
+def run_eval(args) -> int:
+    from pathlib import Path
+
+    from aurora_rl.config.schema import DataConfig, MetricsConfig, ServicesConfig
+    from aurora_rl.evaluation.evaluate import evaluate_checkpoint, results_table, write_tables
+    from aurora_rl.model.checkpoint import read_manifest
+    from aurora_rl.services import run_services
+
+    shape = read_manifest(args.ckpt)["media"]
+    data = DataConfig(root=args.data, image_size=shape["image_size"], mask_size=shape["mask_size"],
+                      num_frames=shape["num_frames"], fbank_bins=shape["fbank_bins"], max_samples=args.max_samples)
+    splits = [s for s in args.splits.split(",") if s]
+    metrics = MetricsConfig(convention=args.convention)
+    out = Path(args.out or Path(args.ckpt) / "eval")
+    with run_services(ServicesConfig(), need_redis=False):
+        results = evaluate_checkpoint(args.ckpt, data, splits, out / "a", args.actors, metrics, args.max_new_tokens)
+        print(results_table(results))
+        if args.compare:
+            other = evaluate_checkpoint(args.compare, data, splits, out / "b", args.actors, metrics, args.max_new_tokens)
+            print(f"\n{args.compare} (difference to {args.ckpt}):")
+            print(results_table(other, baseline=results))
+            write_tables(other, out, f"{args.compare} against {args.ckpt}", baseline=results)
+    print(f"tables and per-sample outputs under {out}")
+    return 0

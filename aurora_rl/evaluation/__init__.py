@@ -1,0 +1,1 @@
+"""Evaluation: sharded eval actors, official metrics, tables, per-sample outputs."""

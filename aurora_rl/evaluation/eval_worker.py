@@ -1,0 +1,40 @@
+"""A Ray actor that evaluates its shard of a split: vLLM greedy + the [SEG] pass per clip."""
+
+from __future__ import annotations
+
+import ray
+
+
+@ray.remote(num_cpus=1)
+class EvalWorker:
+    def __init__(self, checkpoint: str, data_cfg: dict, work_dir: str, kv_cache_gib: float = 1.0,
+                 max_new_tokens: int = 150, batch_size: int = 8):
+        from aurora_rl.config.loader import build
+        from aurora_rl.config.schema import DataConfig
+        from actors.policy_engine import PolicyEngine
+
+        self.data_cfg = build(DataConfig, data_cfg, {}, "<eval data config>")
+        self.engine = PolicyEngine(checkpoint, work_dir, kv_cache_gib=kv_cache_gib)
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+
+    def run(self, split: str, indices: list[int]) -> list[dict]:
+        """Predictions for rows ``indices`` of ``split``: text, [SEG] flag, mask probabilities, GT."""
+        from aurora_rl.config.schema import SamplingConfig
+        from aurora_rl.data.refavs_dataset import RefAVSDataset
+
+        dataset = RefAVSDataset.from_config(self.data_cfg, split)
+        sampling = SamplingConfig(group_size=1, max_new_tokens=self.max_new_tokens)
+        out = []
+        for start in range(0, len(indices), self.batch_size):
+            chunk = indices[start:start + self.batch_size]
+            clips = [dataset[i] for i in chunk]
+            for index, clip, (completion,) in zip(chunk, clips, self.engine.complete(clips, sampling, greedy=True)):
+                out.append({
+                    "index": index, "uid": clip.uid, "split": split, "expression": clip.expression,
+                    "text": completion.text, "has_seg": completion.has_seg, "mask_probs": completion.mask_probs,
+                    "gt_masks": clip.masks, "mask_valid": clip.mask_valid, "is_null": clip.is_null,
+                    "gt_class": None if clip.facts is None else clip.facts.get("target_class"),
+                    "kind": None if clip.facts is None else clip.facts.get("expression_kind"),
+                })
+        return out
