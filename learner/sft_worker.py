@@ -37,7 +37,6 @@ def sft_train_loop(config: dict) -> None:
     deepspeed.init_distributed(dist_backend="nccl" if config["use_gpu"] else "gloo")
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(cfg.run.seed + rank)
 
     policy, tokenizer, model_cfg, shape = load_policy(config["init_dir"])
     teacher = None
@@ -72,6 +71,7 @@ def sft_train_loop(config: dict) -> None:
     engine.train()
     while step < total_steps:
         epoch, in_epoch = divmod(step, batcher.steps_per_epoch)
+        torch.manual_seed(cfg.run.seed * 1_000_003 + step * 101 + rank)  # dropout: same draws after a resume
         batch = batcher.batch(epoch, in_epoch)
         out = engine(batch["student"])
         teacher_seg = teacher_has = None

@@ -8,6 +8,7 @@ def register(sub) -> None:
     stages = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
     for name, help_text in [
         ("sft", "stage 1: CoT SFT with [SEG] distillation (or the direct-answer teacher), Ray Train + DeepSpeed"),
+        ("grpo", "stage 3: GRPO with rollout actors (vLLM + SAM), reward workers and a DeepSpeed learner group"),
     ]:
         p = stages.add_parser(name, help=help_text)
         p.add_argument("--config", required=True, help="a stage config under configs/")
@@ -21,9 +22,13 @@ def run_stage(args) -> int:
     from aurora_rl.services import run_services
 
     cfg = load_config(args.config, args.overrides, expect=args.stage)
-    with run_services(cfg.services, need_redis=args.stage == "grpo"):
+    with run_services(cfg.services, need_redis=args.stage == "grpo") as services:
         if args.stage == "sft":
             from learner.sft_job import run_sft
 
             run_sft(cfg, resume=args.resume, stage="direct" if cfg.direct_answer else "sft")
+        elif args.stage == "grpo":
+            from learner.grpo_job import run_grpo
+
+            run_grpo(cfg, services.redis_url, resume=args.resume)
     return 0

@@ -231,6 +231,7 @@ class QueueConfig:
     scored_stream: str = "aurora:scored"
     max_record_bytes: int = field(8 * 1024 * 1024, ge=1024)
     claim_idle_ms: int = field(30000, ge=100)  # pending this long -> reclaimed from a dead consumer
+    collect_timeout_s: float = field(600.0, gt=0.0)  # the learner waits this long for a step's scored groups
 
 
 @dataclass

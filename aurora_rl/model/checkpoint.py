@@ -4,13 +4,17 @@ A checkpoint folder holds::
 
     aurora_model.json    format version, the ModelConfig, the media shape, the LLM config
     tokenizer/           the tokenizer (the tiny backbone's word-level one, or the backbone's)
-    policy.safetensors   the policy's state dict (LoRA, fully trained LLM modules, encoders,
-                         connectors, projector, SAM) under its module names
+    policy.safetensors   tiny: the policy's whole state dict under its module names; a pretrained
+                         backbone: only its trainable tensors (LoRA, fully trained LLM modules,
+                         projector, SAM's prompt side; encoders when trained), since everything
+                         frozen is rebuilt from ``model.path`` and ``sam.path`` (gigabytes saved
+                         per checkpoint)
 
-``load_policy`` rebuilds the same architecture and loads the state dict strictly, so a
-round trip is exact. ``export_merged_llm`` writes the LLM with LoRA merged, under Hugging
-Face names, as a folder vLLM loads; ``merged_llm_state_dict`` gives the same tensors in
-memory without disturbing training (for weight broadcast).
+``load_policy`` rebuilds the same architecture (a pretrained one from its original folders)
+and loads the saved tensors strictly, so a round trip is exact. ``export_merged_llm`` writes
+the LLM with LoRA merged, under Hugging Face names, as a folder vLLM loads;
+``merged_llm_state_dict`` gives the same tensors in memory without disturbing training (for
+weight broadcast).
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ def save_policy(policy: AVSegPolicy, tokenizer, cfg: ModelConfig, shape: MediaSh
         "llm_config": policy.base_lm.config.to_dict(),
     }
     tokenizer.save_pretrained(folder / "tokenizer")
-    state = {k: v.detach().contiguous().clone() for k, v in policy.state_dict().items()}
+    state = policy.state_dict() if cfg.backbone == "tiny" else trainable_state(policy)
+    state = {k: v.detach().contiguous().clone() for k, v in state.items()}
     save_file(state, str(folder / "policy.safetensors"))
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
     return folder
@@ -66,12 +71,25 @@ def load_policy(folder: str | Path, overrides: ModelConfig | None = None):
     cfg = overrides or build_config(ModelConfig, manifest["model"], {}, str(folder / MANIFEST))
     shape = MediaShape(**manifest["media"])
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
-    if cfg.backbone != "tiny":
-        raise NotImplementedError(f"backbone {cfg.backbone!r}: load it through its loader")
-    policy = build_tiny_policy(cfg, tokenizer, shape)
     state = load_file(str(folder / "policy.safetensors"))
-    policy.load_state_dict(state, strict=True)
+    if cfg.backbone == "tiny":
+        policy = build_tiny_policy(cfg, tokenizer, shape)
+        policy.load_state_dict(state, strict=True)
+        return policy, tokenizer, cfg, shape
+    from aurora_rl.model.factory import build_policy
+
+    policy, _ = build_policy(cfg, shape, tokenizer=tokenizer)
+    trainable = trainable_state(policy).keys()
+    if state.keys() != trainable:
+        raise ValueError(f"{folder}: saved tensors do not match the trainable parameters of the rebuilt policy "
+                         f"(missing {sorted(trainable - state.keys())[:5]}, extra {sorted(state.keys() - trainable)[:5]})")
+    policy.load_state_dict(state, strict=False)
     return policy, tokenizer, cfg, shape
+
+
+def trainable_state(policy: AVSegPolicy) -> dict[str, torch.Tensor]:
+    """The parameters that training changes, by state-dict name."""
+    return {name: p for name, p in policy.named_parameters() if p.requires_grad}
 
 
 def merged_llm_state_dict(policy: AVSegPolicy) -> dict[str, torch.Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from dataclasses import dataclass
 from typing import Iterator, Optional
@@ -39,7 +40,10 @@ def run_services(cfg: ServicesConfig, log=print, need_redis: bool = True) -> Ite
         if ray.is_initialized():
             address = ray.get_runtime_context().gcs_address
         elif cfg.ray_address is None:
-            node = stack.enter_context(LocalRayNode())
+            # Actors mostly wait on each other (sampling, scoring, learning take turns), so the
+            # node offers more logical CPUs than cores: a full GRPO job (2 rollout actors,
+            # 2 reward workers, 2 learner ranks) then fits on a 2-core machine.
+            node = stack.enter_context(LocalRayNode(num_cpus=max(16, os.cpu_count() or 1)))
             node.connect(log_to_driver=True)
             address, dashboard = node.address, node.dashboard_url
             log(f"[services] private Ray node at {address}, dashboard {dashboard} (token: {node.token_path})")

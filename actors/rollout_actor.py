@@ -1,0 +1,102 @@
+"""The rollout actor: sample G completions per prompt, segment, publish one record each.
+
+Holds a ``PolicyEngine`` (vLLM + the [SEG] pass) and the training split. Prompts arrive as
+(dataset index, group id) pairs; every completion becomes a ``RolloutRecord`` tagged with the
+policy version it was sampled with and published to the rollout stream. New weights arrive
+over the broadcast group (``join_broadcast`` / ``receive_weights``) and are applied only when
+a transfer completed with the expected version.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import ray
+
+
+@ray.remote(num_cpus=1, max_restarts=0)
+class RolloutActor:
+    def __init__(self, actor_id: str, checkpoint: str, work_dir: str, data_cfg: dict, sampling_cfg: dict,
+                 redis_url: str, rollout_stream: str, kv_cache_gib: float = 1.0, cpu_threads: str | None = None,
+                 mask_threshold: float = 0.5, seed: int = 0):
+        from actors.policy_engine import PolicyEngine
+        from aurora_rl.config.loader import build
+        from aurora_rl.config.schema import DataConfig, SamplingConfig
+        from aurora_rl.data.refavs_dataset import RefAVSDataset
+        from aurora_rl.record_stream import RecordStream
+        from aurora_rl.services.redis_client import connect_redis
+
+        self.actor_id = actor_id
+        data = build(DataConfig, data_cfg, {}, "<rollout data config>")
+        self.sampling = build(SamplingConfig, sampling_cfg, {}, "<rollout sampling config>")
+        self.dataset = RefAVSDataset.from_config(data, data.train_split)
+        self.engine = PolicyEngine(checkpoint, work_dir, kv_cache_gib=kv_cache_gib, cpu_threads=cpu_threads,
+                                   seed=seed)
+        self.stream = RecordStream(connect_redis(redis_url), rollout_stream, "scorers")
+        self.mask_threshold = mask_threshold
+        self.group = None
+        self.buckets = None
+        self.published = 0
+
+    def ready(self) -> dict:
+        return {"actor": self.actor_id, "version": self.engine.version, "pid": _pid()}
+
+    def rollout(self, prompts: list[tuple[int, str]], seed: int) -> dict:
+        """Sample and publish; returns counts and phase times of this call."""
+        from aurora_rl.records import RolloutRecord
+
+        t0 = time.monotonic()
+        clips = [self.dataset[index] for index, _ in prompts]
+        t_load = time.monotonic() - t0
+        sample_before, seg_before, tokens_before = (self.engine.timings.sample_s, self.engine.timings.seg_s,
+                                                    self.engine.timings.tokens)
+        groups = self.engine.complete(clips, self.sampling, seed=seed)
+        t1 = time.monotonic()
+        g = self.sampling.group_size
+        for (index, group_id), clip, completions in zip(prompts, clips, groups):
+            prompt_ids = self.engine.prompt_ids(clip.expression)
+            for k, c in enumerate(completions):
+                record = RolloutRecord(
+                    uid=clip.uid, group_id=group_id, sample_index=k, group_size=g,
+                    policy_version=self.engine.version, prompt_token_ids=np.array(prompt_ids),
+                    completion_token_ids=np.array(c.token_ids), sampling_logprobs=np.array(c.logprobs),
+                    completion_text=c.text, meta={"actor": self.actor_id, "dataset_index": int(index)},
+                ).with_masks(c.mask_probs.astype(np.float32) > self.mask_threshold if c.has_seg else None)
+                self.stream.publish(record)
+                self.published += 1
+        return {
+            "records": len(prompts) * g,
+            "tokens": self.engine.timings.tokens - tokens_before,
+            "load_s": t_load,
+            "sample_s": self.engine.timings.sample_s - sample_before,
+            "seg_s": self.engine.timings.seg_s - seg_before,
+            "publish_s": time.monotonic() - t1,
+            "version": self.engine.version,
+        }
+
+    def join_broadcast(self, host: str, port: int, rank: int, world_size: int, buckets: list, timeout_s: float) -> bool:
+        from learner.weight_sync import BroadcastGroup
+
+        self.group = BroadcastGroup(host, port, rank, world_size, "gloo", timeout_s)
+        self.buckets = buckets
+        return True
+
+    def receive_weights(self, version: int) -> dict:
+        """Take part in one broadcast and apply it; the old weights stay if anything fails."""
+        t0 = time.monotonic()
+        state = self.group.receive(self.buckets, version)
+        t1 = time.monotonic()
+        self.engine.load_trainable(state, version)
+        return {"version": version, "transfer_s": t1 - t0, "apply_s": time.monotonic() - t1}
+
+    def leave_broadcast(self) -> None:
+        if self.group is not None:
+            self.group.close()
+        self.group = None
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()

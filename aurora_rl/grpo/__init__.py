@@ -1,0 +1,1 @@
+"""GRPO math: group advantages and the clipped policy loss (pure functions of tensors)."""

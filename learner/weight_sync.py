@@ -1,0 +1,123 @@
+"""Weight broadcast from learner rank 0 to every rollout actor.
+
+A standalone torch.distributed process group (gloo on CPU, NCCL on GPU) made across Ray
+actors from a ``TCPStore``: independent of the learner's own DeepSpeed group, so it can be
+rebuilt when rollout actors come and go. What travels is the learner's trainable parameters
+(LoRA, the fully trained LLM modules, encoders, projector, SAM mask decoder), packed into flat
+buckets per dtype — a single large broadcast is several times faster than many small ones
+(docs/BENCHMARKS.md). Each broadcast is framed by a header and a trailer carrying the policy
+version; a receiver applies the weights only when both match the version it was told to
+expect, so a torn transfer can never be sampled from.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+import torch
+
+HEADER_MAGIC = 0x5EED
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # e.g. "float32"
+
+
+@dataclass(frozen=True)
+class Bucket:
+    dtype: str
+    entries: tuple[tuple[str, int, int, tuple[int, ...]], ...]  # (name, offset, numel, shape)
+
+    @property
+    def numel(self) -> int:
+        return sum(e[2] for e in self.entries)
+
+
+def plan_buckets(specs: list[TensorSpec], bucket_bytes: int) -> list[Bucket]:
+    """Group tensors of one dtype into flat buckets of at most ``bucket_bytes`` (a larger tensor
+    gets a bucket of its own). The order is the specs' order, so sender and receivers agree."""
+    buckets: list[Bucket] = []
+    by_dtype: dict[str, list[TensorSpec]] = {}
+    for s in specs:
+        by_dtype.setdefault(s.dtype, []).append(s)
+    for dtype, group in by_dtype.items():
+        size = torch.empty((), dtype=getattr(torch, dtype)).element_size()
+        entries, offset = [], 0
+        for s in group:
+            numel = 1
+            for d in s.shape:
+                numel *= d
+            if entries and (offset + numel) * size > bucket_bytes:
+                buckets.append(Bucket(dtype, tuple(entries)))
+                entries, offset = [], 0
+            entries.append((s.name, offset, numel, tuple(s.shape)))
+            offset += numel
+        if entries:
+            buckets.append(Bucket(dtype, tuple(entries)))
+    return buckets
+
+
+def specs_of(tensors: dict[str, torch.Tensor]) -> list[TensorSpec]:
+    return [TensorSpec(n, tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in tensors.items()]
+
+
+class BroadcastGroup:
+    """One member of the broadcast group; rank 0 is the learner and hosts the store."""
+
+    def __init__(self, host: str, port: int, rank: int, world_size: int, backend: str = "gloo",
+                 timeout_s: float = 120.0):
+        timeout = datetime.timedelta(seconds=timeout_s)
+        self.store = torch.distributed.TCPStore(host, port, world_size, is_master=rank == 0, timeout=timeout,
+                                                wait_for_workers=False)
+        if backend == "nccl":
+            self.pg = torch.distributed.ProcessGroupNCCL(self.store, rank, world_size)
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        else:
+            self.pg = torch.distributed.ProcessGroupGloo(self.store, rank, world_size, timeout)
+            self.device = torch.device("cpu")
+        self.rank = rank
+        self.world_size = world_size
+
+    def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
+        self.pg.broadcast(tensor, 0).wait()
+        return tensor
+
+    def frame(self, version: int, n_buckets: int) -> torch.Tensor:
+        return self.broadcast(torch.tensor([HEADER_MAGIC, version, n_buckets], dtype=torch.int64, device=self.device))
+
+    def send(self, tensors: dict[str, torch.Tensor], buckets: list[Bucket], version: int) -> int:
+        """Rank 0: broadcast ``tensors`` laid out as ``buckets``; returns bytes sent."""
+        self.frame(version, len(buckets))
+        sent = 0
+        for bucket in buckets:
+            flat = torch.cat([tensors[name].detach().reshape(-1).to(getattr(torch, bucket.dtype))
+                              for name, *_ in bucket.entries]).to(self.device)
+            self.broadcast(flat)
+            sent += flat.numel() * flat.element_size()
+        self.frame(version, len(buckets))
+        return sent
+
+    def receive(self, buckets: list[Bucket], version: int) -> dict[str, torch.Tensor]:
+        """Other ranks: the tensors of version ``version``; raises if the frames disagree."""
+        header = self.frame(-1, -1).tolist()
+        if header != [HEADER_MAGIC, version, len(buckets)]:
+            raise RuntimeError(f"broadcast header {header} does not announce version {version} in {len(buckets)} buckets")
+        out: dict[str, torch.Tensor] = {}
+        for bucket in buckets:
+            flat = torch.empty(bucket.numel, dtype=getattr(torch, bucket.dtype), device=self.device)
+            self.broadcast(flat)
+            flat = flat.cpu()
+            for name, offset, numel, shape in bucket.entries:
+                out[name] = flat[offset:offset + numel].view(shape)
+        trailer = self.frame(-1, -1).tolist()
+        if trailer != [HEADER_MAGIC, version, len(buckets)]:
+            raise RuntimeError(f"broadcast of version {version} ended with trailer {trailer}: discarded")
+        return out
+
+    def close(self) -> None:
+        self.pg = None
+        self.store = None

@@ -1,0 +1,208 @@
+"""One scoring pass over the rollout stream: read (or reclaim), score, publish + acknowledge.
+
+Exactly-once output on an at-least-once stream: a Lua script does, in one atomic step per
+record, ``SET <scored>:seen:<record id> NX PX ttl`` -> ``XADD`` the scored record only if that
+key is new -> ``XACK`` the rollout message. A message delivered twice (reclaimed from a slow
+consumer, or the same record published twice) therefore adds one scored record; the second
+delivery is only acknowledged and counted as a duplicate. A crash between reading and the
+script leaves the message pending, so another consumer reclaims it after ``claim_idle_ms``.
+
+``run`` loops ``step`` until told to stop (a ``stop`` callable, the Redis key ``<rollout
+stream>:stop``, a time or idleness bound) and rides out Redis outages: connection errors are
+retried with exponential backoff and logged, and a group lost with a Redis that came back
+empty is created again. No Ray here: ``RewardWorker`` (reward_worker.py) runs this in an actor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Callable, Optional
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from aurora_rl.config.schema import QueueConfig, RewardConfig
+from aurora_rl.data.errors import DataError
+from aurora_rl.record_stream import FIELD, Delivery, RecordStream
+from aurora_rl.records import encode
+from rewards.ground_truth import GroundTruth
+from rewards.reward_functions import REWARD_KINDS, score_record
+
+GROUP = "scorers"
+log = logging.getLogger(__name__)
+
+
+def scorer_client(redis_url: str, block_ms: int = 500) -> redis.Redis:
+    """A client without redis-py's silent retries: errors reach ``StreamScorer.run``, which backs
+    off and logs them. The socket timeout outlasts a blocking read so only a dead link trips it."""
+    return redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=2.0,
+                                socket_timeout=block_ms / 1000.0 + 5.0)
+
+
+def stop_key(rollout_stream: str) -> str:
+    """Setting this key stops every scorer of ``rollout_stream`` (see ``request_stop``)."""
+    return f"{rollout_stream}:stop"
+
+
+def request_stop(client: redis.Redis, rollout_stream: str, ttl_s: float = 300.0) -> None:
+    """Ask all scorers of the stream to stop. The key expires so that a later pool is not
+    stopped by an old request; scorers look at it every ``block_ms``, far below the TTL."""
+    client.set(stop_key(rollout_stream), b"1", px=int(ttl_s * 1000))
+
+# KEYS: dedupe key, scored stream, rollout stream. ARGV: ttl ms, group, message id, field, payload.
+# Returns 1 when the record was published, 0 when it had been already (then only acknowledged).
+COMMIT_LUA = """
+local new = redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ARGV[1])
+if new then
+  redis.call('XADD', KEYS[2], '*', ARGV[4], ARGV[5])
+end
+redis.call('XACK', KEYS[3], ARGV[2], ARGV[3])
+if new then return 1 end
+return 0
+"""
+
+
+class StreamScorer:
+    """Scores what ``consumer`` reads from ``queue.rollout_stream`` into ``queue.scored_stream``.
+
+    Args:
+        client: a Redis client (its errors propagate: the caller retries).
+        queue: stream names, record size limit, claim_idle_ms.
+        reward: reward weights and variant.
+        truth: uid -> ground truth.
+        consumer: this consumer's name in group "scorers" (unique per worker).
+        batch: messages per read.
+        dedupe_ttl_s: how long a record id is remembered; must exceed any redelivery delay
+            (claim_idle_ms plus scoring time), so an hour is ample.
+    """
+
+    def __init__(self, client: redis.Redis, queue: QueueConfig, reward: RewardConfig, truth: GroundTruth,
+                 consumer: str, batch: int = 32, dedupe_ttl_s: float = 3600.0):
+        self.client = client
+        self.queue = queue
+        self.reward = reward
+        self.truth = truth
+        self.consumer = consumer
+        self.batch = batch
+        self.dedupe_ttl_ms = int(dedupe_ttl_s * 1000)
+        self.stream = RecordStream(client, queue.rollout_stream, GROUP, queue.max_record_bytes)
+        self.commit = client.register_script(COMMIT_LUA)
+        self.counts = {"scored": 0, "duplicates": 0, "reclaimed": 0, "unscorable": 0}
+        self.reward_sums = dict.fromkeys(REWARD_KINDS + ("total",), 0.0)
+        self.busy_s = 0.0  # time spent scoring and committing, not waiting for messages
+        self._next_reclaim = 0.0
+
+    @property
+    def rejected(self) -> int:
+        """Malformed records sent to the dead stream by ``RecordStream``."""
+        return self.stream.rejected
+
+    def ensure_group(self) -> None:
+        self.stream.ensure_group()
+
+    def step(self, block_ms: int = 500) -> int:
+        """Reclaim idle messages when due, else read new ones; score and commit. Returns messages handled."""
+        deliveries = []
+        if time.monotonic() >= self._next_reclaim:
+            deliveries = self.stream.reclaim(self.consumer, self.queue.claim_idle_ms, count=self.batch)
+            self.counts["reclaimed"] += len(deliveries)
+            # Nothing can become reclaimable faster than claim_idle_ms; look twice per period.
+            self._next_reclaim = time.monotonic() + self.queue.claim_idle_ms / 2000.0
+        if not deliveries:
+            deliveries = self.stream.read(self.consumer, count=self.batch, block_ms=block_ms)
+        start = time.monotonic()
+        self._score_and_commit(deliveries)
+        self.busy_s += time.monotonic() - start
+        return len(deliveries)
+
+    def stats(self, elapsed_s: float) -> dict:
+        """Counters plus records/s over ``elapsed_s`` (wall time of the run) and over busy time."""
+        out = dict(self.counts, rejected=self.rejected, busy_s=self.busy_s, elapsed_s=elapsed_s)
+        out["records_per_s"] = self.counts["scored"] / elapsed_s if elapsed_s > 0 else 0.0
+        handled = self.counts["scored"] + self.counts["duplicates"]
+        out["capacity_per_s"] = handled / self.busy_s if self.busy_s > 0 else 0.0
+        return out
+
+    def run(self, should_stop: Callable[[], bool] = lambda: False, max_seconds: Optional[float] = None,
+            stop_when_idle_s: Optional[float] = None, block_ms: int = 500, on_step: Optional[Callable] = None,
+            backoff_s: tuple[float, float] = (0.05, 5.0)) -> dict:
+        """Score until ``should_stop()``, the stop key, ``max_seconds`` of running, or
+        ``stop_when_idle_s`` without a message; returns ``stats``.
+
+        ``on_step`` is called after every successful step (the actor updates its metrics there).
+        Redis connection errors back off from ``backoff_s[0]`` doubling to ``backoff_s[1]``; what was
+        read but not committed stays pending in Redis and is reclaimed, so nothing is lost.
+        """
+        start = last_work = time.monotonic()
+        failures = 0
+        while not should_stop():
+            now = time.monotonic()
+            if max_seconds is not None and now - start >= max_seconds:
+                break
+            if stop_when_idle_s is not None and now - last_work >= stop_when_idle_s:
+                break
+            try:
+                if failures:
+                    self.ensure_group()
+                if self.client.exists(stop_key(self.queue.rollout_stream)):
+                    break
+                if self.step(block_ms):
+                    last_work = time.monotonic()
+            except (redis.ConnectionError, redis.TimeoutError) as e:  # BusyLoadingError (AOF replay) too
+                failures += 1
+                delay = min(backoff_s[1], backoff_s[0] * 2 ** (failures - 1))
+                log.warning("reward scorer %s: redis unavailable (%s: %s); retry %d in %.2f s",
+                            self.consumer, type(e).__name__, e, failures, delay)
+                time.sleep(delay)
+                continue
+            except redis.ResponseError as e:
+                if "NOGROUP" not in str(e):
+                    raise
+                log.warning("reward scorer %s: consumer group missing (Redis came back empty?); creating it",
+                            self.consumer)
+                self.ensure_group()
+                continue
+            if failures:
+                log.warning("reward scorer %s: redis reachable again after %d retries", self.consumer, failures)
+                failures = 0
+            if on_step is not None:
+                on_step()
+        return self.stats(time.monotonic() - start)
+
+    def _score_and_commit(self, deliveries: list[Delivery]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        commits = []  # (position of the script reply in the pipeline's results, scores)
+        for d in deliveries:
+            record = d.record
+            try:
+                truth = self.truth(record.uid)
+                scores = score_record(record, truth.masks, truth.target_class, self.reward)
+            except (DataError, ValueError) as e:
+                # Well-formed but not scorable (unknown uid, mask shape, missing ground-truth file):
+                # dead-letter it rather than leave it pending and reclaimed forever.
+                self.counts["unscorable"] += 1
+                pipe.xadd(self.stream.dead_stream,
+                          {b"id": d.message_id, b"record": record.record_id.encode(), b"reason": str(e).encode()[:500]})
+                pipe.xack(self.stream.stream, GROUP, d.message_id)
+                continue
+            scored = dataclasses.replace(record, rewards={k: scores[k] for k in REWARD_KINDS}, reward=scores["total"])
+            commits.append((len(pipe), scores))
+            self.commit(
+                keys=[f"{self.queue.scored_stream}:seen:{record.record_id}", self.queue.scored_stream,
+                      self.stream.stream],
+                args=[self.dedupe_ttl_ms, GROUP, d.message_id, FIELD, encode(scored)],
+                client=pipe,
+            )
+        if not len(pipe):
+            return
+        results = pipe.execute()
+        for position, scores in commits:
+            if results[position] == 1:
+                self.counts["scored"] += 1
+                for k, v in scores.items():
+                    self.reward_sums[k] += v
+            else:
+                self.counts["duplicates"] += 1

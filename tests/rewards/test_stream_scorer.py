@@ -1,0 +1,87 @@
+"""StreamScorer.run in this process: stop conditions, and riding out a Redis crash and restart."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from aurora_rl.config.schema import QueueConfig, RewardConfig
+from aurora_rl.data import refavs_layout as layout
+from aurora_rl.record_stream import RecordStream
+from aurora_rl.records import decode
+from aurora_rl.services.redis_server import RedisServer
+from rewards.ground_truth import GroundTruth
+from rewards.stream_scorer import GROUP, StreamScorer, request_stop, scorer_client
+from tests.rewards.known_records import make_records
+
+
+def queue_config() -> QueueConfig:
+    tag = uuid.uuid4().hex[:8]
+    return QueueConfig(rollout_stream=f"test:rollouts:{tag}", scored_stream=f"test:scored:{tag}", claim_idle_ms=500)
+
+
+@pytest.fixture(scope="module")
+def truth(synthetic_root):
+    return GroundTruth(synthetic_root, None, 32)
+
+
+@pytest.fixture(scope="module")
+def uids(synthetic_root):
+    return [r.uid for r in layout.read_metadata(synthetic_root) if r.split == "train"][:4]
+
+
+def test_run_stops_on_idle_time_and_on_the_stop_key(redis_server, truth):
+    q = queue_config()
+    scorer = StreamScorer(scorer_client(redis_server.url, 100), q, RewardConfig(), truth, "w0")
+    scorer.ensure_group()
+    t0 = time.monotonic()
+    assert scorer.run(stop_when_idle_s=0.3, block_ms=100)["scored"] == 0
+    assert 0.3 <= time.monotonic() - t0 < 2.0
+    request_stop(redis_server.client(), q.rollout_stream, ttl_s=5)
+    t0 = time.monotonic()
+    scorer.run(block_ms=100)  # no bound given: only the key ends it
+    assert time.monotonic() - t0 < 1.0
+
+
+def wait_len(client, stream: str, count: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while client.xlen(stream) < count:
+        assert time.monotonic() < deadline, f"{client.xlen(stream)} of {count} in {stream}"
+        time.sleep(0.05)
+
+
+def test_scorer_rides_out_a_redis_crash_and_restart(tmp_path, truth, uids, caplog):
+    server = RedisServer(workdir=tmp_path / "redis").start()
+    try:
+        q = queue_config()
+        client = server.client()
+        stream = RecordStream(client, q.rollout_stream, GROUP)
+        stream.ensure_group()
+        records, _ = make_records(truth, uids, 12)
+        scorer = StreamScorer(scorer_client(server.url, 100), q, RewardConfig(), truth, "w0")
+        stop, result = threading.Event(), {}
+        thread = threading.Thread(target=lambda: result.update(scorer.run(stop.is_set, block_ms=100)))
+        thread.start()
+        for r in records[:6]:
+            stream.publish(r)
+        wait_len(client, q.scored_stream, 6)
+        time.sleep(1.2)  # appendfsync everysec: let the AOF hold what happened so far
+        server.crash()
+        time.sleep(0.5)  # the scorer now fails and backs off
+        server.start()
+        for r in records[6:]:
+            stream.publish(r)
+        wait_len(client, q.scored_stream, 12)
+        stop.set()
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+        assert result["scored"] == 12 and result["duplicates"] == 0
+        ids = [decode(f[b"r"]).record_id for _, f in client.xrange(q.scored_stream)]
+        assert sorted(ids) == sorted(r.record_id for r in records)
+        assert stream.pending() == 0
+        assert "redis unavailable" in caplog.text and "reachable again" in caplog.text
+    finally:
+        server.stop()
