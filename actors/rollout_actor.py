@@ -75,6 +75,20 @@ class RolloutActor:
             "version": self.engine.version,
         }
 
+    def first_token_logprobs(self, indices: list[int], top: int = 20) -> list[dict[int, float]]:
+        """vLLM's log-probabilities of the first answer token (checks that broadcast weights took)."""
+        from vllm import SamplingParams
+
+        from aurora_rl.data.clip_sample import collate_clips
+
+        clips = [self.dataset[i] for i in indices]
+        batch = collate_clips(clips)
+        prompts = [self.engine.prompt_ids(c.expression) for c in clips]
+        embeds = self.engine.policy.prompt_embeds(prompts, batch["frames"], batch["fbank"], batch["fbank_lengths"])
+        outs = self.engine.llm.generate([{"prompt_embeds": e} for e in embeds],
+                                        SamplingParams(temperature=0.0, max_tokens=1, logprobs=top), use_tqdm=False)
+        return [{int(t): float(lp.logprob) for t, lp in o.outputs[0].logprobs[0].items()} for o in outs]
+
     def join_broadcast(self, host: str, port: int, rank: int, world_size: int, buckets: list, timeout_s: float) -> bool:
         from learner.weight_sync import BroadcastGroup
 

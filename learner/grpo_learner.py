@@ -115,6 +115,25 @@ class LearnerRank:
             "tokens": int(out.answer_mask.sum()), "learn_s": time.monotonic() - t0,
         }
 
+    def first_token_logprobs(self, indices: list[int]) -> list[list[float]]:
+        """The training forward's log-probabilities of the first answer token (eval mode)."""
+        import torch
+
+        from aurora_rl.data.clip_sample import collate_clips
+        from aurora_rl.model.policy import PolicyInputs
+        from aurora_rl.prompts.answer_format import build_prompt
+
+        clips = [self.dataset[i] for i in indices]
+        batch = collate_clips(clips)
+        prompts = [self.tokenizer(build_prompt(c.expression), add_special_tokens=False).input_ids for c in clips]
+        module = self.engine.module
+        module.eval()
+        with torch.no_grad():
+            out = module(PolicyInputs(prompts, [[] for _ in clips], batch["frames"], batch["fbank"],
+                                      batch["fbank_lengths"]), with_masks=False)
+        module.train()
+        return out.first_token_logits.log_softmax(-1).tolist()
+
     # ---------------------------------------------------------------- weights
     def trainable_state(self) -> dict:
         return {n: p.detach() for n, p in self.engine.module.named_parameters() if p.requires_grad}

@@ -4,7 +4,8 @@
 
 1. reads the training split and its CoT (or the direct answers), validates and counts them;
 2. writes the run's initial checkpoint (a tiny random policy with a tokenizer over the
-   corpus, or the ``model.path`` checkpoint) so every rank starts from identical weights;
+   corpus, or a pretrained backbone from ``model.path``; an aurora_rl checkpoint at
+   ``model.path`` is used as it is) so every rank starts from identical weights;
 3. runs ``TorchTrainer`` (N workers, DeepSpeed inside) under ``runs/<name>/ray_train``;
 4. copies the final policy to ``runs/<name>/checkpoint``.
 """
@@ -47,20 +48,25 @@ def build_examples(cfg: SFTConfig) -> list[SFTExample]:
 
 
 def initial_checkpoint(model: ModelConfig, data: DataConfig, corpus: list[str], folder: Path, seed: int) -> Path:
-    """The starting weights: ``model.path`` if set, else a tiny random policy over the corpus's words."""
+    """The starting weights: ``model.path`` if it is an aurora_rl checkpoint; a pretrained backbone
+    loaded from ``model.path``; else a tiny random policy over the corpus's words."""
     from aurora_rl.data.synthetic import synthetic_words
-    from aurora_rl.model.build import MediaShape, build_tiny_policy
-    from aurora_rl.model.checkpoint import save_policy
+    from aurora_rl.model.backbones import AUDIO_FEATURES
+    from aurora_rl.model.build import MediaShape
+    from aurora_rl.model.checkpoint import MANIFEST, save_policy
+    from aurora_rl.model.factory import build_policy
     from aurora_rl.model.tokenizer import build_word_tokenizer, words_of
     from aurora_rl.prompts.answer_format import REFLECT_TRIGGER, build_prompt
     from aurora_rl.prompts.scene_cot import COT_WORDS
 
-    if model.path:
+    if model.path and (model.backbone == "tiny" or (Path(model.path) / MANIFEST).exists()):
         return Path(model.path)
-    tokenizer = build_word_tokenizer(set(synthetic_words()) | set(COT_WORDS) | words_of(corpus)
-                                     | words_of([REFLECT_TRIGGER, build_prompt("")]))
-    shape = MediaShape.from_data_config(data)
-    policy = build_tiny_policy(model, tokenizer, shape, seed=seed)
+    shape = MediaShape.from_data_config(data, AUDIO_FEATURES[model.backbone])
+    tokenizer = None
+    if model.backbone == "tiny":
+        tokenizer = build_word_tokenizer(set(synthetic_words()) | set(COT_WORDS) | words_of(corpus)
+                                         | words_of([REFLECT_TRIGGER, build_prompt("")]))
+    policy, tokenizer = build_policy(model, shape, seed=seed, tokenizer=tokenizer)
     return save_policy(policy, tokenizer, model, shape, folder)
 
 

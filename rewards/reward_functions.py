@@ -57,15 +57,21 @@ def frame_ious(pred: np.ndarray, gt: np.ndarray, threshold: float = 0.5) -> np.n
     """
     pred = np.asarray(pred)
     gt = np.asarray(gt)
-    if pred.ndim != 3 or pred.shape != gt.shape:
-        raise ValueError(f"predicted masks {pred.shape} and ground truth {gt.shape} must both be [T, H, W]")
-    p = pred > threshold
-    g = gt > 0
-    inter = (p & g).sum(axis=(1, 2)).astype(np.float64)
-    union = (p | g).sum(axis=(1, 2)).astype(np.float64)
-    empty = ~g.any(axis=(1, 2))
-    inter[empty] = (~p[empty]).sum(axis=(1, 2))
-    union[empty] = g.shape[1] * g.shape[2]
+    if pred.ndim != 3 or pred.shape != gt.shape or pred.shape[0] == 0:
+        raise ValueError(f"predicted masks {pred.shape} and ground truth {gt.shape} must both be [T, H, W], T > 0")
+    frames = pred.shape[0]
+    # Rollout masks are already bool: comparing them to a float threshold would cost a cast.
+    fg = pred if pred.dtype == bool and threshold < 1.0 else pred > threshold
+    p = fg.reshape(frames, -1)
+    g = (gt > 0).reshape(frames, -1)
+    # count_nonzero of a flat bool row counts without the int conversion that sum() makes.
+    n_p = np.array([np.count_nonzero(row) for row in p], dtype=np.float64)
+    n_g = np.array([np.count_nonzero(row) for row in g], dtype=np.float64)
+    inter = np.array([np.count_nonzero(a & b) for a, b in zip(p, g)], dtype=np.float64)
+    union = n_p + n_g - inter
+    empty = n_g == 0
+    inter[empty] = p.shape[1] - n_p[empty]  # pixels both leave as background
+    union[empty] = p.shape[1]
     return inter / union
 
 

@@ -39,7 +39,7 @@ class RewardWorker:
 
         queue = build(QueueConfig, queue_cfg, {}, "<reward worker queue config>")
         reward = build(RewardConfig, reward_cfg, {}, "<reward worker reward config>")
-        client = scorer_client(redis_url, block_ms)
+        client = scorer_client(redis_url, block_ms, name=f"reward-worker:{consumer_name}")
         truth = GroundTruth(data_root, None, mask_size, num_frames=num_frames)
         self.scorer = StreamScorer(client, queue, reward, truth, consumer_name, batch=batch, dedupe_ttl_s=dedupe_ttl_s)
         self.block_ms = block_ms

@@ -9,8 +9,8 @@ script leaves the message pending, so another consumer reclaims it after ``claim
 
 ``run`` loops ``step`` until told to stop (a ``stop`` callable, the Redis key ``<rollout
 stream>:stop``, a time or idleness bound) and rides out Redis outages: connection errors are
-retried with exponential backoff and logged, and a group lost with a Redis that came back
-empty is created again. No Ray here: ``RewardWorker`` (reward_worker.py) runs this in an actor.
+retried with exponential backoff and logged, and the group is created again after an outage
+(a Redis that lost its data comes back without it). No Ray here: ``RewardWorker`` (reward_worker.py) runs this in an actor.
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ GROUP = "scorers"
 log = logging.getLogger(__name__)
 
 
-def scorer_client(redis_url: str, block_ms: int = 500) -> redis.Redis:
+def scorer_client(redis_url: str, block_ms: int = 500, name: Optional[str] = None) -> redis.Redis:
     """A client without redis-py's silent retries: errors reach ``StreamScorer.run``, which backs
-    off and logs them. The socket timeout outlasts a blocking read so only a dead link trips it."""
+    off and logs them. The socket timeout outlasts a blocking read so only a dead link trips it.
+    ``name`` shows in CLIENT LIST (which worker holds which connection)."""
     return redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=2.0,
-                                socket_timeout=block_ms / 1000.0 + 5.0)
+                                socket_timeout=block_ms / 1000.0 + 5.0, client_name=name)
 
 
 def stop_key(rollout_stream: str) -> str:
@@ -51,6 +52,7 @@ def request_stop(client: redis.Redis, rollout_stream: str, ttl_s: float = 300.0)
     """Ask all scorers of the stream to stop. The key expires so that a later pool is not
     stopped by an old request; scorers look at it every ``block_ms``, far below the TTL."""
     client.set(stop_key(rollout_stream), b"1", px=int(ttl_s * 1000))
+
 
 # KEYS: dedupe key, scored stream, rollout stream. ARGV: ttl ms, group, message id, field, payload.
 # Returns 1 when the record was published, 0 when it had been already (then only acknowledged).
@@ -138,6 +140,7 @@ class StreamScorer:
         """
         start = last_work = time.monotonic()
         failures = 0
+        group_ready = False  # (re)created after every outage: a Redis without its AOF comes back empty
         while not should_stop():
             now = time.monotonic()
             if max_seconds is not None and now - start >= max_seconds:
@@ -145,14 +148,16 @@ class StreamScorer:
             if stop_when_idle_s is not None and now - last_work >= stop_when_idle_s:
                 break
             try:
-                if failures:
+                if not group_ready:
                     self.ensure_group()
+                    group_ready = True
                 if self.client.exists(stop_key(self.queue.rollout_stream)):
                     break
                 if self.step(block_ms):
                     last_work = time.monotonic()
             except (redis.ConnectionError, redis.TimeoutError) as e:  # BusyLoadingError (AOF replay) too
                 failures += 1
+                group_ready = False
                 delay = min(backoff_s[1], backoff_s[0] * 2 ** (failures - 1))
                 log.warning("reward scorer %s: redis unavailable (%s: %s); retry %d in %.2f s",
                             self.consumer, type(e).__name__, e, failures, delay)
@@ -161,9 +166,8 @@ class StreamScorer:
             except redis.ResponseError as e:
                 if "NOGROUP" not in str(e):
                     raise
-                log.warning("reward scorer %s: consumer group missing (Redis came back empty?); creating it",
-                            self.consumer)
-                self.ensure_group()
+                log.warning("reward scorer %s: stream or group deleted under us; creating it again", self.consumer)
+                group_ready = False
                 continue
             if failures:
                 log.warning("reward scorer %s: redis reachable again after %d retries", self.consumer, failures)

@@ -81,8 +81,9 @@ def load_policy(folder: str | Path, overrides: ModelConfig | None = None):
     policy, _ = build_policy(cfg, shape, tokenizer=tokenizer)
     trainable = trainable_state(policy).keys()
     if state.keys() != trainable:
+        missing, extra = sorted(trainable - state.keys())[:5], sorted(state.keys() - trainable)[:5]
         raise ValueError(f"{folder}: saved tensors do not match the trainable parameters of the rebuilt policy "
-                         f"(missing {sorted(trainable - state.keys())[:5]}, extra {sorted(state.keys() - trainable)[:5]})")
+                         f"(missing {missing}, extra {extra})")
     policy.load_state_dict(state, strict=False)
     return policy, tokenizer, cfg, shape
 

@@ -41,6 +41,7 @@ def test_frame_iou_threshold_is_strict_on_scores():
     scores = np.array([[[0.9, 0.5], [0.2, 0.0]], [[0.51, 0.0], [0.0, 0.0]]], dtype=np.float32)
     assert frame_ious(scores, GT, threshold=0.5).tolist() == [1.0, 0.75]  # 0.5 is background
     assert frame_ious(scores, GT, threshold=0.4).tolist() == [0.5, 0.75]
+    assert frame_ious(PRED, GT, threshold=1.0).tolist() == [0.0, 1.0]  # nothing exceeds 1: all background
 
 
 def test_frame_iou_matches_the_official_j_definition():

@@ -50,6 +50,17 @@ def rollout_stream(redis_server, queue) -> RecordStream:
     return stream
 
 
+def wait_blocked_reading(client, consumers: list[str], timeout_s: float = 30.0) -> None:
+    names = {f"reward-worker:{c}" for c in consumers}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        blocked = {c["name"] for c in client.client_list() if c["cmd"] == "xreadgroup" and "b" in c["flags"]}
+        if names <= blocked:
+            return
+        assert time.monotonic() < deadline, f"blocked readers: {sorted(blocked)}"
+        time.sleep(0.02)
+
+
 def wait_scored(client, queue, count: int, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while client.xlen(queue["scored_stream"]) < count:
@@ -78,6 +89,7 @@ def test_two_workers_score_every_record_exactly_once(ray_node, redis_server, syn
     stream = rollout_stream(redis_server, queue)
     workers = [start_worker(redis_server, queue, synthetic_root, f"w{i}", batch=4) for i in range(2)]
     runs = [w.run.remote() for w in workers]
+    wait_blocked_reading(client, ["w0", "w1"])  # so the first messages go to both
     records, expected = make_records(truth, uids, 60)
     for r in records:
         stream.publish(r)

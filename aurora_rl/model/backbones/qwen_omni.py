@@ -151,7 +151,7 @@ def llm_config(text):
         num_key_value_heads=text.num_key_value_heads, hidden_act=text.hidden_act,
         max_position_embeddings=text.max_position_embeddings, rms_norm_eps=text.rms_norm_eps,
         rope_parameters={"rope_type": "default", "rope_theta": float(theta)}, tie_word_embeddings=False,
-        bos_token_id=text.bos_token_id, eos_token_id=text.eos_token_id,
+        bos_token_id=text.bos_token_id, eos_token_id=text.eos_token_id, architectures=["Qwen2ForCausalLM"],
     )
 
 

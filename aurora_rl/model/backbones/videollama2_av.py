@@ -110,7 +110,7 @@ def llm_config(raw: dict):
     # Untied even where the source ties them: [SEG] training gives lm_head and embed_tokens their
     # own trained copies anyway, and an explicit lm_head keeps the vLLM export plain Qwen2.
     return Qwen2Config(**fields, rope_parameters={"rope_type": "default", "rope_theta": float(theta)},
-                       tie_word_embeddings=False)
+                       tie_word_embeddings=False, architectures=["Qwen2ForCausalLM"])
 
 
 def find_tower_folder(name: str, folder: Path) -> Path:
