@@ -121,6 +121,8 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=20)
     parser.add_argument("--records", type=int, default=600)
     parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--rollout-rate", type=float, default=30.0,
+                        help="records/s one rollout actor produces (tens on this CPU)")
     parser.add_argument("--mask-sizes", type=int, nargs="+", default=[64, 224])
     args = parser.parse_args()
 
@@ -154,6 +156,9 @@ def main() -> None:
     for size, kib, path, rate, capacity in rows:
         cap = f"{capacity:>16.0f}" if capacity is not None else f"{'':>16}"
         print(f"{size:>5} {kib:>8.1f} {path:<38} {rate:>10.0f} {cap}")
+    slowest = min(rate for *_, path, rate, cap in rows if path.startswith("ours"))
+    print(f"\nOne reward worker scores at least {slowest:.0f} records/s end to end here, so it keeps up with about "
+          f"{slowest / args.rollout_rate:.0f} rollout actors at {args.rollout_rate:.0f} records/s each.")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import secrets
 import time
 from pathlib import Path
 from typing import Optional
@@ -47,6 +48,9 @@ class GRPOJob:
         self.step = 0
         self.next_actor = 0
         self.counters = {"learned": 0}
+        # Record ids must not repeat across attempts of a step (the reward workers deduplicate by
+        # id), so a resumed job tags its groups with a fresh attempt id.
+        self.attempt = secrets.token_hex(3)
 
     # ------------------------------------------------------------------ start / stop
     def start(self) -> None:
@@ -89,8 +93,9 @@ class GRPOJob:
         from aurora_rl.services.redis_client import connect_redis
 
         client = connect_redis(self.redis_url)
-        if not self.resume:
-            client.delete(self.queue.rollout_stream, self.queue.scored_stream)
+        # Steps are synchronous: nothing in the streams outlives the step that made it, and a
+        # resumed job re-samples the steps after its checkpoint.
+        client.delete(self.queue.rollout_stream, self.queue.scored_stream)
         self.collector = StepCollector(client, self.queue, self.cfg.learner.max_policy_lag)
 
     def _create_actor(self) -> str:
@@ -175,7 +180,7 @@ class GRPOJob:
         for j in range(step * p, (step + 1) * p):
             epoch, pos = divmod(j, n_rows)
             order = np.random.default_rng([self.cfg.run.seed, epoch]).permutation(n_rows)
-            out.append((int(order[pos]), f"s{step}/p{j - step * p}"))
+            out.append((int(order[pos]), f"{self.attempt}/s{step}/p{j - step * p}"))
         return out
 
     def run(self, steps: Optional[int] = None, scale_plan: Optional[dict[int, int]] = None) -> Path:

@@ -82,9 +82,16 @@ class LearnerRank:
         records = [decode(p) for p in payloads]
         clips = [self.dataset[int(r.meta["dataset_index"])] for r in records]
         batch = collate_clips(clips)
+        gt, valid, frames = batch["masks"], batch["mask_valid"], None
+        k = cfg.mask_frames_per_clip
+        if k is not None and k < gt.shape[1]:
+            rng = np.random.default_rng([self.cfg.run.seed, step, self.rank])
+            frames = torch.from_numpy(np.stack([np.sort(rng.choice(gt.shape[1], k, replace=False)) for _ in records]))
+            gt = torch.gather(gt, 1, frames[:, :, None, None].expand(-1, -1, *gt.shape[2:]))
+            valid = torch.gather(valid, 1, frames)
         inputs = PolicyInputs([r.prompt_token_ids.tolist() for r in records],
                               [r.completion_token_ids.tolist() for r in records],
-                              batch["frames"], batch["fbank"], batch["fbank_lengths"], batch["vid"])
+                              batch["frames"], batch["fbank"], batch["fbank_lengths"], batch["vid"], frames)
         out = self.engine(inputs)
         width = out.answer_logprobs.shape[1]
         old = torch.zeros_like(out.answer_logprobs)
@@ -101,8 +108,8 @@ class LearnerRank:
         seg = out.has_seg
         bce = dice = 0.0
         if seg.any():
-            mask_total, bce_t, dice_t = mask_loss(out.mask_logits[seg], batch["masks"][seg], batch["mask_valid"][seg],
-                                                  cfg.mask_bce, cfg.mask_dice)
+            mask_total, bce_t, dice_t = mask_loss(out.mask_logits[seg], gt[seg], valid[seg], cfg.mask_bce,
+                                                  cfg.mask_dice)
             loss = loss + mask_total
             bce, dice = float(bce_t), float(dice_t)
         self.engine.backward(loss)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+import torch
 
 from aurora_rl.data.clip_sample import ClipSample, collate_clips
 from aurora_rl.model.policy import PolicyInputs
@@ -56,17 +57,26 @@ class SFTBatcher:
     def ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
-    def batch(self, epoch: int, step: int) -> dict:
+    def batch(self, epoch: int, step: int, mask_frames: Optional[int] = None) -> dict:
+        """Inputs and targets of this rank's rows; ``mask_frames`` picks k random frames per clip
+        (the same ones for every rerun of this step) whose masks are predicted and supervised."""
         rows = self.rows(epoch, step)
         clips: list[ClipSample] = [self.clips[r.dataset_index] for r in rows]
         stacked = collate_clips(clips)
         eos = [self.tokenizer.eos_token_id]
         prompts = [self.ids(build_prompt(c.expression)) for c in clips]
+        masks, valid, frames = stacked["masks"], stacked["mask_valid"], None
+        if mask_frames is not None and mask_frames < masks.shape[1]:
+            rng = np.random.default_rng([self.seed, epoch, step, self.rank])
+            frames = torch.from_numpy(np.stack([np.sort(rng.choice(masks.shape[1], mask_frames, replace=False))
+                                                for _ in rows]))
+            masks = torch.gather(masks, 1, frames[:, :, None, None].expand(-1, -1, *masks.shape[2:]))
+            valid = torch.gather(valid, 1, frames)
         media = (stacked["frames"], stacked["fbank"], stacked["fbank_lengths"], stacked["vid"])  # SAM cache by video
         return {
-            "student": PolicyInputs(prompts, [self.ids(r.answer) + eos for r in rows], *media),
+            "student": PolicyInputs(prompts, [self.ids(r.answer) + eos for r in rows], *media, mask_frames=frames),
             "teacher": PolicyInputs(prompts, [self.ids(direct_answer(r.target_class)) + eos for r in rows], *media),
-            "masks": stacked["masks"],
-            "mask_valid": stacked["mask_valid"],
+            "masks": masks,
+            "mask_valid": valid,
             "uids": [r.uid for r in rows],
         }

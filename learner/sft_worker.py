@@ -72,7 +72,7 @@ def sft_train_loop(config: dict) -> None:
     while step < total_steps:
         epoch, in_epoch = divmod(step, batcher.steps_per_epoch)
         torch.manual_seed(cfg.run.seed * 1_000_003 + step * 101 + rank)  # dropout: same draws after a resume
-        batch = batcher.batch(epoch, in_epoch)
+        batch = batcher.batch(epoch, in_epoch, tr.mask_frames_per_clip)
         out = engine(batch["student"])
         teacher_seg = teacher_has = None
         if teacher is not None:

@@ -1,11 +1,14 @@
 """One scoring pass over the rollout stream: read (or reclaim), score, publish + acknowledge.
 
 Exactly-once output on an at-least-once stream: a Lua script does, in one atomic step per
-record, ``SET <scored>:seen:<record id> NX PX ttl`` -> ``XADD`` the scored record only if that
-key is new -> ``XACK`` the rollout message. A message delivered twice (reclaimed from a slow
+record, ``ZADD <scored>:seen NX <now> <record id>`` -> ``XADD`` the scored record only if the id
+is new -> ``XACK`` the rollout message. A message delivered twice (reclaimed from a slow
 consumer, or the same record published twice) therefore adds one scored record; the second
 delivery is only acknowledged and counted as a duplicate. A crash between reading and the
 script leaves the message pending, so another consumer reclaims it after ``claim_idle_ms``.
+Ids are remembered for ``dedupe_ttl_s`` (the script trims older ones). They live in ONE key,
+not a key per record, so that a driver starting a fresh run on reused stream names (group ids
+repeat across runs) forgets them by deleting ``seen_key(scored_stream)`` with the streams.
 
 ``run`` loops ``step`` until told to stop (a ``stop`` callable, the Redis key ``<rollout
 stream>:stop``, a time or idleness bound) and rides out Redis outages: connection errors are
@@ -43,6 +46,11 @@ def scorer_client(redis_url: str, block_ms: int = 500, name: Optional[str] = Non
                                 socket_timeout=block_ms / 1000.0 + 5.0, client_name=name)
 
 
+def seen_key(scored_stream: str) -> str:
+    """The sorted set of record ids already published to ``scored_stream`` (score: time in ms)."""
+    return f"{scored_stream}:seen"
+
+
 def stop_key(rollout_stream: str) -> str:
     """Setting this key stops every scorer of ``rollout_stream`` (see ``request_stop``)."""
     return f"{rollout_stream}:stop"
@@ -54,16 +62,20 @@ def request_stop(client: redis.Redis, rollout_stream: str, ttl_s: float = 300.0)
     client.set(stop_key(rollout_stream), b"1", px=int(ttl_s * 1000))
 
 
-# KEYS: dedupe key, scored stream, rollout stream. ARGV: ttl ms, group, message id, field, payload.
-# Returns 1 when the record was published, 0 when it had been already (then only acknowledged).
+# KEYS: seen set, scored stream, rollout stream. ARGV: window ms, group, message id, field, payload,
+# record id. Returns 1 when the record was published, 0 when it had been already (then only acked).
+# TIME in a script is fine: Redis 7 replicates a script's effects, not the script.
 COMMIT_LUA = """
-local new = redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ARGV[1])
-if new then
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+local new = redis.call('ZADD', KEYS[1], 'NX', now, ARGV[6])
+if new == 1 then
   redis.call('XADD', KEYS[2], '*', ARGV[4], ARGV[5])
 end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('XACK', KEYS[3], ARGV[2], ARGV[3])
-if new then return 1 end
-return 0
+return new
 """
 
 
@@ -78,7 +90,7 @@ class StreamScorer:
         consumer: this consumer's name in group "scorers" (unique per worker).
         batch: messages per read.
         dedupe_ttl_s: how long a record id is remembered; must exceed any redelivery delay
-            (claim_idle_ms plus scoring time), so an hour is ample.
+            (claim_idle_ms plus scoring time), so an hour is ample (about 100 B per record).
     """
 
     def __init__(self, client: redis.Redis, queue: QueueConfig, reward: RewardConfig, truth: GroundTruth,
@@ -195,9 +207,8 @@ class StreamScorer:
             scored = dataclasses.replace(record, rewards={k: scores[k] for k in REWARD_KINDS}, reward=scores["total"])
             commits.append((len(pipe), scores))
             self.commit(
-                keys=[f"{self.queue.scored_stream}:seen:{record.record_id}", self.queue.scored_stream,
-                      self.stream.stream],
-                args=[self.dedupe_ttl_ms, GROUP, d.message_id, FIELD, encode(scored)],
+                keys=[seen_key(self.queue.scored_stream), self.queue.scored_stream, self.stream.stream],
+                args=[self.dedupe_ttl_ms, GROUP, d.message_id, FIELD, encode(scored), record.record_id],
                 client=pipe,
             )
         if not len(pipe):

@@ -93,6 +93,7 @@ class SamConfig:
     path: Optional[str] = None  # HF folder or Meta .pth file; null = tiny random SAM
     input_size: int = field(224, ge=32)  # AURORA runs ViT-H at 224 px with interpolated positions
     freeze_image_encoder: bool = True
+    cache_clips: int = field(1024, ge=0)  # clips whose frozen image embeddings stay in memory
 
 
 @dataclass
@@ -143,6 +144,7 @@ class TrainerConfig:
     max_steps: Optional[int] = field(None, ge=1)
     log_every: int = field(1, ge=1)
     checkpoint_every: int = field(50, ge=1)
+    mask_frames_per_clip: Optional[int] = field(None, ge=1)  # supervise k random frames per clip (None: all)
     deepspeed: DeepSpeedConfig = field(factory=DeepSpeedConfig)
     optim: OptimConfig = field(factory=OptimConfig)
 
@@ -213,6 +215,7 @@ class LearnerConfig:
     kl_coef: float = field(0.0, ge=0.0)  # k3 estimator against the frozen reference; 0 = off
     mask_bce: float = field(2.0, ge=0.0)
     mask_dice: float = field(0.5, ge=0.0)
+    mask_frames_per_clip: Optional[int] = field(None, ge=1)  # as TrainerConfig.mask_frames_per_clip
     max_policy_lag: int = field(0, ge=0)  # 0 = strictly on-policy
     checkpoint_every: int = field(10, ge=1)
     deepspeed: DeepSpeedConfig = field(factory=DeepSpeedConfig)

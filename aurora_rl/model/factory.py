@@ -16,6 +16,7 @@ from aurora_rl.config.schema import ModelConfig
 from aurora_rl.model.backbones import AUDIO_FEATURES, load_backbone
 from aurora_rl.model.backbones.weight_loading import cast_parameters
 from aurora_rl.model.build import MediaShape, apply_lora, build_tiny_policy, token_ids
+from aurora_rl.model.checkpoint import MANIFEST
 from aurora_rl.model.policy import AVSegPolicy
 from aurora_rl.model.sam_checkpoint import build_tiny_sam, load_sam
 from aurora_rl.model.sam_segmenter import SamSegmenter
@@ -67,7 +68,7 @@ def build_policy(cfg: ModelConfig, shape: MediaShape, seed: int = 0, tokenizer=N
         if tokenizer is None:
             raise ValueError("the tiny backbone needs its word-level tokenizer (aurora_rl.model.tokenizer)")
         return build_tiny_policy(cfg, tokenizer, shape, seed), tokenizer
-    if (Path(cfg.path) / "aurora_model.json").exists():
+    if (Path(cfg.path) / MANIFEST).exists():
         raise ValueError(f"{cfg.path} is an aurora_rl checkpoint: load it with aurora_rl.model.checkpoint.load_policy")
     dtype = getattr(torch, cfg.dtype)
     tokenizer = tokenizer if tokenizer is not None else backbone_tokenizer(cfg.path)
@@ -81,7 +82,7 @@ def build_policy(cfg: ModelConfig, shape: MediaShape, seed: int = 0, tokenizer=N
         sam = (load_sam(cfg.sam.path, cfg.sam.input_size, dtype=dtype) if cfg.sam.path is not None else
                build_tiny_sam(cfg.sam.input_size, seed=seed + 1, patch_size=t.sam_patch, hidden_size=t.sam_hidden,
                               num_layers=t.sam_layers).to(dtype))
-        segmenter = SamSegmenter(sam, freeze_image_encoder=cfg.sam.freeze_image_encoder)
+        segmenter = SamSegmenter(sam, cache_size=cfg.sam.cache_clips, freeze_image_encoder=cfg.sam.freeze_image_encoder)
         projector = SegProjector(llm.config.hidden_size, segmenter.prompt_dim)
         llm = apply_lora(llm, cfg.lora)
     vision.requires_grad_(cfg.lora.train_encoders)

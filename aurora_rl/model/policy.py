@@ -33,6 +33,9 @@ class PolicyInputs:
     prompt_ids / answer_ids: B lists of token ids (answer may be empty: prompt only).
     frames: [B, T, 3, H, W] in [0, 1]. fbank: [B, F, bins]. fbank_lengths: [B].
     clip_keys: B ids for SAM's per-clip embedding cache (None: no caching).
+    mask_frames: [B, k] frame indices to segment (None: all T). Training may supervise a few
+        random frames per clip: one [SEG] prompts every frame, so this is an unbiased, k/T
+        cheaper estimate of the mask loss (the mask decoder dominates a CPU training step).
     """
 
     prompt_ids: list[list[int]]
@@ -41,6 +44,7 @@ class PolicyInputs:
     fbank: torch.Tensor
     fbank_lengths: Optional[torch.Tensor] = None
     clip_keys: Optional[list[str]] = None
+    mask_frames: Optional[torch.Tensor] = None
 
 
 @dataclass
@@ -133,19 +137,24 @@ class AVSegPolicy(nn.Module):
         seg_hidden = torch.stack([hidden[i, p] if p >= 0 else hidden.new_zeros(hidden.shape[-1])
                                   for i, p in enumerate(seg_pos)])
         seg_embedding = self.projector(seg_hidden) * has_seg[:, None]
-        masks = self.masks(batch.frames, seg_embedding, has_seg, batch.clip_keys) if with_masks else None
+        masks = (self.masks(batch.frames, seg_embedding, has_seg, batch.clip_keys, batch.mask_frames)
+                 if with_masks else None)
         return PolicyOutput(logprobs, mask, has_seg, seg_hidden, seg_embedding, masks, first)
 
     def masks(self, frames: torch.Tensor, seg_embedding: torch.Tensor, has_seg: torch.Tensor,
-              clip_keys: Optional[list[str]] = None) -> torch.Tensor:
-        """Mask logits [B, T, M, M] from SAM, one [SEG] prompt per clip (all its frames)."""
+              clip_keys: Optional[list[str]] = None, mask_frames: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Mask logits [B, T, M, M] (or [B, k, M, M] for ``mask_frames``) from SAM, one [SEG]
+        prompt per clip for all its frames."""
         out_size = (self.mask_size, self.mask_size)
         result = []
         for i in range(frames.shape[0]):
+            n = frames.shape[1] if mask_frames is None else mask_frames.shape[1]
             if not bool(has_seg[i]):
-                result.append(frames.new_full((frames.shape[1], *out_size), NO_PROMPT_LOGIT))
+                result.append(frames.new_full((n, *out_size), NO_PROMPT_LOGIT))
                 continue
             key = clip_keys[i] if clip_keys else None
             image_emb = self.segmenter.encode(frames[i], cache_key=key)
+            if mask_frames is not None:
+                image_emb = image_emb[mask_frames[i]]
             result.append(self.segmenter.decode(image_emb, seg_embedding[i][None, None], out_size))
         return torch.stack(result)

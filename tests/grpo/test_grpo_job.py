@@ -133,3 +133,48 @@ def test_rollout_actors_added_and_removed_while_running(ray_node, redis_server, 
         assert job.collector.counters["incomplete_groups"] == 0
     finally:
         job.stop()
+
+
+def metrics_by_step(run_dir) -> dict[int, dict]:
+    import json
+
+    out = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        out[row["step"]] = row
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_resume_from_a_checkpoint_repeats_the_same_losses(ray_node, redis_server, synthetic_root, tmp_path,
+                                                          start_checkpoint):
+    import shutil
+
+    cfg = job_config(tmp_path, synthetic_root, start_checkpoint, "learner.steps=4", "learner.checkpoint_every=2",
+                     "run.name=first", "rollout.num_actors=1")
+    job = GRPOJob(cfg, redis_server.url)
+    try:
+        job.start()
+        job.run()
+    finally:
+        job.stop()
+    first = metrics_by_step(tmp_path / "first")
+    assert sorted(first) == [1, 2, 3, 4]
+
+    shutil.copytree(tmp_path / "first" / "checkpoints" / "step_000002", tmp_path / "again" / "checkpoints" / "step_000002")
+    (tmp_path / "again" / "checkpoints" / "latest").write_text("step_000002")
+    cfg = job_config(tmp_path, synthetic_root, start_checkpoint, "learner.steps=4", "learner.checkpoint_every=2",
+                     "run.name=again", "rollout.num_actors=1")
+    job = GRPOJob(cfg, redis_server.url, resume=True)
+    try:
+        job.start()
+        assert (job.step, job.version) == (2, 2)
+        job.run()
+    finally:
+        job.stop()
+    again = metrics_by_step(tmp_path / "again")
+    assert sorted(again) == [3, 4]
+    for step in (3, 4):
+        for key in ("reward", "loss", "policy_loss", "mask_bce"):
+            assert again[step][key] == pytest.approx(first[step][key], rel=1e-4, abs=1e-6), (step, key)

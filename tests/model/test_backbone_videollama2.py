@@ -74,9 +74,15 @@ def test_audio_tokens_do_not_depend_on_padding_after_the_clip(folder):
     assert not torch.allclose(a[:, :valid], unmasked[:, :valid], atol=1e-3)  # the mask did something
 
 
-def test_policy_trains_one_sft_step_and_saves_only_what_the_folder_cannot_rebuild(folder, tmp_path):
+def test_policy_trains_one_sft_step_and_saves_only_what_the_folders_cannot_rebuild(folder, tmp_path):
+    from aurora_rl.model.sam_checkpoint import build_tiny_sam
+
     cfg = model_config("videollama2-av", folder)
+    cfg.sam.path = str(tmp_path / "sam")  # an HF SAM folder, wired through to the segmenter
+    build_tiny_sam(input_size=64, seed=9, hidden_size=32, window_size=2).save_pretrained(cfg.sam.path)
     policy, tok = build_policy(cfg, SHAPE, seed=0)
+    sam_file = build_tiny_sam(input_size=64, seed=9, hidden_size=32, window_size=2).state_dict()
+    assert all(torch.equal(v, sam_file[k]) for k, v in policy.segmenter.sam.state_dict().items())
     assert tok.convert_tokens_to_ids("[SEG]") == len(tok) - 3  # added after the Qwen2 vocabulary
     assert policy.base_lm.get_input_embeddings().weight.shape[0] == len(tok)  # grown to fit
     frames, fbank, lengths = clip_batch(3)
@@ -96,7 +102,8 @@ def test_policy_trains_one_sft_step_and_saves_only_what_the_folder_cannot_rebuil
 
     saved = load_file(str(ckpt / "policy.safetensors"))
     assert saved.keys() == step["trainable"]
-    assert not any(k.startswith(("vision.", "audio.")) or "base_layer" in k for k in saved)
+    assert not any(k.startswith(("vision.", "audio.", "segmenter.sam.vision_encoder.")) or "base_layer" in k
+                   for k in saved)
     loaded, tok2, cfg2, shape2 = load_policy(ckpt)
     loaded.eval()
     assert cfg2 == cfg and shape2 == SHAPE and tok2.get_vocab() == tok.get_vocab()

@@ -14,7 +14,7 @@ from aurora_rl.record_stream import RecordStream
 from aurora_rl.records import decode
 from aurora_rl.services.redis_server import RedisServer
 from rewards.ground_truth import GroundTruth
-from rewards.stream_scorer import GROUP, StreamScorer, request_stop, scorer_client
+from rewards.stream_scorer import GROUP, StreamScorer, request_stop, scorer_client, seen_key
 from tests.rewards.known_records import make_records
 
 
@@ -87,3 +87,28 @@ def test_scorer_rides_out_a_redis_crash_and_restart(tmp_path, truth, uids, caplo
         assert "redis unavailable" in caplog.text and "reachable again" in caplog.text
     finally:
         server.stop()
+
+
+def test_record_ids_are_forgotten_after_the_window_or_with_the_seen_key(redis_server, truth, uids):
+    q = queue_config()
+    client = redis_server.client()
+    stream = RecordStream(client, q.rollout_stream, GROUP)
+    scorer = StreamScorer(scorer_client(redis_server.url, 100), q, RewardConfig(), truth, "w0", dedupe_ttl_s=0.5)
+    scorer.ensure_group()
+    (record,), _ = make_records(truth, uids, 1)
+
+    def publish_and_step():
+        stream.publish(record)
+        assert scorer.step(block_ms=100) == 1
+
+    publish_and_step()
+    publish_and_step()
+    assert (scorer.counts["scored"], scorer.counts["duplicates"]) == (1, 1)
+    assert client.zcard(seen_key(q.scored_stream)) == 1
+    time.sleep(0.6)  # past the window: a fresh run reusing the id is scored again
+    publish_and_step()
+    client.delete(seen_key(q.scored_stream))  # what a driver does when it resets the streams
+    publish_and_step()
+    assert (scorer.counts["scored"], scorer.counts["duplicates"]) == (3, 1)
+    assert client.xlen(q.scored_stream) == 3
+    assert 0 < client.pttl(seen_key(q.scored_stream)) <= 500  # an abandoned set expires by itself
