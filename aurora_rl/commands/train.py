@@ -8,6 +8,7 @@ def register(sub) -> None:
     stages = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
     for name, help_text in [
         ("sft", "stage 1: CoT SFT with [SEG] distillation (or the direct-answer teacher), Ray Train + DeepSpeed"),
+        ("reflect", "stage 2: mine the stage-1 model's failures, fine-tune on reflective corrections"),
         ("grpo", "stage 3: GRPO with rollout actors (vLLM + SAM), reward workers and a DeepSpeed learner group"),
     ]:
         p = stages.add_parser(name, help=help_text)
@@ -27,6 +28,10 @@ def run_stage(args) -> int:
             from learner.sft_job import run_sft
 
             run_sft(cfg, resume=args.resume, stage="direct" if cfg.direct_answer else "sft")
+        elif args.stage == "reflect":
+            from learner.reflect_job import run_reflect
+
+            run_reflect(cfg, resume=args.resume)
         elif args.stage == "grpo":
             from learner.grpo_job import run_grpo
 

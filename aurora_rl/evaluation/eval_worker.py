@@ -1,4 +1,5 @@
-"""A Ray actor that evaluates its shard of a split: vLLM greedy + the [SEG] pass per clip."""
+"""A Ray actor that runs a checkpoint over its shard of a split: vLLM greedy (evaluation) or
+sampled (stage-2 failure mining) completions + the [SEG] pass per clip."""
 
 from __future__ import annotations
 
@@ -18,23 +19,33 @@ class EvalWorker:
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
 
-    def run(self, split: str, indices: list[int]) -> list[dict]:
-        """Predictions for rows ``indices`` of ``split``: text, [SEG] flag, mask probabilities, GT."""
+    def run(self, split: str, indices: list[int], sampling: dict | None = None, seed: int = 0) -> list[dict]:
+        """Predictions for rows ``indices`` of ``split``: text, [SEG] flag, mask probabilities, GT.
+
+        ``sampling`` None: one greedy completion per row; else a ``SamplingConfig`` dict and
+        ``group_size`` sampled completions per row (each its own prediction, "sample" = k).
+        """
+        from aurora_rl.config.loader import build
         from aurora_rl.config.schema import SamplingConfig
         from aurora_rl.data.refavs_dataset import RefAVSDataset
 
         dataset = RefAVSDataset.from_config(self.data_cfg, split)
-        sampling = SamplingConfig(group_size=1, max_new_tokens=self.max_new_tokens)
+        greedy = sampling is None
+        params = (SamplingConfig(group_size=1, max_new_tokens=self.max_new_tokens) if greedy
+                  else build(SamplingConfig, sampling, {}, "<sampling>"))
         out = []
         for start in range(0, len(indices), self.batch_size):
             chunk = indices[start:start + self.batch_size]
             clips = [dataset[i] for i in chunk]
-            for index, clip, (completion,) in zip(chunk, clips, self.engine.complete(clips, sampling, greedy=True)):
-                out.append({
-                    "index": index, "uid": clip.uid, "split": split, "expression": clip.expression,
-                    "text": completion.text, "has_seg": completion.has_seg, "mask_probs": completion.mask_probs,
-                    "gt_masks": clip.masks, "mask_valid": clip.mask_valid, "is_null": clip.is_null,
-                    "gt_class": None if clip.facts is None else clip.facts.get("target_class"),
-                    "kind": None if clip.facts is None else clip.facts.get("expression_kind"),
-                })
+            groups = self.engine.complete(clips, params, greedy=greedy, seed=seed + start)
+            for index, clip, completions in zip(chunk, clips, groups):
+                for k, completion in enumerate(completions):
+                    out.append({
+                        "index": index, "sample": k, "uid": clip.uid, "split": split, "expression": clip.expression,
+                        "text": completion.text, "has_seg": completion.has_seg,
+                        "mask_probs": completion.mask_probs, "gt_masks": clip.masks, "mask_valid": clip.mask_valid,
+                        "is_null": clip.is_null,
+                        "gt_class": None if clip.facts is None else clip.facts.get("target_class"),
+                        "kind": None if clip.facts is None else clip.facts.get("expression_kind"),
+                    })
         return out

@@ -1,0 +1,68 @@
+"""Stage 2's selection of failures and its reflective answers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from aurora_rl.prompts.answer_format import compose_answer, parse_answer
+from aurora_rl.prompts.cot_source import CoTEntry
+from learner.reflect_job import build_reflective_examples, mix, reflective_answer, select_failures
+from learner.sft_data import SFTExample
+
+GT = np.zeros((2, 4, 4), dtype=np.uint8)
+GT[:, :2, :2] = 1
+
+
+def pred(uid, index, text, probs, gt_class="dog", sample=0, is_null=False):
+    return {"uid": uid, "index": index, "sample": sample, "text": text, "has_seg": "[SEG]" in text,
+            "mask_probs": probs.astype(np.float16), "gt_masks": GT if not is_null else np.zeros_like(GT),
+            "gt_class": gt_class, "is_null": is_null}
+
+
+def answer(cls):
+    return compose_answer("a red dog on the left .", "the dog sounds from frame 1 .", "the reference asks for the dog .", cls)
+
+
+GOOD = GT.astype(np.float32)
+BAD = 1.0 - GT.astype(np.float32)
+
+
+def test_only_real_failures_are_selected_one_per_uid():
+    preds = [
+        pred("a", 0, answer("dog"), GOOD),  # right class, perfect mask: not a failure
+        pred("b", 1, answer("cat"), GOOD),  # wrong class
+        pred("c", 2, answer("dog"), BAD),  # right class, IoU 0
+        pred("d", 3, answer("dog"), GOOD, sample=0),
+        pred("d", 3, answer("cat"), GOOD, sample=1),  # d's second sample fails
+        pred("e", 4, "garbage without steps", GOOD),  # no target class: wrong class
+        pred("b", 1, answer("bird"), GOOD, sample=1),  # a second failure of b: not taken twice
+        pred("n", 5, answer(None), np.zeros_like(GOOD), gt_class=None, is_null=True),  # null done right
+        pred("m", 6, answer("dog"), np.zeros_like(GOOD), gt_class=None, is_null=True),  # false positive class
+    ]
+    chosen = select_failures(preds, failure_iou=0.5)
+    assert [(p["uid"], p.get("sample"), why) for p, why in chosen] == [
+        ("b", 0, "wrong class"), ("c", 0, "low IoU"), ("d", 1, "wrong class"), ("e", 0, "wrong class"),
+        ("m", 0, "wrong class"),
+    ]
+
+
+def test_reflective_answer_keeps_the_wrong_attempt_then_the_correction():
+    wrong = answer("cat")
+    corrected = answer("dog")
+    text = reflective_answer(wrong, corrected, "Wait, let me reconsider.")
+    assert text.startswith(wrong.removesuffix(" it is [SEG] .") + " wait , let me reconsider . step 1 :")
+    assert text.count("[SEG]") == 1 and text.endswith("it is [SEG] .")
+    parsed = parse_answer(text)
+    assert parsed.well_formed and parsed.target_class == "dog"
+
+
+def test_examples_point_at_the_failing_rows_and_mix_ratio_holds():
+    failures = select_failures([pred("b", 7, answer("cat"), GOOD), pred("c", 9, answer("dog"), BAD)], 0.5)
+    corrections = {"b": CoTEntry("b", answer("dog"), "dog"), "c": CoTEntry("c", answer("dog"), "dog")}
+    reflective = build_reflective_examples(failures, corrections, "wait , let me reconsider .")
+    assert [(e.uid, e.dataset_index) for e in reflective] == [("b", 7), ("c", 9)]
+    base = [SFTExample(f"u{i}", i, answer("dog"), "dog") for i in range(10)]
+    mixed = mix(reflective, base, ratio=0.5, seed=0)
+    assert len(mixed) == 4 and mixed[:2] == reflective
+    assert len(mix(reflective, base, ratio=0.25, seed=0)) == 2 + 6
+    assert mix([], base, 0.5, 0) == base
