@@ -91,11 +91,12 @@ class GRPOJob:
 
     def _reset_streams(self) -> None:
         from aurora_rl.services.redis_client import connect_redis
+        from rewards.stream_scorer import seen_key
 
         client = connect_redis(self.redis_url)
         # Steps are synchronous: nothing in the streams outlives the step that made it, and a
         # resumed job re-samples the steps after its checkpoint.
-        client.delete(self.queue.rollout_stream, self.queue.scored_stream)
+        client.delete(self.queue.rollout_stream, self.queue.scored_stream, seen_key(self.queue.scored_stream))
         self.collector = StepCollector(client, self.queue, self.cfg.learner.max_policy_lag)
 
     def _create_actor(self) -> str:

@@ -1,67 +1,145 @@
-"""The main job (``make demo``): services, synthetic benchmark, stages, evaluation, report.
+"""The main job (``make demo``): the whole AURORA pipeline on the synthetic benchmark.
 
-Runs the stages that exist in this version of the project, in order, each under a progress
-line; it says plainly which stages are not part of it yet.
+    synthetic benchmark -> direct-answer teacher -> stage 1 (CoT SFT + [SEG] distillation)
+    -> stage 2 (reflective SFT) -> stage 3 (GRPO) -> evaluation of every stage -> report
+
+on a private Ray node and a private Redis it starts and stops itself. Every stage goes
+through the same config files and commands a user runs (configs/tiny/*.yaml with
+overrides); the report is generated from the evaluation outputs, nothing typed in.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
-from aurora_rl.config.schema import ServicesConfig
+from aurora_rl.config import load_config
+from aurora_rl.config.schema import MetricsConfig, ServicesConfig
 
-STAGES_NOT_YET_BUILT = ["stage 1 (CoT SFT)", "stage 2 (reflective SFT)", "stage 3 (GRPO)", "evaluation + report"]
-
-
-def _step(name: str):
-    print(f"[demo] {name} ...", flush=True)
-    return time.monotonic()
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "tiny"
 
 
-def _done(name: str, started: float) -> None:
-    print(f"[demo] {name} done in {time.monotonic() - started:.1f} s", flush=True)
+@dataclasses.dataclass(frozen=True)
+class DemoPlan:
+    videos: int
+    direct_epochs: int
+    sft_epochs: int
+    reflect_epochs: int
+    mining_group: int
+    grpo_steps: int
+    grpo_prompts: int
+    eval_max: int | None  # rows per split evaluated (None: all)
+    eval_actors: int = 2
+
+
+FULL = DemoPlan(videos=300, direct_epochs=3, sft_epochs=12, reflect_epochs=2, mining_group=2, grpo_steps=30,
+                grpo_prompts=8, eval_max=None)
+QUICK = DemoPlan(videos=60, direct_epochs=1, sft_epochs=2, reflect_epochs=1, mining_group=1, grpo_steps=3,
+                 grpo_prompts=4, eval_max=12)
+EVAL_SPLITS = ["test_s", "test_u", "test_n"]
+
+
+class Progress:
+    def __init__(self, total_stages: int):
+        self.total = total_stages
+        self.done = 0
+        self.started = time.monotonic()
+
+    def stage(self, name: str) -> float:
+        elapsed = time.monotonic() - self.started
+        print(f"\n[demo] ({self.done + 1}/{self.total}) {name} -- {elapsed / 60:.1f} min elapsed", flush=True)
+        return time.monotonic()
+
+    def finish(self, name: str, started: float) -> None:
+        self.done += 1
+        print(f"[demo] {name}: done in {time.monotonic() - started:.0f} s", flush=True)
 
 
 def run_main_job(out: str, quick: bool = False) -> int:
+    from aurora_rl.data.synthetic import generate_benchmark
+    from aurora_rl.evaluation.evaluate import evaluate_checkpoint, results_table
     from aurora_rl.services import run_services
+    from learner.grpo_job import run_grpo
+    from learner.reflect_job import run_reflect
+    from learner.sft_job import run_sft
 
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.monotonic()
-    started = _step("starting private Redis and Ray")
+    plan = QUICK if quick else FULL
+    demo = Path(out).resolve()
+    data = demo / "data"
+    runs = demo / "runs"
+    progress = Progress(total_stages=9)
+    common = [f"data.root={data}", f"run.output_dir={runs}", "trainer.mask_frames_per_clip=2"]
+
+    t = progress.stage(f"synthetic benchmark: {plan.videos} videos")
+    if not (data / "metadata.csv").exists():
+        summary = generate_benchmark(data, videos=plan.videos, seed=0)
+        print(f"[demo] {summary['rows']} rows in {data}")
+    progress.finish("synthetic benchmark", t)
+
+    stages = []
     with run_services(ServicesConfig()) as services:
-        _done("services", started)
-        started = _step("checking Ray and Redis round trips")
-        _check_services(services.redis_url)
-        _done("service checks", started)
-    print(f"[demo] not in this version yet: {', '.join(STAGES_NOT_YET_BUILT)}")
-    print(f"[demo] finished in {time.monotonic() - t0:.1f} s; outputs under {out_dir}")
+        t = progress.stage("direct-answer teacher (the distillation target)")
+        direct = load_config(CONFIGS / "direct.yaml", common + [f"trainer.epochs={plan.direct_epochs}"])
+        teacher = _reuse_or(runs / "tiny-direct", lambda: run_sft(direct, stage="direct"))
+        progress.finish("teacher", t)
+
+        t = progress.stage("stage 1: CoT SFT with [SEG] feature distillation")
+        sft = load_config(CONFIGS / "sft.yaml", common + [f"trainer.epochs={plan.sft_epochs}",
+                                                          f"teacher_path={teacher}"])
+        sft_ckpt = _reuse_or(runs / "tiny-sft", lambda: run_sft(sft, stage="sft"))
+        progress.finish("stage 1", t)
+
+        t = progress.stage("stage 2: reflective SFT on the stage-1 model's failures")
+        reflect = load_config(CONFIGS / "reflect.yaml", common + [
+            f"model.path={sft_ckpt}", f"trainer.epochs={plan.reflect_epochs}",
+            f"rollout.sampling.group_size={plan.mining_group}", "rollout.num_actors=2"])
+        reflect_ckpt = _reuse_or(runs / "tiny-reflect", lambda: run_reflect(reflect))
+        progress.finish("stage 2", t)
+
+        t = progress.stage("stage 3: GRPO (rollout actors, reward workers, DeepSpeed learner)")
+        grpo = load_config(CONFIGS / "grpo.yaml", [
+            f"data.root={data}", f"run.output_dir={runs}", f"model.path={reflect_ckpt}",
+            f"learner.steps={plan.grpo_steps}", f"learner.prompts_per_step={plan.grpo_prompts}",
+            "learner.mask_frames_per_clip=2", f"learner.checkpoint_every={max(1, plan.grpo_steps // 3)}"])
+        grpo_ckpt = _reuse_or(runs / "tiny-grpo", lambda: run_grpo(grpo, services.redis_url))
+        progress.finish("stage 3", t)
+
+        checkpoints = {"untrained": runs / "tiny-sft" / "init", "sft": sft_ckpt, "reflect": reflect_ckpt,
+                       "grpo": grpo_ckpt}
+        data_cfg = dataclasses.replace(sft.data, max_samples=plan.eval_max)
+        results = {}
+        for name, ckpt in checkpoints.items():
+            t = progress.stage(f"evaluation: {name}")
+            results[name] = evaluate_checkpoint(str(ckpt), data_cfg, EVAL_SPLITS, demo / "eval" / name,
+                                                plan.eval_actors, MetricsConfig())
+            print(results_table(results[name]))
+            progress.finish(f"evaluation of {name}", t)
+            stages.append((name, ckpt))
+    index = _report(demo, stages, data)
+    print(f"\n[demo] finished in {(time.monotonic() - progress.started) / 60:.1f} min. Report: {index}")
     return 0
 
 
-def _check_services(redis_url: str) -> None:
-    import numpy as np
-    import ray
-    import redis
+def _reuse_or(run_dir: Path, train) -> Path:
+    """A finished stage (its final checkpoint exists) is reused when the demo is run again."""
+    final = run_dir / "checkpoint"
+    if (final / "aurora_model.json").exists():
+        print(f"[demo] reusing {final}")
+        return final
+    return Path(train())
 
-    from aurora_rl.record_stream import RecordStream
-    from aurora_rl.records import RolloutRecord
 
-    @ray.remote(num_cpus=0)
-    def _echo(x):
-        return x
+def _report(demo: Path, stages: list[tuple[str, Path]], data: Path) -> Path:
+    from aurora_rl.report import StageResult, build_report, check_report_links
 
-    assert ray.get(_echo.remote(7)) == 7
-    stream = RecordStream(redis.Redis.from_url(redis_url), "aurora:demo-check", "demo")
-    stream.ensure_group()
-    stream.publish(
-        RolloutRecord(
-            uid="check", group_id="check/0", sample_index=0, group_size=1, policy_version=0,
-            prompt_token_ids=np.arange(3), completion_token_ids=np.arange(2),
-            sampling_logprobs=np.zeros(2), completion_text="It is [SEG] .",
-        )
-    )
-    got = stream.read("demo-0", count=1, block_ms=1000)
-    assert len(got) == 1 and got[0].record.uid == "check"
-    stream.ack([got[0].message_id])
+    metrics = {"untrained": [], "sft": [demo / "runs" / "tiny-sft" / "metrics.jsonl"],
+               "reflect": [demo / "runs" / "tiny-reflect" / "metrics.jsonl"],
+               "grpo": [demo / "runs" / "tiny-grpo" / "metrics.jsonl"]}
+    results = [StageResult(name, ckpt, demo / "eval" / name, [m for m in metrics[name] if m.exists()])
+               for name, ckpt in stages]
+    index = build_report(demo, results, data, demo / "report")
+    broken = check_report_links(index)
+    if broken:
+        raise RuntimeError(f"the report links to missing files: {broken}")
+    return index

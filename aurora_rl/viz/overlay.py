@@ -41,7 +41,8 @@ def overlay_grid(frames: np.ndarray, masks: np.ndarray, caption: str, out_path: 
     gt_masks = None if gt_masks is None else _resize_masks(gt_masks, h, w)
     if title:
         caption = f"{title}\n{caption}"
-    lines = [w for para in caption.split("\n") for w in (textwrap.wrap(para, 110) or [""])]
+    width = 22 * columns  # characters of 8 pt monospace that fit across the grid
+    lines = [w for para in caption.split("\n") for w in (textwrap.wrap(para, width) or [""])]
     text_h = 0.17 * len(lines) + 0.15
     fig = plt.figure(figsize=(2.0 * columns, 2.1 * rows + text_h), dpi=110)
     grid_h = 2.1 * rows / (2.1 * rows + text_h)
@@ -50,6 +51,8 @@ def overlay_grid(frames: np.ndarray, masks: np.ndarray, caption: str, out_path: 
                            grid_h / rows * 0.9])
         ax.imshow(tint(img[i], masks[i]), interpolation="nearest")
         if gt_masks is not None and gt_masks[i].any():
+            # black under white: the outline stays visible on white objects and on the dark background
+            ax.contour(gt_masks[i].astype(float), levels=[0.5], colors="black", linewidths=2.2)
             ax.contour(gt_masks[i].astype(float), levels=[0.5], colors="white", linewidths=1.0)
         ax.set_title(f"frame {i}", fontsize=8)
         ax.axis("off")
