@@ -30,9 +30,9 @@ class RolloutActor:
         self.actor_id = actor_id
         data = build(DataConfig, data_cfg, {}, "<rollout data config>")
         self.sampling = build(SamplingConfig, sampling_cfg, {}, "<rollout sampling config>")
-        self.dataset = RefAVSDataset.from_config(data, data.train_split)
         self.engine = PolicyEngine(checkpoint, work_dir, kv_cache_gib=kv_cache_gib, cpu_threads=cpu_threads,
                                    seed=seed)
+        self.dataset = RefAVSDataset.from_config(data, data.train_split, features=self.engine.shape.audio_features)
         self.stream = RecordStream(connect_redis(redis_url), rollout_stream, "scorers")
         self.mask_threshold = mask_threshold
         self.group = None

@@ -56,7 +56,7 @@ class LearnerRank:
         self.reference = None
         if cfg.learner.kl_coef > 0:
             self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
-        self.dataset = RefAVSDataset.from_config(cfg.data, cfg.data.train_split)
+        self.dataset = RefAVSDataset.from_config(cfg.data, cfg.data.train_split, features=self.shape.audio_features)
         lr = cfg.learner.optim
         params = [p for p in self.policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=lr.lr, weight_decay=lr.weight_decay)

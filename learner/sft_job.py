@@ -47,6 +47,20 @@ def build_examples(cfg: SFTConfig) -> list[SFTExample]:
     return [SFTExample(r.uid, i, cot[r.uid].answer, cot[r.uid].target_class) for i, r in enumerate(rows) if r.uid in cot]
 
 
+def latest_complete_checkpoint(train_dir: Path, world_size: int) -> Path | None:
+    """The newest checkpoint folder every rank finished writing (a killed run may leave a partial one).
+
+    Complete = DeepSpeed's model state, one optimizer shard per rank, and the policy manifest.
+    """
+    for folder in sorted(train_dir.glob("checkpoint_*"), reverse=True):
+        state = folder / "state"
+        shards = list(state.glob("*optim_states.pt"))
+        if ((state / "mp_rank_00_model_states.pt").exists() and len(shards) >= world_size
+                and (folder / "policy" / "aurora_model.json").exists()):
+            return folder
+    return None
+
+
 def initial_checkpoint(model: ModelConfig, data: DataConfig, corpus: list[str], folder: Path, seed: int) -> Path:
     """The starting weights: ``model.path`` if it is an aurora_rl checkpoint; a pretrained backbone
     loaded from ``model.path``; else a tiny random policy over the corpus's words."""
@@ -93,9 +107,13 @@ def run_sft(cfg: SFTConfig, resume: bool = False, stage: str = "sft", examples: 
     if cfg.loss.distill > 0 and not cfg.direct_answer:
         teacher = str(Path(cfg.teacher_path).resolve())
     tr = cfg.trainer
+    resume_from = latest_complete_checkpoint(train_dir, tr.num_workers) if resume else None
+    if resume and resume_from is None:
+        print(f"[{stage}] --resume: no complete checkpoint under {train_dir}; starting from the beginning", flush=True)
     loop_config = {
         "cfg": dataclasses.asdict(cfg), "init_dir": str(Path(init_dir).resolve()), "teacher_dir": teacher,
         "examples": str(examples_path), "run_dir": str(out), "use_gpu": tr.use_gpu, "stage": stage,
+        "resume_from": str(resume_from) if resume_from else None,
     }
     loop_config["cfg"]["data"]["root"] = str(Path(cfg.data.root).resolve())
     print(f"[{stage}] {len(examples)} examples, {tr.num_workers} workers x batch {tr.batch_size_per_worker}, "

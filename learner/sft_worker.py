@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 
 
@@ -45,7 +46,7 @@ def sft_train_loop(config: dict) -> None:
         teacher.eval().requires_grad_(False)
 
     examples = [SFTExample(**json.loads(line)) for line in Path(config["examples"]).read_text().splitlines()]
-    clips = RefAVSDataset.from_config(cfg.data, cfg.data.train_split)
+    clips = RefAVSDataset.from_config(cfg.data, cfg.data.train_split, features=shape.audio_features)
     tr = cfg.trainer
     batcher = SFTBatcher(examples, clips, tokenizer, tr.batch_size_per_worker, world, rank, cfg.run.seed)
     total_steps = tr.max_steps or tr.epochs * batcher.steps_per_epoch
@@ -59,13 +60,13 @@ def sft_train_loop(config: dict) -> None:
                                                            config=ds)
 
     step = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
+    checkpoint = ray.train.get_checkpoint()  # set when Ray Train restarted the workers of this run
+    if checkpoint or config["resume_from"]:
+        with (checkpoint.as_directory() if checkpoint else nullcontext(config["resume_from"])) as d:
             _, client = engine.load_checkpoint(d, tag="state")
         step = client["step"]
         if rank == 0:
-            say(f"[{config['stage']}] resumed at step {step} from {checkpoint.path}")
+            say(f"[{config['stage']}] resumed at step {step} from {checkpoint.path if checkpoint else d}")
 
     logger = TrainLogger(config["run_dir"], config["stage"], total_steps, rank, start_step=step)
     engine.train()

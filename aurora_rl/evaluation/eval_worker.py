@@ -29,7 +29,7 @@ class EvalWorker:
         from aurora_rl.config.schema import SamplingConfig
         from aurora_rl.data.refavs_dataset import RefAVSDataset
 
-        dataset = RefAVSDataset.from_config(self.data_cfg, split)
+        dataset = RefAVSDataset.from_config(self.data_cfg, split, features=self.engine.shape.audio_features)
         greedy = sampling is None
         params = (SamplingConfig(group_size=1, max_new_tokens=self.max_new_tokens) if greedy
                   else build(SamplingConfig, sampling, {}, "<sampling>"))

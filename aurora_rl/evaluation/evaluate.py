@@ -17,7 +17,7 @@ import numpy as np
 
 from aurora_rl.config.schema import DataConfig, MetricsConfig
 from aurora_rl.evaluation.sample_scores import failure_kind, sample_iou
-from aurora_rl.metrics.refavs_metrics import AURORA, OFFICIAL, RefAVSEvaluator
+from aurora_rl.metrics.refavs_metrics import OFFICIAL, MetricConvention, RefAVSEvaluator
 from aurora_rl.prompts.answer_format import NULL_CLASS, parse_answer
 
 
@@ -57,7 +57,7 @@ def evaluate_checkpoint(checkpoint: str, data: DataConfig, splits: list[str], ou
 
 def score_predictions(predictions: dict[str, list[dict]], metrics: MetricsConfig) -> dict:
     """Official metrics per split (+ Mix), class accuracy, format rate and failure counts."""
-    convention = OFFICIAL if metrics.convention == "official" else AURORA
+    convention = MetricConvention.from_config(metrics)
     evaluator = RefAVSEvaluator(convention)
     extra: dict[str, dict] = {}
     for split, preds in predictions.items():

@@ -145,10 +145,9 @@ class MetricConvention:
     clips_per_group: int = 1  # the official test loader: batches of 4 clips
 
     @classmethod
-    def from_config(cls, cfg, clips_per_group: int = 1) -> "MetricConvention":
-        """From a ``MetricsConfig`` (j_threshold, s_threshold, apply_sigmoid for J, F and S)."""
-        sig = cfg.apply_sigmoid
-        return cls("config", cfg.j_threshold, sig, sig, cfg.s_threshold, sig, clips_per_group)
+    def from_config(cls, cfg) -> "MetricConvention":
+        """The convention a ``MetricsConfig`` names: ``OFFICIAL`` or ``AURORA``."""
+        return {"official": OFFICIAL, "aurora": AURORA}[cfg.convention]
 
 
 OFFICIAL = MetricConvention("official", 0.4, True, True, 0.5, True, clips_per_group=4)

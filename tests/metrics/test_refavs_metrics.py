@@ -218,5 +218,5 @@ def test_mix_and_evaluator_summary():
 def test_conventions():
     assert (OFFICIAL.j_threshold, OFFICIAL.f_apply_sigmoid, OFFICIAL.clips_per_group) == (0.4, True, 4)
     assert (AURORA.j_threshold, AURORA.f_apply_sigmoid, AURORA.clips_per_group) == (0.5, False, 1)
-    c = MetricConvention.from_config(MetricsConfig(j_threshold=0.3, s_threshold=0.6, apply_sigmoid=False))
-    assert (c.j_threshold, c.s_threshold, c.j_apply_sigmoid, c.f_apply_sigmoid, c.s_apply_sigmoid) == (0.3, 0.6, False, False, False)
+    assert MetricConvention.from_config(MetricsConfig(convention="official")) is OFFICIAL
+    assert MetricConvention.from_config(MetricsConfig(convention="aurora")) is AURORA
