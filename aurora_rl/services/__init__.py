@@ -22,8 +22,8 @@ class RunServices:
 def run_services(cfg: ServicesConfig, log=print, need_redis: bool = True) -> Iterator[RunServices]:
     """Use the Redis / Ray named in ``cfg``; start private ones for those left null.
 
-    A driver already connected to Ray (``ray job submit``, a test session) keeps its
-    connection. Whatever this started is stopped on exit, also when the body raises.
+    A driver already connected to Ray keeps its connection; ``RAY_ADDRESS`` (set by ``ray job
+    submit``) names the cluster when the config does not. Whatever this started is stopped on exit, also when the body raises.
     """
     import ray
 
@@ -37,9 +37,10 @@ def run_services(cfg: ServicesConfig, log=print, need_redis: bool = True) -> Ite
             redis_url = server.url
             log(f"[services] private redis-server pid {server.pid} on 127.0.0.1:{server.port} ({server.workdir})")
         dashboard = None
+        ray_address = cfg.ray_address or os.environ.get("RAY_ADDRESS")  # set by `ray job submit`
         if ray.is_initialized():
             address = ray.get_runtime_context().gcs_address
-        elif cfg.ray_address is None:
+        elif ray_address is None:
             # Actors mostly wait on each other (sampling, scoring, learning take turns), so the
             # node offers more logical CPUs than cores: a full GRPO job (2 rollout actors,
             # 2 reward workers, 2 learner ranks) then fits on a 2-core machine.
@@ -49,8 +50,8 @@ def run_services(cfg: ServicesConfig, log=print, need_redis: bool = True) -> Ite
             log(f"[services] private Ray node at {address}, dashboard {dashboard} (token: {node.token_path})")
             stack.callback(ray.shutdown)
         else:
-            ray.init(address=cfg.ray_address)
-            address = cfg.ray_address
+            ray.init(address=ray_address)
+            address = ray_address
             stack.callback(ray.shutdown)
         yield RunServices(redis_url=redis_url, ray_address=address, dashboard_url=dashboard)
     sys.stdout.flush()

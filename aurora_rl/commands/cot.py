@@ -1,0 +1,63 @@
+"""``aurora-rl cot generate``: a served teacher model writes chain-of-thought for a dataset split.
+
+The teacher is any aurora_rl checkpoint (multimodal prompts go to vLLM as ``prompt_embeds``),
+run by Ray actors over the split; every answer is validated like any CoT source (four steps,
+a target, [SEG], length) and the accepted ones are written as a CoT JSONL that
+``cot.source: jsonl`` reads.
+"""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("cot", help="chain-of-thought data")
+    cmds = parser.add_subparsers(dest="cot_command", metavar="ACTION", required=True)
+    gen = cmds.add_parser("generate", help="a teacher checkpoint writes CoT for a split (vLLM on Ray actors)")
+    gen.add_argument("--teacher", required=True, help="aurora_rl checkpoint folder of the teacher")
+    gen.add_argument("--data", required=True, help="dataset folder (Ref-AVS layout)")
+    gen.add_argument("--split", default="train")
+    gen.add_argument("--out", required=True, help="the CoT JSONL to write")
+    gen.add_argument("--actors", type=int, default=1)
+    gen.add_argument("--max-samples", type=int, default=None)
+    gen.add_argument("--max-tokens", type=int, default=150)
+    gen.set_defaults(handler=generate_cot)
+
+
+def generate_cot(args) -> int:
+    import dataclasses
+    from pathlib import Path
+
+    import ray
+
+    from aurora_rl.config.schema import DataConfig, ServicesConfig
+    from aurora_rl.data.refavs_dataset import RefAVSDataset
+    from aurora_rl.evaluation.eval_worker import EvalWorker
+    from aurora_rl.model.checkpoint import read_manifest
+    from aurora_rl.prompts.cot_source import CoTEntry, CoTReport, check_entry, write_cot_jsonl
+    from aurora_rl.prompts.answer_format import parse_answer
+    from aurora_rl.services import run_services
+
+    shape = read_manifest(args.teacher)["media"]
+    data = DataConfig(root=str(Path(args.data).resolve()), image_size=shape["image_size"],
+                      mask_size=shape["mask_size"], num_frames=shape["num_frames"], fbank_bins=shape["fbank_bins"],
+                      max_samples=args.max_samples)
+    n = len(RefAVSDataset.from_config(data, args.split))
+    with run_services(ServicesConfig(), need_redis=False):
+        workers = [EvalWorker.remote(str(Path(args.teacher).resolve()), dataclasses.asdict(data),
+                                     str(Path(args.out).resolve().parent / f".cot-worker{i}"), 1.0, args.max_tokens)
+                   for i in range(args.actors)]
+        try:
+            parts = ray.get([w.run.remote(args.split, list(range(i, n, args.actors))) for i, w in enumerate(workers)])
+        finally:
+            for w in workers:
+                ray.kill(w)
+    report = CoTReport()
+    accepted = []
+    for pred in sorted((p for part in parts for p in part), key=lambda p: p["index"]):
+        entry = CoTEntry(pred["uid"], pred["text"], parse_answer(pred["text"]).target_class)
+        if check_entry(entry, args.max_tokens, lambda s: len(s.split()), report):
+            accepted.append(entry)
+    write_cot_jsonl(accepted, args.out)
+    print(report.summary())
+    print(f"wrote {len(accepted)} CoT entries to {args.out}")
+    return 0
