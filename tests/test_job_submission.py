@@ -1,0 +1,40 @@
+"""Stages submitted with ``ray job submit`` to a running ``ray start --head`` node (token auth on)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def submit(ray_node, *entrypoint, env_extra=None, timeout=900):
+    env = {**os.environ, **ray_node.client_env(), **(env_extra or {})}
+    return subprocess.run([RAY, "job", "submit", "--address", ray_node.dashboard_url, "--working-dir", str(ROOT),
+                           "--", sys.executable, "-m", "aurora_rl.cli", *entrypoint],
+                          env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_submission_without_the_token_is_refused(ray_node):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env["RAY_AUTH_MODE"] = "disabled"
+    run = subprocess.run([RAY, "job", "list", "--address", ray_node.dashboard_url], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode != 0
+    assert "401" in run.stdout + run.stderr or "Authentication" in run.stdout + run.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_sft_stage_runs_as_a_submitted_job(ray_node, synthetic_root, tmp_path):
+    run = submit(ray_node, "train", "sft", "--config", "configs/tiny/direct.yaml", f"data.root={synthetic_root}",
+                 f"run.output_dir={tmp_path}", "trainer.max_steps=2", "trainer.batch_size_per_worker=2")
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    assert "succeeded" in run.stdout + run.stderr
+    assert (tmp_path / "tiny-direct" / "checkpoint" / "aurora_model.json").exists()
+    assert "[direct] step 2/2" in run.stdout
