@@ -72,7 +72,7 @@ class LearnerRank:
 
         from aurora_rl.data.clip_sample import collate_clips
         from aurora_rl.grpo.policy_loss import clipped_policy_loss
-        from aurora_rl.model.mask_loss import mask_loss
+        from aurora_rl.model.mask_loss import mask_loss, pick_mask_frames
         from aurora_rl.model.policy import PolicyInputs
         from aurora_rl.records import decode
 
@@ -82,13 +82,8 @@ class LearnerRank:
         records = [decode(p) for p in payloads]
         clips = [self.dataset[int(r.meta["dataset_index"])] for r in records]
         batch = collate_clips(clips)
-        gt, valid, frames = batch["masks"], batch["mask_valid"], None
-        k = cfg.mask_frames_per_clip
-        if k is not None and k < gt.shape[1]:
-            rng = np.random.default_rng([self.cfg.run.seed, step, self.rank])
-            frames = torch.from_numpy(np.stack([np.sort(rng.choice(gt.shape[1], k, replace=False)) for _ in records]))
-            gt = torch.gather(gt, 1, frames[:, :, None, None].expand(-1, -1, *gt.shape[2:]))
-            valid = torch.gather(valid, 1, frames)
+        rng = np.random.default_rng([self.cfg.run.seed, step, self.rank])
+        frames, gt, valid = pick_mask_frames(batch["masks"], batch["mask_valid"], cfg.mask_frames_per_clip, rng)
         inputs = PolicyInputs([r.prompt_token_ids.tolist() for r in records],
                               [r.completion_token_ids.tolist() for r in records],
                               batch["frames"], batch["fbank"], batch["fbank_lengths"], batch["vid"], frames)

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-import torch
 
 from aurora_rl.data.clip_sample import ClipSample, collate_clips
+from aurora_rl.model.mask_loss import pick_mask_frames
 from aurora_rl.model.policy import PolicyInputs
 from aurora_rl.prompts.answer_format import build_prompt, direct_answer
 
@@ -65,13 +65,8 @@ class SFTBatcher:
         stacked = collate_clips(clips)
         eos = [self.tokenizer.eos_token_id]
         prompts = [self.ids(build_prompt(c.expression)) for c in clips]
-        masks, valid, frames = stacked["masks"], stacked["mask_valid"], None
-        if mask_frames is not None and mask_frames < masks.shape[1]:
-            rng = np.random.default_rng([self.seed, epoch, step, self.rank])
-            frames = torch.from_numpy(np.stack([np.sort(rng.choice(masks.shape[1], mask_frames, replace=False))
-                                                for _ in rows]))
-            masks = torch.gather(masks, 1, frames[:, :, None, None].expand(-1, -1, *masks.shape[2:]))
-            valid = torch.gather(valid, 1, frames)
+        rng = np.random.default_rng([self.seed, epoch, step, self.rank])
+        frames, masks, valid = pick_mask_frames(stacked["masks"], stacked["mask_valid"], mask_frames, rng)
         media = (stacked["frames"], stacked["fbank"], stacked["fbank_lengths"], stacked["vid"])  # SAM cache by video
         return {
             "student": PolicyInputs(prompts, [self.ids(r.answer) + eos for r in rows], *media, mask_frames=frames),

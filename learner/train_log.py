@@ -19,6 +19,24 @@ def say(message: str) -> None:
     sys.stdout.flush()
 
 
+def rows_by_step(paths) -> dict[int, dict]:
+    """The metrics rows of ``metrics.jsonl`` files by step; a resumed run re-logs the steps after
+    its checkpoint, so the last row seen for a step wins (files are read in the order given).
+    A line cut short by a killed run is skipped."""
+    by_step: dict[int, dict] = {}
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), (int, float)):
+                by_step[int(row["step"])] = row
+    return by_step
+
+
 def format_eta(seconds: float) -> str:
     seconds = max(0, int(seconds))
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -32,3 +33,23 @@ def mask_loss(mask_logits: torch.Tensor, gt: torch.Tensor, valid: Optional[torch
     dice = 1 - (2 * (prob * target).sum(-1) + 1) / (prob.sum(-1) + target.sum(-1) + 1)
     dice = dice.mean()
     return bce_weight * bce + dice_weight * dice, bce, dice
+
+
+def pick_mask_frames(gt: torch.Tensor, valid: torch.Tensor, k: Optional[int], rng: np.random.Generator
+                     ) -> tuple[Optional[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Choose k random frames per clip whose masks are predicted and supervised.
+
+    One [SEG] prompts every frame, so the loss on k random frames is an unbiased, k/T cheaper
+    estimate of the loss on all of them (the mask decoder dominates a CPU training step).
+
+    Args:
+        gt: [B, T, M, M] ground truth. valid: [B, T] bool. k: frames per clip (None or >= T: all).
+    Returns:
+        (frames [B, k] int64 sorted, or None for all; gt [B, k, M, M]; valid [B, k]).
+    """
+    b, t = valid.shape
+    if k is None or k >= t:
+        return None, gt, valid
+    frames = torch.from_numpy(np.stack([np.sort(rng.choice(t, k, replace=False)) for _ in range(b)]))
+    gt = torch.gather(gt, 1, frames[:, :, None, None].expand(-1, -1, *gt.shape[2:]))
+    return frames, gt, torch.gather(valid, 1, frames)

@@ -16,6 +16,7 @@ from aurora_rl.model.build import MediaShape
 from aurora_rl.model.checkpoint import load_policy, save_policy
 from aurora_rl.records import decode
 from learner.grpo_job import GRPOJob
+from learner.train_log import rows_by_step
 from tests.model.tiny_policy import make_inputs, make_policy, tiny_model_config
 from tests.config.test_config_loading import CONFIGS
 
@@ -136,13 +137,7 @@ def test_rollout_actors_added_and_removed_while_running(ray_node, redis_server, 
 
 
 def metrics_by_step(run_dir) -> dict[int, dict]:
-    import json
-
-    out = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        out[row["step"]] = row
-    return out
+    return rows_by_step([run_dir / "metrics.jsonl"])
 
 
 @pytest.mark.slow

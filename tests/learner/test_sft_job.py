@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -11,6 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from learner.train_log import rows_by_step
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,11 +41,7 @@ def run(cmd, env, kill_after_step=None, timeout=600):
 
 def curve(run_dir: Path) -> dict[int, dict]:
     """Last logged metrics per step (a resumed run re-logs the steps after its checkpoint)."""
-    out = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        out[row["step"]] = row
-    return out
+    return rows_by_step([run_dir / "metrics.jsonl"])
 
 
 @pytest.mark.slow

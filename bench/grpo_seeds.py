@@ -1,0 +1,85 @@
+"""Does GRPO improve on its starting checkpoint by more than the spread across seeds?
+
+    .venv/bin/python bench/grpo_seeds.py --start runs/demo/runs/tiny-reflect/checkpoint \
+        --data runs/demo/data --steps 30 --seeds 0 1 2 --out runs/grpo_seeds
+
+Evaluates the starting checkpoint once, runs ``train grpo`` from it with each seed (same
+config otherwise), evaluates every result on test_s / test_u (official metrics), and prints
+one table: the start, each seed, the mean and std of the seeds, and whether the mean gain
+exceeds the seeds' spread (std), per metric. Everything runs on one private Ray node and
+Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = [("test_s", "J"), ("test_u", "J"), ("test_s", "class_acc"), ("test_u", "class_acc"), ("mix", "J")]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--start", required=True, help="checkpoint GRPO starts from (stage 2)")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", default="runs/grpo_seeds")
+    parser.add_argument("--eval-actors", type=int, default=2)
+    args = parser.parse_args()
+
+    from aurora_rl.config import load_config
+    from aurora_rl.config.schema import DataConfig, MetricsConfig, ServicesConfig
+    from aurora_rl.evaluation.evaluate import evaluate_checkpoint
+    from aurora_rl.model.checkpoint import read_manifest
+    from aurora_rl.services import run_services
+    from learner.grpo_job import run_grpo
+
+    out = Path(args.out).resolve()
+    shape = read_manifest(args.start)["media"]
+    data = DataConfig(root=str(Path(args.data).resolve()), image_size=shape["image_size"],
+                      mask_size=shape["mask_size"], num_frames=shape["num_frames"], fbank_bins=shape["fbank_bins"])
+    results = {}
+    with run_services(ServicesConfig()) as services:
+        results["start"] = evaluate_checkpoint(args.start, data, ["test_s", "test_u"], out / "eval" / "start",
+                                               args.eval_actors, MetricsConfig())
+        for seed in args.seeds:
+            cfg = load_config(ROOT / "configs" / "tiny" / "grpo.yaml", [
+                f"data.root={data.root}", f"run.output_dir={out}", f"run.name=seed{seed}", f"run.seed={seed}",
+                f"model.path={Path(args.start).resolve()}", f"learner.steps={args.steps}",
+                f"learner.prompts_per_step={args.prompts}", "learner.mask_frames_per_clip=2",
+                f"learner.checkpoint_every={args.steps}"])
+            final = (out / f"seed{seed}" / "checkpoint")
+            if not (final / "aurora_model.json").exists():
+                final = run_grpo(cfg, services.redis_url)
+            results[f"seed{seed}"] = evaluate_checkpoint(str(final), data, ["test_s", "test_u"],
+                                                         out / "eval" / f"seed{seed}", args.eval_actors,
+                                                         MetricsConfig())
+    table = render(results, [f"seed{s}" for s in args.seeds])
+    print(table)
+    (out / "grpo_seeds.md").write_text(table + "\n")
+    (out / "grpo_seeds.json").write_text(json.dumps(results, indent=2, default=float))
+    return 0
+
+
+def render(results: dict, seeds: list[str]) -> str:
+    head = "| metric | start | " + " | ".join(seeds) + " | mean | std | gain | gain > std |"
+    lines = [head, "|" + "---|" * (len(seeds) + 6)]
+    for split, key in METRICS:
+        start = results["start"][split][key]
+        values = [results[s][split][key] for s in seeds]
+        mean = statistics.mean(values)
+        std = statistics.pstdev(values)
+        gain = mean - start
+        cells = [f"{start:.4f}", *(f"{v:.4f}" for v in values), f"{mean:.4f}", f"{std:.4f}", f"{gain:+.4f}",
+                 "yes" if gain > std else "no"]
+        lines.append(f"| {split} {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
