@@ -72,3 +72,18 @@ def test_every_example_once_per_epoch_across_ranks():
     again = SFTBatcher(examples, None, None, 3, 2, 0, seed=7)
     assert [e.uid for e in again.rows(1, 2)] == [e.uid for e in SFTBatcher(examples, None, None, 3, 2, 0, 7).rows(1, 2)]
     assert not np.array_equal(again.order(0), again.order(1))
+
+
+def test_pick_mask_frames_gathers_the_chosen_frames():
+    from aurora_rl.model.mask_loss import pick_mask_frames
+
+    gt = torch.arange(2 * 10 * 2 * 2).reshape(2, 10, 2, 2)
+    valid = torch.ones(2, 10, dtype=torch.bool)
+    valid[1, 3] = False
+    frames, g, v = pick_mask_frames(gt, valid, 3, np.random.default_rng(0))
+    assert frames.shape == (2, 3) and g.shape == (2, 3, 2, 2) and v.shape == (2, 3)
+    for b in range(2):
+        assert len(set(frames[b].tolist())) == 3 and frames[b].tolist() == sorted(frames[b].tolist())
+        assert torch.equal(g[b], gt[b, frames[b]]) and torch.equal(v[b], valid[b, frames[b]])
+    assert pick_mask_frames(gt, valid, None, np.random.default_rng(0))[0] is None
+    assert pick_mask_frames(gt, valid, 10, np.random.default_rng(0))[1] is gt
