@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint on held-out splits (official metrics)")
-    p.add_argument("--ckpt", required=True, help="aurora_rl checkpoint folder")
+    p.add_argument("--ckpt", required=True, help="aurora_rl checkpoint folder, or 'largest-object' for the baseline")
     p.add_argument("--data", required=True, help="dataset folder (Ref-AVS layout)")
     p.add_argument("--splits", default="test_s,test_u,test_n")
     p.add_argument("--compare", default=None, help="a second checkpoint, shown side by side with differences")
@@ -25,11 +25,24 @@ def run_eval(args) -> int:
     from aurora_rl.model.checkpoint import read_manifest
     from aurora_rl.services import run_services
 
+    splits = [s for s in args.splits.split(",") if s]
+    metrics = MetricsConfig(convention=args.convention)
+    if args.ckpt == "largest-object":
+        from aurora_rl.evaluation.baselines import largest_object_predictions
+        from aurora_rl.evaluation.evaluate import save_predictions, score_predictions
+
+        data = DataConfig(root=args.data, max_samples=args.max_samples)
+        out = Path(args.out or "eval-largest-object")
+        out.mkdir(parents=True, exist_ok=True)
+        preds = {s: largest_object_predictions(data, s) for s in splits}
+        results = score_predictions(preds, metrics)
+        save_predictions(preds, out)
+        write_tables(results, out, "Baseline: always the largest object")
+        print(results_table(results))
+        return 0
     shape = read_manifest(args.ckpt)["media"]
     data = DataConfig(root=args.data, image_size=shape["image_size"], mask_size=shape["mask_size"],
                       num_frames=shape["num_frames"], fbank_bins=shape["fbank_bins"], max_samples=args.max_samples)
-    splits = [s for s in args.splits.split(",") if s]
-    metrics = MetricsConfig(convention=args.convention)
     out = Path(args.out or Path(args.ckpt) / "eval")
     with run_services(ServicesConfig(), need_redis=False):
         results = evaluate_checkpoint(args.ckpt, data, splits, out / "a", args.actors, metrics, args.max_new_tokens)
