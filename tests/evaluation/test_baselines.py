@@ -17,6 +17,6 @@ def test_largest_region_is_chosen_per_frame():
 def test_stripes_are_joined_into_one_object():
     frames = np.full((1, 3, 20, 20), 0.1, dtype=np.float32)
     frames[0, 0, 4:16:2, 4:16] = 0.9  # striped square: rows with a one-pixel gap
-    frames[0, 1, 0:3, 0:3] = 0.9  # a small solid square
+    frames[0, 1, 0:2, 18:20] = 0.9  # a small solid square, apart
     masks = largest_regions(frames)
-    assert masks[0, 5, 8] and masks[0, 14, 8] and not masks[0, 1, 1]
+    assert masks[0, 5, 8] and masks[0, 14, 8] and not masks[0, 0, 19]
