@@ -28,7 +28,10 @@ def largest_regions(frames: np.ndarray, threshold: float = 0.35) -> np.ndarray:
     labels = torch.where(fg, torch.arange(1, h * w + 1, dtype=torch.float32).expand(t, h * w).view(t, h, w),
                          torch.zeros(()))
     while True:
-        grown = F.max_pool2d(labels[:, None], 3, 1, 1)[:, 0] * fg
+        padded = F.pad(labels, (1, 1, 1, 1))
+        neighbours = torch.stack([padded[:, :-2, 1:-1], padded[:, 2:, 1:-1], padded[:, 1:-1, :-2],
+                                  padded[:, 1:-1, 2:], labels])
+        grown = neighbours.max(dim=0).values * fg
         if torch.equal(grown, labels):
             break
         labels = grown
