@@ -1,0 +1,50 @@
+"""Evaluation: sharding does not change the table; the table equals the metrics on the saved predictions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from aurora_rl.config.schema import DataConfig, MetricsConfig
+from aurora_rl.evaluation.evaluate import evaluate_checkpoint, load_saved_predictions, probs_to_logits
+from aurora_rl.metrics.refavs_metrics import OFFICIAL, RefAVSEvaluator
+from aurora_rl.model.build import MediaShape
+from aurora_rl.model.checkpoint import save_policy
+from tests.model.tiny_policy import make_policy, tiny_model_config
+
+SPLITS = ["test_s", "test_u", "test_n"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_one_or_three_actors_same_table_equal_to_metrics_on_saved_predictions(ray_node, synthetic_root, tmp_path):
+    policy, tok = make_policy(seed=5)
+    ckpt = save_policy(policy, tok, tiny_model_config(), MediaShape(128, 64, 64), tmp_path / "ckpt")
+    data = DataConfig(root=str(synthetic_root), max_samples=5)
+    one = evaluate_checkpoint(str(ckpt), data, SPLITS, tmp_path / "one", 1, MetricsConfig(), max_new_tokens=12)
+    three = evaluate_checkpoint(str(ckpt), data, SPLITS, tmp_path / "three", 3, MetricsConfig(), max_new_tokens=12)
+    assert json.dumps(one, sort_keys=True) == json.dumps(three, sort_keys=True)
+    assert [one[s]["clips"] for s in SPLITS] == [5, 5, 5]  # every row, once
+
+    saved = load_saved_predictions(tmp_path / "three", SPLITS)
+    direct = RefAVSEvaluator(OFFICIAL)
+    for split in SPLITS:
+        for probs, gt in zip(saved[split]["mask_probs"], saved[split]["gt_masks"]):
+            direct.add(split, probs_to_logits(probs), gt)
+    summary = direct.summary()
+    assert summary["test_s"]["J"] == pytest.approx(one["test_s"]["J"], abs=1e-12)
+    assert summary["test_s"]["F"] == pytest.approx(one["test_s"]["F"], abs=1e-12)
+    assert summary["test_n"]["S"] == pytest.approx(one["test_n"]["S"], abs=1e-12)
+    assert summary["mix"]["J"] == pytest.approx(one["mix"]["J"], abs=1e-12)
+    assert (tmp_path / "one" / "results.md").read_text().count("|") > 10
+    assert len((tmp_path / "one" / "samples.jsonl").read_text().splitlines()) == 15
+
+
+def test_probabilities_back_to_logits_keep_every_threshold_decision():
+    probs = np.array([0.0, 0.3, 0.4, 0.4001, 0.5, 0.9, 1.0], dtype=np.float16)
+    logits = probs_to_logits(probs)
+    sig = 1 / (1 + np.exp(-logits))
+    for t in (0.4, 0.5):
+        assert np.array_equal(sig > t, probs.astype(np.float32) > t)
