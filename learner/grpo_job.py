@@ -86,8 +86,21 @@ class GRPOJob:
         for _ in range(cfg.rollout.num_actors):
             self._create_actor()
         self._rebuild_broadcast()
+        (self.run_dir / "job.json").write_text(json.dumps({
+            "redis_url": self.redis_url, "rollout_stream": self.queue.rollout_stream,
+            "scored_stream": self.queue.scored_stream, "scale_key": self.scale_key, "started": time.time()}))
         self.log(f"[grpo] {k} learner ranks, {len(self.actors)} rollout actors, {len(self.reward_workers)} reward "
                  f"workers; {len(self.buckets)} weight buckets; run folder {self.run_dir}")
+
+    @property
+    def scale_key(self) -> str:
+        """Redis key ``aurora-rl scale`` writes the wanted rollout actor count to."""
+        return f"{self.queue.rollout_stream}:rollout_target"
+
+    def _apply_scale_request(self) -> None:
+        wanted = self.collector.stream.client.getdel(self.scale_key)
+        if wanted is not None:
+            self.scale_rollout(int(wanted))
 
     def _reset_streams(self) -> None:
         from aurora_rl.services.redis_client import connect_redis
@@ -202,6 +215,7 @@ class GRPOJob:
         while self.step < end:
             if scale_plan and self.step in scale_plan:
                 self.scale_rollout(scale_plan[self.step])
+            self._apply_scale_request()
             t_step = time.monotonic()
             prompts = self.prompts_for_step(self.step, n_rows)
             actors = list(self.actors.values())
@@ -254,6 +268,7 @@ class GRPOJob:
         out["rollout_queue"] = float(self.collector.rollout_depth())
         out["scored_queue"] = float(self.collector.scored_depth())
         out["version"] = float(self.version)
+        out["rollout_actors"] = float(len(self.actors))
         out["broadcast_gb_per_s"] = sync["broadcast_gb_per_s"]
         out.update({f"time_{k}_s": v for k, v in phases.items()})
         out.update({k: float(v) for k, v in self.collector.counters.items()})

@@ -7,6 +7,9 @@ in the running job.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -120,9 +123,14 @@ def test_rollout_actors_added_and_removed_while_running(ray_node, redis_server, 
         assert ray.get(new_actor.ready.remote())["version"] == job.version == 1  # current weights before sampling
         assert_actors_match_learner(job, [2])
         job.run(steps=1)
-        job.scale_rollout(1)
+        scale = subprocess.run([sys.executable, "-m", "aurora_rl.cli", "scale", "--run", str(job.run_dir),
+                                "--rollout", "1"], capture_output=True, text=True, timeout=60)
+        assert scale.returncode == 0, scale.stderr
+        job.run(steps=1)  # applies the request before sampling
         assert sorted(job.actors) == ["rollout-0"]
-        job.run(steps=1)
+        status = subprocess.run([sys.executable, "-m", "aurora_rl.cli", "status", "--run", str(job.run_dir)],
+                                capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0 and "step 3  policy version 3  rollout actors 1" in status.stdout, status
         sampled = stream_records(job, job.queue.rollout_stream)
         by_actor = {}
         for r in sampled:

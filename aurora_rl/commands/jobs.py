@@ -1,0 +1,60 @@
+"""``aurora-rl status`` and ``aurora-rl scale`` for a running GRPO job (by its run folder)."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    status = sub.add_parser("status", help="live state of a GRPO job: step, version, rewards, queues, workers")
+    status.add_argument("--run", required=True, help="the job's run folder (run.output_dir/run.name)")
+    status.set_defaults(handler=show_status)
+    scale = sub.add_parser("scale", help="change a running GRPO job's rollout actor count (between steps)")
+    scale.add_argument("--run", required=True, help="the job's run folder")
+    scale.add_argument("--rollout", type=int, required=True, help="wanted number of rollout actors")
+    scale.set_defaults(handler=request_scale)
+
+
+def _job(run: str) -> dict:
+    import json
+    from pathlib import Path
+
+    path = Path(run) / "job.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no GRPO job has started in this run folder")
+    return json.loads(path.read_text())
+
+
+def show_status(args) -> int:
+    from pathlib import Path
+
+    from aurora_rl.services.redis_client import connect_redis
+    from learner.train_log import rows_by_step
+
+    job = _job(args.run)
+    metrics = Path(args.run) / "metrics.jsonl"
+    rows = rows_by_step([metrics]) if metrics.exists() else {}
+    client = connect_redis(job["redis_url"], retries=1)
+    depth = {name: client.xlen(job[name]) for name in ("rollout_stream", "scored_stream")}
+    if not rows:
+        print(f"{args.run}: started, no step finished yet; streams {depth}")
+        return 0
+    last = rows[max(rows)]
+    rewards = " ".join(f"{k.removeprefix('reward_')} {v:.3f}" for k, v in last.items() if k.startswith("reward_"))
+    print(f"step {last['step']}  policy version {int(last.get('version', 0))}  "
+          f"rollout actors {int(last.get('rollout_actors', 0))}")
+    print(f"reward {last.get('reward', float('nan')):.3f} ({rewards})  group std {last.get('group_reward_std', 0):.3f}")
+    print(f"loss {last.get('loss', 0):.4f}  kl {last.get('kl', 0):.4f}  clip {last.get('clip_fraction', 0):.3f}  "
+          f"tokens/s {last.get('tokens_per_s', 0):.0f}  step time {last.get('time_step_s', 0):.1f} s")
+    print(f"streams: {depth}  learned {int(last.get('learned', 0))}  dropped stale "
+          f"{int(last.get('stale_dropped', 0))} duplicates {int(last.get('duplicates_dropped', 0))}")
+    return 0
+
+
+def request_scale(args) -> int:
+    from aurora_rl.services.redis_client import connect_redis
+
+    if args.rollout < 1:
+        raise ValueError("at least one rollout actor")
+    job = _job(args.run)
+    connect_redis(job["redis_url"], retries=1).set(job["scale_key"], args.rollout)
+    print(f"asked {args.run} for {args.rollout} rollout actors (applied before its next step)")
+    return 0
