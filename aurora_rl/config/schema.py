@@ -57,6 +57,9 @@ class TinyBackboneConfig:
     vision_grid: int = field(4, ge=1)  # each frame chunk becomes grid x grid tokens
     vision_chunks: int = field(2, ge=1)  # frames are averaged in this many temporal chunks
     audio_tokens: int = field(10, ge=1)  # the soundtrack becomes this many tokens, in time order
+    # standardise the fbank per clip and LayerNorm the media tokens to the text embeddings' scale
+    # (without it the raw log-mel energies give audio tokens ~1000x the norm of text tokens)
+    media_norm: bool = True
     sam_hidden: int = field(64, ge=16)  # tiny SAM's image-encoder width
     sam_layers: int = field(2, ge=1)
     sam_patch: int = field(8, ge=2)

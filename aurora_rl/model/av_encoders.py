@@ -12,9 +12,27 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def connector(width: int, hidden: int) -> nn.Sequential:
-    """Two-layer MLP from encoder width to the LLM hidden size (as LLaVA-style projectors)."""
-    return nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+class TokenScaleNorm(nn.Module):
+    """LayerNorm whose gain starts at the token embeddings' std, so media tokens enter the LLM
+    at the scale of the text tokens around them instead of dwarfing them (a random Qwen2's
+    embeddings have std ``initializer_range`` = 0.02)."""
+
+    def __init__(self, hidden: int, scale: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden)
+        nn.init.constant_(self.norm.weight, scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)
+
+
+def connector(width: int, hidden: int, out_scale: float | None = None) -> nn.Sequential:
+    """Two-layer MLP from encoder width to the LLM hidden size (as LLaVA-style projectors);
+    ``out_scale``: end in a ``TokenScaleNorm`` with that initial gain (None: no norm)."""
+    layers = [nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, hidden)]
+    if out_scale is not None:
+        layers.append(TokenScaleNorm(hidden, out_scale))
+    return nn.Sequential(*layers)
 
 
 class TinyVisionEncoder(nn.Module):
@@ -25,7 +43,8 @@ class TinyVisionEncoder(nn.Module):
         chunks (frames averaged within a chunk, as a light STC-style temporal compression).
     """
 
-    def __init__(self, hidden: int, width: int = 64, grid: int = 4, chunks: int = 2):
+    def __init__(self, hidden: int, width: int = 64, grid: int = 4, chunks: int = 2,
+                 out_scale: float | None = None):
         super().__init__()
         self.grid, self.chunks = grid, chunks
         self.stem = nn.Sequential(
@@ -35,7 +54,7 @@ class TinyVisionEncoder(nn.Module):
         )
         self.pos = nn.Parameter(torch.zeros(chunks * grid * grid, width))
         nn.init.normal_(self.pos, std=0.02)
-        self.connector = connector(width, hidden)
+        self.connector = connector(width, hidden, out_scale)
 
     @property
     def num_tokens(self) -> int:
@@ -60,14 +79,15 @@ class TinyVisionEncoder(nn.Module):
 class TinyAudioEncoder(nn.Module):
     """Log-mel fbank frames -> ``num_tokens`` tokens in time order, in the LLM width."""
 
-    def __init__(self, hidden: int, bins: int = 128, width: int = 64, num_tokens: int = 10):
+    def __init__(self, hidden: int, bins: int = 128, width: int = 64, num_tokens: int = 10,
+                 out_scale: float | None = None, standardize: bool = False):
         super().__init__()
-        self.num_tokens = num_tokens
+        self.num_tokens, self.standardize = num_tokens, standardize
         self.inp = nn.Linear(bins, width)
         self.conv = nn.Conv1d(width, width, 5, padding=2)
         self.pos = nn.Parameter(torch.zeros(num_tokens, width))
         nn.init.normal_(self.pos, std=0.02)
-        self.connector = connector(width, hidden)
+        self.connector = connector(width, hidden, out_scale)
 
     def forward(self, fbank: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """
@@ -77,7 +97,11 @@ class TinyAudioEncoder(nn.Module):
         Returns:
             [B, num_tokens, hidden]; token k summarises the k-th slice of the valid audio.
         """
+        if self.standardize:
+            fbank = standardize_fbank(fbank, lengths)
         x = F.gelu(self.inp(fbank)).transpose(1, 2)  # [B, C, F]
+        if lengths is not None:  # padded frames must look like the conv's own zero padding
+            x = x * (torch.arange(x.shape[2], device=x.device)[None] < lengths.to(x.device)[:, None])[:, None]
         x = F.gelu(self.conv(x))
         if lengths is None:
             pooled = F.adaptive_avg_pool1d(x, self.num_tokens)
@@ -86,3 +110,19 @@ class TinyAudioEncoder(nn.Module):
                 [F.adaptive_avg_pool1d(x[i : i + 1, :, : max(int(n), 1)], self.num_tokens)[0] for i, n in enumerate(lengths)]
             )
         return self.connector(pooled.transpose(1, 2) + self.pos)
+
+
+def standardize_fbank(fbank: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Per clip, one mean and std over its valid frames and all bins: [B, F, bins] -> same shape.
+
+    Log-mel energies are large offset numbers (mean ~14, std ~4 here); what carries the content
+    is their contrast across time and frequency, which this keeps. Padding stays zero.
+    """
+    valid = torch.ones(fbank.shape[:2], dtype=torch.bool, device=fbank.device)
+    if lengths is not None:
+        valid = torch.arange(fbank.shape[1], device=fbank.device)[None] < lengths.to(fbank.device)[:, None]
+    w = valid[..., None].to(fbank.dtype)
+    count = (w.sum(dim=(1, 2)) * fbank.shape[2]).clamp(min=1)
+    mean = (fbank * w).sum(dim=(1, 2)) / count
+    var = (((fbank - mean[:, None, None]) * w) ** 2).sum(dim=(1, 2)) / count
+    return (fbank - mean[:, None, None]) / (var.sqrt()[:, None, None] + 1e-5) * w

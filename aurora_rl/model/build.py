@@ -81,8 +81,10 @@ def build_tiny_policy(cfg: ModelConfig, tokenizer, shape: MediaShape, seed: int 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         llm = tiny_llm(cfg, len(tokenizer), ids)
-        vision = TinyVisionEncoder(t.hidden_size, t.encoder_width, t.vision_grid, t.vision_chunks)
-        audio = TinyAudioEncoder(t.hidden_size, shape.fbank_bins, t.encoder_width, t.audio_tokens)
+        out_scale = llm.config.initializer_range if t.media_norm else None
+        vision = TinyVisionEncoder(t.hidden_size, t.encoder_width, t.vision_grid, t.vision_chunks, out_scale)
+        audio = TinyAudioEncoder(t.hidden_size, shape.fbank_bins, t.encoder_width, t.audio_tokens, out_scale,
+                                 standardize=t.media_norm)
         sam = (
             build_tiny_sam(cfg.sam.input_size, seed=seed + 1, patch_size=t.sam_patch, hidden_size=t.sam_hidden,
                            num_layers=t.sam_layers)

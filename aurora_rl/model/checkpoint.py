@@ -68,6 +68,8 @@ def load_policy(folder: str | Path, overrides: ModelConfig | None = None):
 
     folder = Path(folder)
     manifest = read_manifest(folder)
+    if isinstance(manifest["model"].get("tiny"), dict):  # saved before media_norm existed: built without it
+        manifest["model"]["tiny"].setdefault("media_norm", False)
     cfg = overrides or build_config(ModelConfig, manifest["model"], {}, str(folder / MANIFEST))
     shape = MediaShape(**manifest["media"])
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
