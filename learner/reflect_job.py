@@ -87,6 +87,7 @@ def mine(cfg: ReflectConfig, out_dir: Path, log=print) -> list[dict]:
 
     from aurora_rl.data.refavs_dataset import RefAVSDataset
     from aurora_rl.evaluation.eval_worker import EvalWorker
+    from aurora_rl.evaluation.evaluate import run_sharded
 
     data = dataclasses.replace(cfg.data, root=str(Path(cfg.data.root).resolve()))
     n = len(RefAVSDataset.from_config(data, data.train_split))
@@ -97,13 +98,11 @@ def mine(cfg: ReflectConfig, out_dir: Path, log=print) -> list[dict]:
     try:
         log(f"[reflect] sampling {cfg.rollout.sampling.group_size} completions for each of {n} training clips "
             f"on {k} actor(s)")
-        parts = ray.get([w.run.remote(data.train_split, list(range(i, n, k)),
-                                      dataclasses.asdict(cfg.rollout.sampling), cfg.run.seed + i)
-                         for i, w in enumerate(workers)])
+        return run_sharded(workers, data.train_split, n, log, "reflect", dataclasses.asdict(cfg.rollout.sampling),
+                           cfg.run.seed)
     finally:
         for w in workers:
             ray.kill(w)
-    return [p for part in parts for p in part]
 
 
 def run_reflect(cfg: ReflectConfig, resume: bool = False, log=print) -> Path:

@@ -1,7 +1,8 @@
 """``aurora-rl eval``: a checkpoint over the held-out splits, sharded over Ray actors.
 
-Rows are dealt round-robin to N ``EvalWorker`` actors; predictions come back, are put in
-row order (so the table does not depend on N), scored with the official metrics
+Rows go in chunks to N ``EvalWorker`` actors (a free actor takes the next chunk, with a
+progress line per chunk); predictions are put back in row order (so the table does not
+depend on N), scored with the official metrics
 (``aurora_rl.metrics``), and saved: per-split ``predictions_<split>.npz`` (mask probabilities
 and ground truth), ``samples.jsonl`` (reasoning, class, IoU, failure kind per sample),
 ``results.json`` and ``results.md``.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,10 +44,7 @@ def evaluate_checkpoint(checkpoint: str, data: DataConfig, splits: list[str], ou
     try:
         for split in splits:
             n = len(RefAVSDataset.from_config(data, split))
-            shards = [list(range(k, n, num_actors)) for k in range(num_actors)]
-            log(f"[eval] {split}: {n} clips over {num_actors} actor(s)")
-            parts = ray.get([w.run.remote(split, shard) for w, shard in zip(workers, shards) if shard])
-            predictions[split] = sorted((p for part in parts for p in part), key=lambda p: p["index"])
+            predictions[split] = run_sharded(workers, split, n, log, "eval")
     finally:
         for w in workers:
             ray.kill(w)
@@ -53,6 +52,31 @@ def evaluate_checkpoint(checkpoint: str, data: DataConfig, splits: list[str], ou
     save_predictions(predictions, out_dir)
     write_tables(results, out_dir, title=f"Evaluation of {checkpoint}")
     return results
+
+
+def run_sharded(workers: list, split: str, n: int, log, label: str, sampling: dict | None = None, seed: int = 0,
+                chunk: int = 16) -> list[dict]:
+    """Rows 0..n-1 of ``split`` in chunks over the workers (each busy with one chunk at a time),
+    with a progress line per finished chunk; predictions come back in row order."""
+    import ray
+
+    chunks = [list(range(i, min(i + chunk, n))) for i in range(0, n, chunk)]
+    pending, results, done = {}, [], 0
+    started = time.monotonic()
+    free = list(workers)
+    while chunks or pending:
+        while free and chunks:
+            w = free.pop()
+            rows = chunks.pop(0)
+            pending[w.run.remote(split, rows, sampling, seed + rows[0])] = (w, len(rows))
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        worker, size = pending.pop(ready[0])
+        results.extend(ray.get(ready[0]))
+        free.append(worker)
+        done += size
+        rate = done / (time.monotonic() - started)
+        log(f"[{label}] {split}: {done}/{n} clips | {rate:.2f} clips/s | ETA {(n - done) / rate:.0f} s")
+    return sorted(results, key=lambda p: (p["index"], p.get("sample", 0)))
 
 
 def score_predictions(predictions: dict[str, list[dict]], metrics: MetricsConfig) -> dict:

@@ -11,7 +11,8 @@ import torch
 
 
 def splice_media(
-    input_ids: torch.Tensor, token_embeds: torch.Tensor, media: dict[int, torch.Tensor]
+    input_ids: torch.Tensor, token_embeds: torch.Tensor, media: dict[int, torch.Tensor],
+    media_before: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Replace each placeholder token by its media embeddings.
 
@@ -19,6 +20,8 @@ def splice_media(
         input_ids: [L] int64 token ids of one sequence.
         token_embeds: [L, H] the embedding table's rows for ``input_ids``.
         media: placeholder token id -> [n, H] embeddings of that medium for this clip.
+        media_before: only placeholders at positions < this are spliced (the prompt); a
+            placeholder token that a sampled completion happens to contain stays a token.
     Returns:
         embeds: [L', H] with L' = L + sum over placeholders found of (n - 1).
         source: [L'] int64, the index in ``input_ids`` each row came from, or -1 for media rows
@@ -29,6 +32,8 @@ def splice_media(
     is_media = torch.zeros_like(input_ids, dtype=torch.bool)
     for token_id in media:
         is_media |= input_ids == token_id
+    if media_before is not None:
+        is_media[media_before:] = False
     for pos in torch.nonzero(is_media).flatten().tolist():
         if pos > start:
             pieces.append(token_embeds[start:pos])

@@ -87,9 +87,11 @@ class AVSegPolicy(nn.Module):
         audio = self.audio(fbank, fbank_lengths)
         return [{self.ids.video: v, self.ids.audio: a} for v, a in zip(video, audio)]
 
-    def spliced(self, ids: list[int], media: dict[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def spliced(self, ids: list[int], media: dict[int, torch.Tensor], prompt_len: Optional[int] = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings of ``ids`` with the media placeholders of the first ``prompt_len`` ids spliced."""
         t = torch.tensor(ids, dtype=torch.long, device=next(self.parameters()).device)
-        return splice_media(t, self.embed_ids(t), media)
+        return splice_media(t, self.embed_ids(t), media, prompt_len)
 
     @torch.no_grad()
     def prompt_embeds(self, prompt_ids: list[list[int]], frames: torch.Tensor, fbank: torch.Tensor,
@@ -103,7 +105,7 @@ class AVSegPolicy(nn.Module):
         media = self.media_features(batch.frames, batch.fbank, batch.fbank_lengths)
         seqs, seg_pos, answer_pos, prompt_end = [], [], [], []
         for prompt, answer, m in zip(batch.prompt_ids, batch.answer_ids, media):
-            emb, source = self.spliced(list(prompt) + list(answer), m)
+            emb, source = self.spliced(list(prompt) + list(answer), m, len(prompt))
             seqs.append(emb)
             in_answer = source >= len(prompt)
             answer_pos.append(torch.nonzero(in_answer).flatten())

@@ -69,7 +69,7 @@ def run_main_job(out: str, quick: bool = False) -> int:
     data = demo / "data"
     runs = demo / "runs"
     progress = Progress(total_stages=9)
-    common = [f"data.root={data}", f"run.output_dir={runs}", "trainer.mask_frames_per_clip=2"]
+    common = [f"data.root={data}", f"run.output_dir={runs}", "trainer.mask_frames_per_clip=2", "trainer.log_every=10"]
 
     t = progress.stage(f"synthetic benchmark: {plan.videos} videos")
     if not (data / "metadata.csv").exists():

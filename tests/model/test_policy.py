@@ -109,3 +109,16 @@ def test_merged_weights_equal_lora_math_and_leave_training_untouched():
     expected = layer.base_layer.weight + scale * layer.lora_B["default"].weight @ layer.lora_A["default"].weight
     torch.testing.assert_close(merged["model.layers.0.self_attn.q_proj.weight"], expected)
     assert not torch.allclose(expected, layer.base_layer.weight)
+
+
+def test_placeholder_tokens_inside_a_completion_stay_tokens():
+    """A sampled completion may contain <video>/<audio>; only the prompt's are spliced with media."""
+    policy, tok = make_policy()
+    policy.eval()
+    batch = make_inputs(tok, batch=1)
+    answer = batch.answer_ids[0]
+    batch.answer_ids[0] = answer[:3] + [policy.ids.video, policy.ids.audio] + answer[3:]
+    with torch.no_grad():
+        out = policy(batch, with_masks=False)
+    assert int(out.answer_mask.sum()) == len(batch.answer_ids[0])
+    assert torch.isfinite(out.answer_logprobs).all()
