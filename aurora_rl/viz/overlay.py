@@ -50,6 +50,8 @@ def overlay_grid(frames: np.ndarray, masks: np.ndarray, caption: str, out_path: 
         ax = fig.add_axes([(i % columns) / columns, 1 - grid_h * (i // columns + 1) / rows, 1 / columns * 0.97,
                            grid_h / rows * 0.9])
         ax.imshow(tint(img[i], masks[i]), interpolation="nearest")
+        if masks[i].any():  # the outline keeps the prediction visible on objects close to the tint
+            ax.contour(masks[i].astype(float), levels=[0.5], colors=[tuple(TINT)], linewidths=1.6)
         if gt_masks is not None and gt_masks[i].any():
             # black under white: the outline stays visible on white objects and on the dark background
             ax.contour(gt_masks[i].astype(float), levels=[0.5], colors="black", linewidths=2.2)
