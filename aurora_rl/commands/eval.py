@@ -7,7 +7,9 @@ def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint on held-out splits (official metrics)")
     p.add_argument("--ckpt", required=True, help="aurora_rl checkpoint folder, or 'largest-object' for the baseline")
     p.add_argument("--data", required=True, help="dataset folder (Ref-AVS layout)")
-    p.add_argument("--splits", default="test_s,test_u,test_n")
+    p.add_argument("--splits", default="test_s,test_u,test_n", help="Ref-AVS: test_s,test_u,test_n; AVSBench: test")
+    p.add_argument("--layout", choices=["refavs", "avsbench-s4", "avsbench-ms3"], default="refavs",
+                   help="the dataset's layout (AVSBench: unreferenced, the expression is 'the sounding object')")
     p.add_argument("--compare", default=None, help="a second checkpoint, shown side by side with differences")
     p.add_argument("--out", default=None, help="output folder (default: <ckpt>/eval)")
     p.add_argument("--actors", type=int, default=1, help="evaluation actors (each holds a vLLM engine)")
@@ -41,8 +43,9 @@ def run_eval(args) -> int:
         print(results_table(results))
         return 0
     shape = read_manifest(args.ckpt)["media"]
-    data = DataConfig(root=args.data, image_size=shape["image_size"], mask_size=shape["mask_size"],
-                      num_frames=shape["num_frames"], fbank_bins=shape["fbank_bins"], max_samples=args.max_samples)
+    data = DataConfig(root=args.data, layout=args.layout, image_size=shape["image_size"],
+                      mask_size=shape["mask_size"], num_frames=shape["num_frames"], fbank_bins=shape["fbank_bins"],
+                      max_samples=args.max_samples)
     out = Path(args.out or Path(args.ckpt) / "eval")
     with run_services(ServicesConfig(), need_redis=False):
         results = evaluate_checkpoint(args.ckpt, data, splits, out / "a", args.actors, metrics, args.max_new_tokens)

@@ -27,9 +27,9 @@ class EvalWorker:
         """
         from aurora_rl.config.loader import build
         from aurora_rl.config.schema import SamplingConfig
-        from aurora_rl.data.refavs_dataset import RefAVSDataset
+        from aurora_rl.data import build_dataset
 
-        dataset = RefAVSDataset.from_config(self.data_cfg, split, features=self.engine.shape.audio_features)
+        dataset = build_dataset(self.data_cfg, split, features=self.engine.shape.audio_features)
         greedy = sampling is None
         params = (SamplingConfig(group_size=1, max_new_tokens=self.max_new_tokens) if greedy
                   else build(SamplingConfig, sampling, {}, "<sampling>"))

@@ -28,7 +28,7 @@ def evaluate_checkpoint(checkpoint: str, data: DataConfig, splits: list[str], ou
                         kv_cache_gib: float = 1.0, log=print) -> dict:
     import ray
 
-    from aurora_rl.data.refavs_dataset import RefAVSDataset
+    from aurora_rl.data import build_dataset
     from aurora_rl.evaluation.eval_worker import EvalWorker
 
     out_dir = Path(out_dir)
@@ -43,7 +43,7 @@ def evaluate_checkpoint(checkpoint: str, data: DataConfig, splits: list[str], ou
     predictions: dict[str, list[dict]] = {}
     try:
         for split in splits:
-            n = len(RefAVSDataset.from_config(data, split))
+            n = len(build_dataset(data, split))
             predictions[split] = run_sharded(workers, split, n, log, "eval")
     finally:
         for w in workers:

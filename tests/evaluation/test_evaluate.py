@@ -48,3 +48,22 @@ def test_probabilities_back_to_logits_keep_every_threshold_decision():
     sig = 1 / (1 + np.exp(-logits))
     for t in (0.4, 0.5):
         assert np.array_equal(sig > t, probs.astype(np.float32) > t)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_avsbench_s4_layout_is_evaluated_with_the_same_metrics(ray_node, tmp_path):
+    from tests.data.layout_fixtures import write_avsbench_fixture
+
+    root = write_avsbench_fixture(tmp_path / "s4", "s4")
+    policy, tok = make_policy(seed=5)
+    ckpt = save_policy(policy, tok, tiny_model_config(), MediaShape(128, 32, 32), tmp_path / "ckpt")
+    data = DataConfig(root=str(root), layout="avsbench-s4", image_size=32, mask_size=32)
+    results = evaluate_checkpoint(str(ckpt), data, ["test"], tmp_path / "out", 1, MetricsConfig(), max_new_tokens=8)
+    saved = load_saved_predictions(tmp_path / "out", ["test"])["test"]
+    assert results["test"]["clips"] == len(saved["uids"]) >= 1
+    assert saved["mask_probs"].shape[1] == 5  # AVSBench clips have 5 frames
+    direct = RefAVSEvaluator(OFFICIAL)
+    for probs, gt in zip(saved["mask_probs"], saved["gt_masks"]):
+        direct.add("test", probs_to_logits(probs), gt)
+    assert direct.summary()["test"]["J"] == pytest.approx(results["test"]["J"], abs=1e-12)
