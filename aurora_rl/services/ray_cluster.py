@@ -2,7 +2,7 @@
 
 Every port is chosen free and the node has its own short temp dir, so several nodes (a head
 and workers with other custom resources, as the two-node tests use) and a user's own Ray can
-share one machine. Never ``ray stop``: it would end every Ray process here.
+share one machine. Never the Ray CLI's stop command: it ends every Ray process on the machine.
 
 Token authentication (on by default in Ray 2.60) stays on. Each private cluster gets its own
 token in ``<temp dir>/auth_token``; the node and every client that should reach it (this
