@@ -106,7 +106,11 @@ class LearnerRank:
             mask_total, bce_t, dice_t = mask_loss(out.mask_logits[seg], gt[seg], valid[seg], cfg.mask_bce,
                                                   cfg.mask_dice)
             loss = loss + mask_total
-            bce, dice = float(bce_t), float(dice_t)
+            bce, dice = float(bce_t.detach()), float(dice_t.detach())
+        # Every rank must produce a gradient for every trainable parameter, or ZeRO's gradient
+        # reductions differ between ranks and the collective breaks: a rank whose completions
+        # have no [SEG] never reaches the projector and mask decoder, so touch them with weight 0.
+        loss = loss + 0.0 * sum(p.sum() for p in self.engine.module.parameters() if p.requires_grad)
         self.engine.backward(loss)
         self.engine.step()
         grad_norm = self.engine.get_global_grad_norm()

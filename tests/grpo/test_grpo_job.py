@@ -181,3 +181,42 @@ def test_resume_from_a_checkpoint_repeats_the_same_losses(ray_node, redis_server
     for step in (3, 4):
         for key in ("reward", "loss", "policy_loss", "mask_bce"):
             assert again[step][key] == pytest.approx(first[step][key], rel=1e-4, abs=1e-6), (step, key)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_ranks_whose_completions_lack_seg_still_step_together(ray_node, synthetic_root, tmp_path, start_checkpoint):
+    """Rank 0 learns from a completion with [SEG], rank 1 from one without: ZeRO's gradient
+    collectives still match (every trainable parameter gets a gradient on every rank)."""
+    import dataclasses
+
+    import ray
+
+    from aurora_rl.prompts.answer_format import build_prompt, compose_answer
+    from aurora_rl.records import RolloutRecord, encode
+    from learner.grpo_learner import LearnerRank
+
+    cfg = job_config(tmp_path, synthetic_root, start_checkpoint)
+    _, tok = make_policy(seed=11)
+    prompt = np.array(tok(build_prompt("the red object ."), add_special_tokens=False).input_ids)
+    with_seg = tok(compose_answer("a .", "b .", "c .", "dog"), add_special_tokens=False).input_ids
+    without = with_seg[:6]
+
+    def record(ids, k):
+        return encode(RolloutRecord(uid="u", group_id="g", sample_index=k, group_size=2, policy_version=0,
+                                    prompt_token_ids=prompt, completion_token_ids=np.array(ids),
+                                    sampling_logprobs=np.full(len(ids), -1.0), completion_text="",
+                                    meta={"dataset_index": k}))
+
+    ranks = [LearnerRank.remote(r, 2, dataclasses.asdict(cfg), str(start_checkpoint)) for r in range(2)]
+    try:
+        host, port = ray.get(ranks[0].free_address.remote())
+        ray.get([r.setup.remote(host, port) for r in ranks])
+        for step in range(2):
+            stats = ray.get([ranks[0].train_step.remote([record(with_seg, 0)], [1.0], step),
+                             ranks[1].train_step.remote([record(without, 1)], [-1.0], step)], timeout=300)
+            assert all(np.isfinite(s["loss"]) for s in stats)
+        assert stats[0]["mask_dice"] > 0 and stats[1]["mask_dice"] == 0.0
+    finally:
+        for r in ranks:
+            ray.kill(r)
