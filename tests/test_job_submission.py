@@ -38,3 +38,21 @@ def test_sft_stage_runs_as_a_submitted_job(ray_node, synthetic_root, tmp_path):
     assert "succeeded" in run.stdout + run.stderr
     assert (tmp_path / "tiny-direct" / "checkpoint" / "aurora_model.json").exists()
     assert "[direct] step 2/2" in run.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_grpo_stage_runs_as_a_submitted_job(ray_node, synthetic_root, tmp_path):
+    """The submitted driver starts its own private Redis and runs the whole stage-3 loop."""
+    from aurora_rl.model.build import MediaShape
+    from aurora_rl.model.checkpoint import save_policy
+    from tests.model.tiny_policy import make_policy, tiny_model_config
+
+    policy, tok = make_policy(seed=2)
+    ckpt = save_policy(policy, tok, tiny_model_config(), MediaShape(128, 64, 64), tmp_path / "start")
+    run = submit(ray_node, "train", "grpo", "--config", "configs/tiny/grpo.yaml", f"data.root={synthetic_root}",
+                 f"run.output_dir={tmp_path}", f"model.path={ckpt}", "learner.steps=1", "learner.prompts_per_step=2",
+                 "rollout.num_actors=1", "reward.num_workers=1", "rollout.sampling.max_new_tokens=8")
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    assert "[grpo] step 1/1" in run.stdout
+    assert (tmp_path / "tiny-grpo" / "checkpoint" / "aurora_model.json").exists()
