@@ -33,16 +33,14 @@ def main() -> int:
     args = parser.parse_args()
 
     from aurora_rl.config import load_config
-    from aurora_rl.config.schema import DataConfig, MetricsConfig, ServicesConfig
+    from aurora_rl.config.schema import MetricsConfig, ServicesConfig
     from aurora_rl.evaluation.evaluate import evaluate_checkpoint
-    from aurora_rl.model.checkpoint import read_manifest
+    from aurora_rl.model.checkpoint import data_config_for
     from aurora_rl.services import run_services
     from learner.grpo_job import run_grpo
 
     out = Path(args.out).resolve()
-    shape = read_manifest(args.start)["media"]
-    data = DataConfig(root=str(Path(args.data).resolve()), image_size=shape["image_size"],
-                      mask_size=shape["mask_size"], num_frames=shape["num_frames"], fbank_bins=shape["fbank_bins"])
+    data = data_config_for(args.start, args.data)
     results = {}
     with run_services(ServicesConfig()) as services:
         results["start"] = evaluate_checkpoint(args.start, data, ["test_s", "test_u"], out / "eval" / "start",

@@ -29,31 +29,29 @@ def generate_cot(args) -> int:
 
     import ray
 
-    from aurora_rl.config.schema import DataConfig, ServicesConfig
+    from aurora_rl.config.schema import ServicesConfig
     from aurora_rl.data.refavs_dataset import RefAVSDataset
     from aurora_rl.evaluation.eval_worker import EvalWorker
-    from aurora_rl.model.checkpoint import read_manifest
+    from aurora_rl.evaluation.evaluate import run_sharded
+    from aurora_rl.model.checkpoint import data_config_for
     from aurora_rl.prompts.cot_source import CoTEntry, CoTReport, check_entry, write_cot_jsonl
     from aurora_rl.prompts.answer_format import parse_answer
     from aurora_rl.services import run_services
 
-    shape = read_manifest(args.teacher)["media"]
-    data = DataConfig(root=str(Path(args.data).resolve()), image_size=shape["image_size"],
-                      mask_size=shape["mask_size"], num_frames=shape["num_frames"], fbank_bins=shape["fbank_bins"],
-                      max_samples=args.max_samples)
+    data = data_config_for(args.teacher, args.data, max_samples=args.max_samples)
     n = len(RefAVSDataset.from_config(data, args.split))
     with run_services(ServicesConfig(), need_redis=False):
         workers = [EvalWorker.remote(str(Path(args.teacher).resolve()), dataclasses.asdict(data),
                                      str(Path(args.out).resolve().parent / f".cot-worker{i}"), 1.0, args.max_tokens)
                    for i in range(args.actors)]
         try:
-            parts = ray.get([w.run.remote(args.split, list(range(i, n, args.actors))) for i, w in enumerate(workers)])
+            preds = run_sharded(workers, args.split, n, print, "cot")
         finally:
             for w in workers:
                 ray.kill(w)
     report = CoTReport()
     accepted = []
-    for pred in sorted((p for part in parts for p in part), key=lambda p: p["index"]):
+    for pred in preds:
         entry = CoTEntry(pred["uid"], pred["text"], parse_answer(pred["text"]).target_class)
         if check_entry(entry, args.max_tokens, lambda s: len(s.split()), report):
             accepted.append(entry)

@@ -24,7 +24,7 @@ def run_eval(args) -> int:
 
     from aurora_rl.config.schema import DataConfig, MetricsConfig, ServicesConfig
     from aurora_rl.evaluation.evaluate import evaluate_checkpoint, results_table, write_tables
-    from aurora_rl.model.checkpoint import read_manifest
+    from aurora_rl.model.checkpoint import data_config_for
     from aurora_rl.services import run_services
 
     splits = [s for s in args.splits.split(",") if s]
@@ -42,10 +42,7 @@ def run_eval(args) -> int:
         write_tables(results, out, "Baseline: always the largest object")
         print(results_table(results))
         return 0
-    shape = read_manifest(args.ckpt)["media"]
-    data = DataConfig(root=args.data, layout=args.layout, image_size=shape["image_size"],
-                      mask_size=shape["mask_size"], num_frames=shape["num_frames"], fbank_bins=shape["fbank_bins"],
-                      max_samples=args.max_samples)
+    data = data_config_for(args.ckpt, args.data, layout=args.layout, max_samples=args.max_samples)
     out = Path(args.out or Path(args.ckpt) / "eval")
     with run_services(ServicesConfig(), need_redis=False):
         results = evaluate_checkpoint(args.ckpt, data, splits, out / "a", args.actors, metrics, args.max_new_tokens)

@@ -27,7 +27,7 @@ from typing import Optional
 import numpy as np
 
 from aurora_rl.data.audio_features import FEATURE_KINDS, audio_features, read_wav, resample
-from aurora_rl.data.clip_sample import ClipSample
+from aurora_rl.data.clip_sample import ClipSample, reader_options
 from aurora_rl.data.errors import DataError, Problem
 from aurora_rl.data.media_io import evenly_spaced, frame_to_array, mask_size_mismatch, mask_to_array, open_image
 
@@ -155,16 +155,7 @@ class AVSBenchDataset:
     @classmethod
     def from_config(cls, cfg, split: str, **overrides) -> "AVSBenchDataset":
         """Build from a ``DataConfig`` whose layout is avsbench-s4 or avsbench-ms3."""
-        kwargs = dict(
-            num_frames=cfg.num_frames,
-            image_size=cfg.image_size,
-            mask_size=cfg.mask_size,
-            sample_rate=cfg.sample_rate,
-            fbank_bins=cfg.fbank_bins,
-            max_samples=cfg.max_samples,
-        )
-        kwargs.update(overrides)
-        return cls(cfg.root, cfg.layout.removeprefix("avsbench-"), split, **kwargs)
+        return cls(cfg.root, cfg.layout.removeprefix("avsbench-"), split, **reader_options(cfg, overrides))
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -42,6 +42,15 @@ class ClipSample:
     facts: Optional[dict[str, Any]] = None
 
 
+def reader_options(cfg, overrides: dict) -> dict:
+    """The reader keyword arguments a ``DataConfig`` gives (both layouts); ``overrides`` win."""
+    return {
+        "num_frames": cfg.num_frames, "image_size": cfg.image_size, "mask_size": cfg.mask_size,
+        "sample_rate": cfg.sample_rate, "fbank_bins": cfg.fbank_bins, "max_samples": cfg.max_samples,
+        **overrides,
+    }
+
+
 def collate_clips(items: list) -> dict[str, Any]:
     """Stack ClipSamples into torch tensors; pass LoadFailures through under ``"failures"``.
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from aurora_rl.data import refavs_layout as layout
 from aurora_rl.data.audio_features import FEATURE_KINDS, audio_features, read_wav, resample
-from aurora_rl.data.clip_sample import ClipSample
+from aurora_rl.data.clip_sample import ClipSample, reader_options
 from aurora_rl.data.errors import DataError
 from aurora_rl.data.media_io import evenly_spaced, frame_to_array, mask_size_mismatch, mask_to_array, open_image
 from aurora_rl.data.scene_facts import load_scene_facts
@@ -68,16 +68,7 @@ class RefAVSDataset:
     def from_config(cls, cfg, split: str, **overrides) -> "RefAVSDataset":
         """Build from a ``DataConfig`` (root, num_frames, image_size, mask_size, sample_rate,
         fbank_bins, max_samples); keyword overrides win (e.g. features="whisper_log_mel")."""
-        kwargs = dict(
-            num_frames=cfg.num_frames,
-            image_size=cfg.image_size,
-            mask_size=cfg.mask_size,
-            sample_rate=cfg.sample_rate,
-            fbank_bins=cfg.fbank_bins,
-            max_samples=cfg.max_samples,
-        )
-        kwargs.update(overrides)
-        return cls(cfg.root, split, **kwargs)
+        return cls(cfg.root, split, **reader_options(cfg, overrides))
 
     def __len__(self) -> int:
         return len(self.rows)

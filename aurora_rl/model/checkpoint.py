@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from aurora_rl.config.loader import build as build_config
-from aurora_rl.config.schema import ModelConfig
+from aurora_rl.config.schema import DataConfig, ModelConfig
 from aurora_rl.model.build import MediaShape, build_tiny_policy
 from aurora_rl.model.policy import AVSegPolicy
 
@@ -60,6 +60,14 @@ def read_manifest(folder: str | Path) -> dict:
     if manifest.get("format") != FORMAT_VERSION:
         raise ValueError(f"{path}: checkpoint format {manifest.get('format')!r} is not supported ({FORMAT_VERSION})")
     return manifest
+
+
+def data_config_for(folder: str | Path, root: str | Path, **fields) -> DataConfig:
+    """A ``DataConfig`` over ``root`` that reads clips the way the checkpoint was trained
+    (frame, mask and fbank sizes from its manifest); ``fields`` set the rest (layout, max_samples)."""
+    media = read_manifest(folder)["media"]
+    return DataConfig(root=str(Path(root).resolve()), image_size=media["image_size"], mask_size=media["mask_size"],
+                      num_frames=media["num_frames"], fbank_bins=media["fbank_bins"], **fields)
 
 
 def load_policy(folder: str | Path, overrides: ModelConfig | None = None):
