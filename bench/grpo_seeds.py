@@ -30,6 +30,8 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="runs/grpo_seeds")
     parser.add_argument("--eval-actors", type=int, default=2)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="extra overrides of configs/tiny/grpo.yaml for every seed (e.g. learner.optim.lr=3e-4)")
     args = parser.parse_args()
 
     from aurora_rl.config import load_config
@@ -50,7 +52,7 @@ def main() -> int:
                 f"data.root={data.root}", f"run.output_dir={out}", f"run.name=seed{seed}", f"run.seed={seed}",
                 f"model.path={Path(args.start).resolve()}", f"learner.steps={args.steps}",
                 f"learner.prompts_per_step={args.prompts}", "learner.mask_frames_per_clip=2",
-                f"learner.checkpoint_every={args.steps}"])
+                f"learner.checkpoint_every={args.steps}", *args.set])
             final = (out / f"seed{seed}" / "checkpoint")
             if not (final / "aurora_model.json").exists():
                 final = run_grpo(cfg, services.redis_url)

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
+
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 class ConfigError(ValueError):
@@ -190,6 +193,9 @@ class _Builder:
                 self.fail(path, f"expected an integer, got {value!r}")
             return value
         if tp is float:
+            # YAML 1.1 reads "3e-4" (no dot in the mantissa) as a string; take it as the number it is.
+            if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+                return float(value)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 self.fail(path, f"expected a number, got {value!r}")
             return float(value)

@@ -102,6 +102,17 @@ def test_overrides_apply_and_validate():
     assert cfg.learner.kl_coef == pytest.approx(0.05)
 
 
+def test_exponent_without_a_dot_is_a_number_in_overrides_and_files(tmp_path):
+    """YAML 1.1 reads 3e-4 as a string; a float field takes it as 0.0003, and "1e-x" stays an error."""
+    cfg = load_config(CONFIGS / "tiny" / "grpo.yaml", ["learner.optim.lr=3e-4"])
+    assert cfg.learner.optim.lr == pytest.approx(3e-4)
+    path = tmp_path / "lr.yaml"
+    path.write_text(f"inherit: {CONFIGS / 'tiny' / 'grpo.yaml'}\nlearner:\n  optim:\n    lr: 5E-5\n")
+    assert load_config(path).learner.optim.lr == pytest.approx(5e-5)
+    with pytest.raises(ConfigError, match="learner.optim.lr: expected a number, got '1e-x'"):
+        load_config(CONFIGS / "tiny" / "grpo.yaml", ["learner.optim.lr=1e-x"])
+
+
 @pytest.mark.parametrize(
     "override, expected",
     [
