@@ -29,16 +29,27 @@ def rle_encode(masks: np.ndarray) -> dict:
     return {"shape": [int(s) for s in masks.shape], "counts": counts.astype(np.int64).tolist()}
 
 
-def rle_decode(rle: dict) -> np.ndarray:
-    """Inverse of ``rle_encode``: a bool array of ``rle["shape"]``.
+def rle_check(rle: dict) -> tuple[tuple[int, ...], np.ndarray]:
+    """Validate an encoding without expanding it: (shape, counts as int64).
 
-    Raises ValueError when the counts do not add up to the shape (a corrupt record).
+    Raises ValueError when a count is negative or the counts do not add up to the shape (a
+    corrupt record). Cheap (one pass over the runs, not the pixels), so a record can be
+    checked wherever it is read and expanded only where its masks are used.
     """
     shape = tuple(int(s) for s in rle["shape"])
     counts = np.asarray(rle["counts"], dtype=np.int64)
     total = int(np.prod(shape)) if shape else 0
     if (counts < 0).any() or int(counts.sum()) != total:
         raise ValueError(f"RLE counts sum to {int(counts.sum())}, shape {shape} needs {total}")
+    return shape, counts
+
+
+def rle_decode(rle: dict) -> np.ndarray:
+    """Inverse of ``rle_encode``: a bool array of ``rle["shape"]``.
+
+    Raises ValueError when the counts do not add up to the shape (a corrupt record).
+    """
+    shape, counts = rle_check(rle)
     values = np.zeros(len(counts), dtype=bool)
     values[1::2] = True
     return np.repeat(values, counts).reshape(shape)

@@ -17,7 +17,7 @@ from typing import Optional
 import msgpack
 import numpy as np
 
-from aurora_rl.mask_rle import rle_decode, rle_encode
+from aurora_rl.mask_rle import rle_check, rle_decode, rle_encode
 
 SCHEMA_VERSION = 1
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
@@ -146,7 +146,7 @@ def _optional_rle(rle) -> Optional[dict]:
     if not (isinstance(rle, dict) and isinstance(rle.get("shape"), list) and isinstance(rle.get("counts"), list)):
         raise RecordError("masks_rle must be a map with 'shape' and 'counts' lists")
     try:
-        rle_decode(rle)
+        rle_check(rle)  # counts only: the masks are expanded where they are used (rewards)
     except (ValueError, TypeError) as e:
         raise RecordError(f"masks_rle: {e}") from None
     return rle

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from aurora_rl.mask_rle import rle_decode, rle_encode
+from aurora_rl.mask_rle import rle_check, rle_decode, rle_encode
 
 
 def test_hand_computed_runs():
@@ -31,3 +31,15 @@ def test_corrupt_counts_are_refused():
         rle_decode({"shape": [1, 2, 3], "counts": [1, 2, 2]})
     with pytest.raises(ValueError):
         rle_decode({"shape": [1, 1, 2], "counts": [3, -1]})
+
+
+def test_check_validates_counts_without_expanding():
+    masks = np.random.default_rng(0).random((3, 5, 7)) > 0.5
+    shape, counts = rle_check(rle_encode(masks))
+    assert shape == (3, 5, 7) and counts.sum() == masks.size
+    # a 400-megapixel stack is checked from its two runs, never allocated
+    assert rle_check({"shape": [4, 10000, 10000], "counts": [10**8, 3 * 10**8]})[0] == (4, 10000, 10000)
+    with pytest.raises(ValueError, match="sum to 5"):
+        rle_check({"shape": [1, 2, 3], "counts": [1, 2, 2]})
+    with pytest.raises(ValueError):
+        rle_check({"shape": [1, 1, 2], "counts": [3, -1]})

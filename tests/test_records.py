@@ -63,3 +63,19 @@ def test_oversized_record_is_refused_before_unpacking():
     payload = encode(make_record(completion_text="x" * 5000))
     with pytest.raises(RecordError, match="exceeds the limit of 1024"):
         decode(payload, max_bytes=1024)
+
+
+def test_decode_checks_mask_runs_and_leaves_expanding_to_the_reader(monkeypatch):
+    masks = np.zeros((2, 4, 4), dtype=bool)
+    masks[:, 1:3, 1:3] = True
+    payload = encode(make_record().with_masks(masks))
+    import aurora_rl.records as records
+
+    def refuse(rle):
+        raise AssertionError("decode expanded the masks")
+
+    monkeypatch.setattr(records, "rle_decode", refuse)  # decode (learner, collector, scorer) never expands
+    out = decode(payload)
+    assert out.masks_rle["shape"] == [2, 4, 4]
+    monkeypatch.undo()
+    assert np.array_equal(out.masks(), masks)  # the reward path expands them on demand
