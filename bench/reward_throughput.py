@@ -1,19 +1,27 @@
-"""How many rollout records per second the reward path scores.
+"""How many rollout records per second the reward path scores, and how many rollout actors that serves.
+
+    PYTHONPATH=. .venv/bin/python bench/reward_throughput.py [--records N] [--passes P]
+        [--mask-sizes 64 224] [--rollout-rate R] [--out table.md]
 
 Generates a synthetic benchmark, builds rollout records with 10-frame masks (the ground truth
-shifted by 2 px, so IoU < 1 and the RLE has realistic runs), and prints records/s for:
-  - baseline: msgpack decode + RLE decode + score_record in a loop (ground truth cached),
-  - StreamScorer in this process through Redis (read, score, Lua commit + ack),
-  - one RewardWorker Ray actor end to end (records published first; timed from run() to the
-    last scored record in the scored stream; its ground-truth cache starts cold),
-for each mask size; best of ``--passes`` (the machine is shared). Private Redis and Ray node are
+shifted by 2 px, so IoU < 1 and the RLE has realistic runs), and prints, per mask size:
+  - RLE + msgpack encoding of records (the rollout side) against one rollout actor's output;
+  - ``records.decode`` as it was (the RLE expanded to validate it) against now (runs checked,
+    masks expanded only where the reward reads them), and the same in decode + score_record;
+  - ``StreamScorer`` in this process through Redis (read, score, Lua commit + ack) against the
+    pure decode + score loop: what the queue costs;
+  - one ``RewardWorker`` Ray actor end to end (records published first; timed from run() to the
+    last scored record; its ground-truth cache starts cold) against one rollout actor's output
+    (``--rollout-rate`` records/s, from bench/grpo_step.py): the ratio is how many rollout
+    actors one reward worker keeps up with.
+Best of ``--passes``, taking turns (the machine may be shared). A private Redis and Ray node are
 started and stopped by the benchmark.
-Run: .venv/bin/python bench/reward_throughput.py [--records N] [--passes P] [--mask-sizes 64 224]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 import uuid
@@ -23,6 +31,7 @@ import numpy as np
 
 from aurora_rl.config.schema import QueueConfig, RewardConfig
 from aurora_rl.data.synthetic import generate_benchmark
+from aurora_rl.mask_rle import rle_decode
 from aurora_rl.prompts.answer_format import compose_answer
 from aurora_rl.record_stream import FIELD, RecordStream
 from aurora_rl.records import RolloutRecord, decode, encode
@@ -30,11 +39,16 @@ from rewards.ground_truth import GroundTruth
 from rewards.reward_functions import score_record
 from rewards.stream_scorer import GROUP, StreamScorer, request_stop, scorer_client
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.side_by_side import Table  # noqa: E402
 
-def build_payloads(root: Path, mask_size: int, count: int) -> list[bytes]:
+ROLLOUT_RATE = 30.0  # records/s of one rollout actor on this CPU (bench/grpo_step.py; docs/BENCHMARKS.md)
+
+
+def build_records(root: Path, mask_size: int, count: int) -> list[RolloutRecord]:
     truth = GroundTruth(root, "train", mask_size)
     uids = sorted(truth.rows)
-    payloads = []
+    records = []
     for i in range(count):
         uid = uids[(i // 3) % len(uids)]
         t = truth(uid)
@@ -43,21 +57,36 @@ def build_payloads(root: Path, mask_size: int, count: int) -> list[bytes]:
             prompt_token_ids=np.arange(40), completion_token_ids=np.arange(60), sampling_logprobs=np.zeros(60),
             completion_text=compose_answer("a red circle", "a low beat", "the first sound", t.target_class),
         ).with_masks(np.roll(t.masks.astype(bool), 2, axis=2))
-        payloads.append(encode(record))
-    return payloads
+        records.append(record)
+    return records
 
 
-def pure_rate(root: Path, mask_size: int, payloads: list[bytes]) -> float:
+def decode_before(payload: bytes):
+    """``records.decode`` as it was: the mask runs expanded to validate them."""
+    record = decode(payload)
+    if record.masks_rle is not None:
+        rle_decode(record.masks_rle)
+    return record
+
+
+def pure_rate(root: Path, mask_size: int, payloads: list[bytes], decoder) -> float:
     truth = GroundTruth(root, "train", mask_size)
     cfg = RewardConfig()
     for p in payloads:  # warm the ground-truth cache: this row measures the scoring alone
         truth(decode(p).uid)
     start = time.perf_counter()
     for p in payloads:
-        record = decode(p)
+        record = decoder(p)
         t = truth(record.uid)
         score_record(record, t.masks, t.target_class, cfg)
     return len(payloads) / (time.perf_counter() - start)
+
+
+def rate(fn, items) -> float:
+    start = time.perf_counter()
+    for x in items:
+        fn(x)
+    return len(items) / (time.perf_counter() - start)
 
 
 def fresh_queue() -> QueueConfig:
@@ -121,9 +150,10 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=20)
     parser.add_argument("--records", type=int, default=600)
     parser.add_argument("--passes", type=int, default=3)
-    parser.add_argument("--rollout-rate", type=float, default=30.0,
-                        help="records/s one rollout actor produces (tens on this CPU)")
+    parser.add_argument("--rollout-rate", type=float, default=ROLLOUT_RATE,
+                        help="records/s one rollout actor produces (bench/grpo_step.py measures it)")
     parser.add_argument("--mask-sizes", type=int, nargs="+", default=[64, 224])
+    parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     args = parser.parse_args()
 
     import ray
@@ -131,7 +161,8 @@ def main() -> None:
     from aurora_rl.services.ray_cluster import LocalRayNode
     from aurora_rl.services.redis_server import RedisServer
 
-    rows = []
+    table = Table(f"Reward path, records of 10 frames ({args.records} records, best of {args.passes})")
+    served = []
     with tempfile.TemporaryDirectory() as tmp, RedisServer() as redis_server:
         root = Path(tmp) / "synth"
         generate_benchmark(root, args.videos, seed=0)
@@ -139,26 +170,45 @@ def main() -> None:
         try:
             node.connect(log_to_driver=False)
             for size in args.mask_sizes:
-                payloads = build_payloads(root, size, args.records)
+                records = build_records(root, size, args.records)
+                payloads = [encode(r) for r in records]
                 kib = sum(map(len, payloads)) / len(payloads) / 1024
-                passes = range(args.passes)
-                best = max(pure_rate(root, size, payloads) for _ in passes)
-                rows.append((size, kib, "baseline: decode + score_record", best, None))
-                best = max(in_process_rate(redis_server.url, root, size, payloads) for _ in passes)
-                rows.append((size, kib, "StreamScorer via Redis (in process)", best, None))
-                rate, capacity = max(worker_rate(redis_server.url, root, size, payloads) for _ in passes)
-                rows.append((size, kib, "ours: RewardWorker actor via Redis", rate, capacity))
+                best = best_of(args.passes, {
+                    "encode": lambda: rate(lambda r: encode(r.with_masks(r.masks())), records),
+                    "decode_before": lambda: rate(decode_before, payloads),
+                    "decode": lambda: rate(decode, payloads),
+                    "score_before": lambda: pure_rate(root, size, payloads, decode_before),
+                    "score": lambda: pure_rate(root, size, payloads, decode),
+                    "scorer": lambda: in_process_rate(redis_server.url, root, size, payloads),
+                    "worker": lambda: worker_rate(redis_server.url, root, size, payloads)[0],
+                })
+                case = f"{size} px masks ({kib:.1f} KiB/record)"
+                table.add(f"{case}: RLE + msgpack encode vs one rollout actor's output (--rollout-rate)", "records/s",
+                          args.rollout_rate, best["encode"])
+                table.add(f"{case}: records.decode, masks expanded (before) vs runs checked (now)", "records/s",
+                          best["decode_before"], best["decode"])
+                table.add(f"{case}: decode + score_record, before vs now", "records/s", best["score_before"],
+                          best["score"])
+                table.add(f"{case}: pure decode + score vs StreamScorer via Redis (the queue's cost)", "records/s",
+                          best["score"], best["scorer"])
+                row = table.add(f"{case}: one rollout actor's output vs one RewardWorker actor end to end",
+                                "records/s", args.rollout_rate, best["worker"])
+                served.append(row.ratio)
         finally:
             ray.shutdown()
             node.stop()
-    print(f"\n{args.records} records of 10 frames each, synthetic ground truth, {args.videos} videos")
-    print(f"{'mask':>5} {'KiB/rec':>8} {'path':<38} {'records/s':>10} {'busy-time rec/s':>16}")
-    for size, kib, path, rate, capacity in rows:
-        cap = f"{capacity:>16.0f}" if capacity is not None else f"{'':>16}"
-        print(f"{size:>5} {kib:>8.1f} {path:<38} {rate:>10.0f} {cap}")
-    slowest = min(rate for *_, path, rate, cap in rows if path.startswith("ours"))
-    print(f"\nOne reward worker scores at least {slowest:.0f} records/s end to end here, so it keeps up with about "
-          f"{slowest / args.rollout_rate:.0f} rollout actors at {args.rollout_rate:.0f} records/s each.")
+    table.notes.append(f"one RewardWorker keeps up with about {min(served):.0f} rollout actors producing "
+                       f"{args.rollout_rate:g} records/s each (the last row's ratio at the largest masks)")
+    table.emit(args.out)
+
+
+def best_of(passes: int, runs: dict) -> dict[str, float]:
+    """Highest rate of each run over ``passes`` rounds, the runs taking turns."""
+    best = {name: 0.0 for name in runs}
+    for _ in range(passes):
+        for name, run in runs.items():
+            best[name] = max(best[name], run())
+    return best
 
 
 if __name__ == "__main__":

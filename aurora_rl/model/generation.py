@@ -25,8 +25,11 @@ class Completion:
 @torch.no_grad()
 def hf_generate(policy: AVSegPolicy, prompt_embeds: torch.Tensor, max_new_tokens: int, *, greedy: bool = True,
                 temperature: float = 1.0, top_p: float = 1.0, num_return_sequences: int = 1,
-                seed: Optional[int] = None) -> list[list[int]]:
-    """Sample from one prompt's embeddings [L, H]; returns the new token ids of each sequence (eos cut)."""
+                seed: Optional[int] = None, min_new_tokens: int = 0) -> list[list[int]]:
+    """Sample from one prompt's embeddings [L, H]; returns the new token ids of each sequence (eos cut).
+
+    ``min_new_tokens`` keeps eos away that long (benchmarks fix every length to ``max_new_tokens``).
+    """
     if seed is not None:
         torch.manual_seed(seed)
     lm = policy.base_lm
@@ -35,6 +38,7 @@ def hf_generate(policy: AVSegPolicy, prompt_embeds: torch.Tensor, max_new_tokens
         inputs_embeds=emb, attention_mask=torch.ones(emb.shape[:2], dtype=torch.long), max_new_tokens=max_new_tokens,
         do_sample=not greedy, temperature=temperature if not greedy else None, top_p=top_p if not greedy else None,
         num_return_sequences=num_return_sequences, eos_token_id=policy.ids.eos, pad_token_id=policy.ids.pad,
+        min_new_tokens=min_new_tokens or None,
     )
     sequences = []
     for row in out.tolist():
