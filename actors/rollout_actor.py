@@ -4,7 +4,9 @@ Holds a ``PolicyEngine`` (vLLM + the [SEG] pass) and the training split. Prompts
 (dataset index, group id) pairs; every completion becomes a ``RolloutRecord`` tagged with the
 policy version it was sampled with and published to the rollout stream. New weights arrive
 over the broadcast group (``join_broadcast`` / ``receive_weights``) and are applied only when
-a transfer completed with the expected version.
+a transfer completed with the expected version; while they are being applied the engine's
+version reads ``TORN``, and ``rollout`` refuses to sample unless the engine holds exactly the
+version the driver asks for, so no record is ever sampled from half-updated weights.
 """
 
 from __future__ import annotations
@@ -13,6 +15,12 @@ import time
 
 import numpy as np
 import ray
+
+TORN = -1  # engine version while new weights are being applied (or after that failed)
+
+
+class WeightsVersionError(RuntimeError):
+    """The actor does not hold the policy version it was asked to sample with."""
 
 
 @ray.remote(num_cpus=1, max_restarts=0)
@@ -33,7 +41,8 @@ class RolloutActor:
         self.engine = PolicyEngine(checkpoint, work_dir, kv_cache_gib=kv_cache_gib, cpu_threads=cpu_threads,
                                    seed=seed)
         self.dataset = RefAVSDataset.from_config(data, data.train_split, features=self.engine.shape.audio_features)
-        self.stream = RecordStream(connect_redis(redis_url), rollout_stream, "scorers")
+        self.stream = RecordStream(connect_redis(redis_url, name=f"rollout actor {actor_id}"), rollout_stream,
+                                   "scorers")
         self.mask_threshold = mask_threshold
         self.group = None
         self.buckets = None
@@ -42,19 +51,40 @@ class RolloutActor:
     def ready(self) -> dict:
         return {"actor": self.actor_id, "version": self.engine.version, "pid": _pid()}
 
-    def rollout(self, prompts: list[tuple[int, str]], seed: int) -> dict:
-        """Sample and publish; returns counts and phase times of this call."""
+    def rollout(self, prompts: list[tuple[int, str]], seed: int, version: int | None = None,
+                max_prompts: int | None = None) -> dict:
+        """Sample and publish; returns counts, phase times and the prompts that could not be loaded.
+
+        Args:
+            prompts: (dataset index, group id) pairs.
+            seed: the sampling seed (every chunk uses it, so chunking does not change the samples).
+            version: the policy version to sample with; any other raises ``WeightsVersionError``.
+            max_prompts: the most prompts in one generate + [SEG] pass; more are done in chunks.
+        """
+        from aurora_rl.data.errors import DataError
         from aurora_rl.records import RolloutRecord
 
+        held = self.engine.version
+        if held == TORN or (version is not None and held != version):
+            raise WeightsVersionError(f"{self.actor_id} holds policy version {held}, asked to sample with {version}")
         t0 = time.monotonic()
-        clips = [self.dataset[index] for index, _ in prompts]
+        loaded, clips, failed = [], [], []
+        for index, group_id in prompts:
+            try:
+                clips.append(self.dataset[index])
+                loaded.append((index, group_id))
+            except DataError as e:  # the file is named in the message; the driver counts and logs it
+                failed.append((int(index), group_id, str(e)))
         t_load = time.monotonic() - t0
         sample_before, seg_before, tokens_before = (self.engine.timings.sample_s, self.engine.timings.seg_s,
                                                     self.engine.timings.tokens)
-        groups = self.engine.complete(clips, self.sampling, seed=seed)
+        step = max_prompts or max(1, len(clips))
+        groups = []
+        for start in range(0, len(clips), step):
+            groups += self.engine.complete(clips[start:start + step], self.sampling, seed=seed)
         t1 = time.monotonic()
         g = self.sampling.group_size
-        for (index, group_id), clip, completions in zip(prompts, clips, groups):
+        for (index, group_id), clip, completions in zip(loaded, clips, groups):
             prompt_ids = self.engine.prompt_ids(clip.expression)
             for k, c in enumerate(completions):
                 record = RolloutRecord(
@@ -66,7 +96,9 @@ class RolloutActor:
                 self.stream.publish(record)
                 self.published += 1
         return {
-            "records": len(prompts) * g,
+            "records": len(loaded) * g,
+            "failed": failed,
+            "chunks": -(-len(clips) // step),
             "tokens": self.engine.timings.tokens - tokens_before,
             "load_s": t_load,
             "sample_s": self.engine.timings.sample_s - sample_before,
@@ -99,8 +131,9 @@ class RolloutActor:
     def receive_weights(self, version: int) -> dict:
         """Take part in one broadcast and apply it; the old weights stay if anything fails."""
         t0 = time.monotonic()
-        state = self.group.receive(self.buckets, version)
+        state = self.group.receive(self.buckets, version)  # raises on a torn transfer: nothing applied
         t1 = time.monotonic()
+        self.engine.version = TORN  # load_trainable sets the new version once HF modules and vLLM both hold it
         self.engine.load_trainable(state, version)
         return {"version": version, "transfer_s": t1 - t0, "apply_s": time.monotonic() - t1}
 

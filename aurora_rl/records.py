@@ -11,6 +11,7 @@ malformed or oversized record raises ``RecordError`` and is never executed or un
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -102,6 +103,8 @@ def decode(payload: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> RolloutRecord:
         if len(raw) % 4:
             raise RecordError(f"{name}: byte length {len(raw)} is not a multiple of 4")
         kwargs[name] = np.frombuffer(raw, dtype=dtype).copy()
+    if not np.isfinite(kwargs["sampling_logprobs"]).all():
+        raise RecordError("sampling_logprobs: not all finite (a NaN or infinite log-probability would poison the loss)")
     if len(kwargs["sampling_logprobs"]) != len(kwargs["completion_token_ids"]):
         raise RecordError(
             f"sampling_logprobs has {len(kwargs['sampling_logprobs'])} values for "
@@ -114,11 +117,11 @@ def decode(payload: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> RolloutRecord:
     if rewards is not None and not (
         isinstance(rewards, dict) and all(isinstance(k, str) and _is_number(v) for k, v in rewards.items())
     ):
-        raise RecordError("rewards must map names to numbers")
+        raise RecordError("rewards must map names to numbers, all finite")
     kwargs["rewards"] = rewards
     reward = body.get("reward")
     if reward is not None and not _is_number(reward):
-        raise RecordError(f"reward must be a number, got {reward!r}")
+        raise RecordError(f"reward must be a number, finite, got {reward!r}")
     kwargs["reward"] = None if reward is None else float(reward)
     meta = body.get("meta", {})
     if not isinstance(meta, dict):
@@ -128,7 +131,8 @@ def decode(payload: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> RolloutRecord:
 
 
 def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A finite int or float (a NaN reward would poison its group's advantages)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _typed(body: dict, name: str, tp: type):

@@ -5,11 +5,17 @@ it belongs to one of the step's groups, is not older than the lag bound, and its
 has not been accepted before; everything else is dropped and counted by reason. Messages are
 acknowledged only after the learner step that used them (``ack_step``), so a driver that dies
 mid-step leaves them pending for its successor.
+
+Faults (docs/RELIABILITY.md): groups whose sampling was redone under new ids (their actor died)
+or whose step was rolled back (the learner died) are abandoned, so a late record of theirs is
+dropped, never learned; a record longer than any sampling can produce is dropped (its group is
+then incomplete); a step not learned from (non-finite loss) is dropped whole. Every drop is counted.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Optional
 
 from aurora_rl.config.schema import QueueConfig
 from aurora_rl.record_stream import RecordStream
@@ -17,16 +23,24 @@ from aurora_rl.records import RolloutRecord
 
 
 class StepCollector:
-    def __init__(self, client, queue: QueueConfig, max_lag: int, consumer: str = "driver"):
+    def __init__(self, client, queue: QueueConfig, max_lag: int, consumer: str = "driver",
+                 max_completion_tokens: Optional[int] = None):
         self.stream = RecordStream(client, queue.scored_stream, "learner", queue.max_record_bytes)
         self.stream.ensure_group()
         self.rollout = RecordStream(client, queue.rollout_stream, "scorers", queue.max_record_bytes)
         self.rollout.ensure_group()
         self.max_lag = max_lag
         self.consumer = consumer
+        self.max_completion_tokens = max_completion_tokens
         self.accepted: set[str] = set()
+        self.abandoned: set[str] = set()
+        self.abandoned_prefixes: tuple[str, ...] = ()
         self.pending_acks: list[bytes] = []
-        self.counters = {"stale_dropped": 0, "duplicates_dropped": 0, "foreign_dropped": 0, "incomplete_groups": 0}
+        self.step_groups: list[str] = []  # the complete groups of the step in progress
+        self.step_group_size = 0
+        self.dropped_groups: dict[str, str] = {}  # group id -> the counter its whole group was dropped under
+        self.counters = {"stale_dropped": 0, "duplicates_dropped": 0, "foreign_dropped": 0, "incomplete_groups": 0,
+                         "abandoned_dropped": 0, "oversized_dropped": 0, "nan_dropped": 0}
 
     def collect(self, group_ids: list[str], group_size: int, version: int, timeout_s: float) -> list[list[RolloutRecord]]:
         """The complete groups among ``group_ids`` (in that order), each sorted by sample index."""
@@ -39,8 +53,12 @@ class StepCollector:
             for delivery in self.stream.read(self.consumer, count=256, block_ms=200):
                 self.pending_acks.append(delivery.message_id)
                 r = delivery.record
-                if r.group_id not in wanted:
+                if self.is_abandoned(r.group_id):
+                    self.counters["abandoned_dropped"] += 1
+                elif r.group_id not in wanted:
                     self.counters["foreign_dropped"] += 1
+                elif self.max_completion_tokens and len(r.completion_token_ids) > self.max_completion_tokens:
+                    self.counters["oversized_dropped"] += 1
                 elif r.record_id in self.accepted or r.sample_index in groups[r.group_id]:
                     self.counters["duplicates_dropped"] += 1
                 elif version - r.policy_version > self.max_lag:
@@ -49,10 +67,12 @@ class StepCollector:
                     groups[r.group_id][r.sample_index] = r
                     got += 1
         complete = []
+        self.step_groups, self.step_group_size = [], group_size
         for gid in group_ids:
             if len(groups[gid]) == group_size:
                 complete.append([groups[gid][k] for k in range(group_size)])
                 self.accepted.update(r.record_id for r in complete[-1])
+                self.step_groups.append(gid)
             else:
                 self.counters["incomplete_groups"] += 1
         if not complete:
@@ -64,6 +84,31 @@ class StepCollector:
     def ack_step(self) -> None:
         self.stream.ack(self.pending_acks)
         self.pending_acks = []
+        self.step_groups = []
+
+    def abandon(self, group_ids) -> None:
+        """Never accept records of these groups (their sampling was cut short and redone under
+        other ids, or their step was rolled back); any that arrive are dropped and counted."""
+        self.abandoned.update(group_ids)
+
+    def is_abandoned(self, group_id: str) -> bool:
+        return group_id in self.abandoned or group_id.startswith(self.abandoned_prefixes)
+
+    def drop_step(self, counter: str) -> int:
+        """The step's collected records will not be learned from: count them under ``counter``
+        and acknowledge what was read. Returns how many records that was."""
+        dropped = len(self.step_groups) * self.step_group_size
+        self.counters[counter] += dropped
+        self.dropped_groups.update(dict.fromkeys(self.step_groups, counter))
+        self.ack_step()
+        return dropped
+
+    def abandon_step(self, prefixes: list[str]) -> int:
+        """Give up the step in progress and every group whose id starts with one of ``prefixes``
+        (steps rolled back after the learner died): what was collected is dropped and counted, and
+        so is anything of those groups that arrives later. Returns how many records were dropped now."""
+        self.abandoned_prefixes += tuple(prefixes)
+        return self.drop_step("abandoned_dropped")
 
     def rollout_depth(self) -> int:
         return self.rollout.depth()

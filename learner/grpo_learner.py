@@ -111,10 +111,18 @@ class LearnerRank:
         # reductions differ between ranks and the collective breaks: a rank whose completions
         # have no [SEG] never reaches the projector and mask decoder, so touch them with weight 0.
         loss = loss + 0.0 * sum(p.sum() for p in self.engine.module.parameters() if p.requires_grad)
-        self.engine.backward(loss)
-        self.engine.step()
-        grad_norm = self.engine.get_global_grad_norm()
+        # A non-finite loss on any rank skips the step on every rank (their collectives must match):
+        # no backward, no optimizer step, the weights stay as they were; the driver counts and logs it.
+        finite = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        skipped = bool(finite.item() < 1.0)
+        grad_norm = None
+        if not skipped:
+            self.engine.backward(loss)
+            self.engine.step()
+            grad_norm = self.engine.get_global_grad_norm()
         return {
+            "skipped": float(skipped),
             "loss": float(loss.detach()), "policy_loss": stats.policy_loss, "kl": stats.kl,
             "clip_fraction": stats.clip_fraction, "ratio_mean": stats.ratio_mean, "mask_bce": bce, "mask_dice": dice,
             "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),

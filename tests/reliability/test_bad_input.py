@@ -1,0 +1,157 @@
+"""Bad input: refused with an error that names the item, or skipped and counted; never silent.
+
+Data files (corrupt JPEG, truncated WAV, mask of the wrong size, CSV without a column, an empty
+expression) are refused by the readers naming the file; a training loader turns them into
+counted skips. Model outputs (no [SEG], two [SEG], garbage, 10x the length limit, garbage bytes
+instead of a record, a NaN reward) go through the real scorer and step collector on Redis, and
+every record published is accounted for: learned from, dead-lettered, or dropped and counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aurora_rl.config.schema import QueueConfig, RewardConfig
+from aurora_rl.data import DataError, FailureLog, RefAVSDataset, TolerantDataset, collate_clips
+from aurora_rl.data import refavs_layout as layout
+from aurora_rl.prompts.answer_format import compose_answer
+from aurora_rl.record_stream import RecordStream
+from aurora_rl.records import RolloutRecord, encode
+from learner.grpo_collect import StepCollector
+from rewards.ground_truth import GroundTruth
+from rewards.stream_scorer import GROUP, StreamScorer, scorer_client
+from tests.data.layout_fixtures import VIDS, write_refavs_fixture
+
+MASK = 32
+MAX_NEW_TOKENS = 12
+
+
+# ---------------------------------------------------------------- data files
+def corrupt_jpeg(root):
+    path = layout.frame_path(root, VIDS[0], 3)
+    path.write_bytes(path.read_bytes()[:50])
+    return path, "train"
+
+
+def truncated_wav(root):
+    path = layout.audio_path(root, VIDS[0])
+    path.write_bytes(path.read_bytes()[:-1001])
+    return path, "train"
+
+
+def mask_of_wrong_size(root):
+    path = layout.mask_path(root, VIDS[0], 0, 5)
+    Image.new("L", (20, 32)).save(path)
+    return path, "train"
+
+
+def csv_missing_a_column(root):
+    path = layout.metadata_path(root)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(",".join(line.split(",")[:4]) for line in lines) + "\n")  # no "exp"
+    return path, "train"
+
+
+def empty_expression(root):
+    path = layout.metadata_path(root)
+    lines = path.read_text().splitlines()
+    lines[2] = ",".join(lines[2].split(",")[:4]) + ",  "
+    path.write_text("\n".join(lines) + "\n")
+    return path, "train"
+
+
+DEFECTS = [corrupt_jpeg, truncated_wav, mask_of_wrong_size, csv_missing_a_column, empty_expression]
+
+
+@pytest.mark.parametrize("plant", DEFECTS, ids=lambda f: f.__name__)
+def test_bad_file_is_refused_naming_it(tmp_path, plant, fault_row):
+    fault_row["fault"] = f"{plant.__name__.replace('_', ' ')}: refused, the error names the file"
+    root = write_refavs_fixture(tmp_path / "refavs")
+    path, split = plant(root)
+    with pytest.raises(DataError) as e:
+        dataset = RefAVSDataset(root, split, image_size=16, mask_size=8)
+        [dataset[i] for i in range(len(dataset))]
+    assert e.value.path == str(path)
+    assert str(path) in str(e.value)
+    fault_row.update(lost=0, duplicated=0, dropped=1)  # the item, refused
+
+
+@pytest.mark.parametrize("plant", [corrupt_jpeg, truncated_wav, mask_of_wrong_size], ids=lambda f: f.__name__)
+def test_training_loader_skips_a_bad_clip_counted_and_named(tmp_path, plant):
+    root = write_refavs_fixture(tmp_path / "refavs")
+    path, split = plant(root)
+    dataset = TolerantDataset(RefAVSDataset(root, split, image_size=16, mask_size=8))
+    log = FailureLog(max_fraction=1.0)
+    log.update(collate_clips([dataset[i] for i in range(len(dataset))]))
+    assert log.loaded + len(log.failures) == len(dataset)  # every item accounted for
+    assert len(log.failures) >= 1 and all(str(path) in f.message for f in log.failures)
+
+
+# ---------------------------------------------------------------- model outputs
+@pytest.fixture(scope="module")
+def truth(synthetic_root):
+    return GroundTruth(synthetic_root, None, MASK)
+
+
+def outputs_of_every_kind(truth, uids) -> list[RolloutRecord]:
+    """Five groups of three, one kind of model output each (the group id names it)."""
+    kinds = {"no_seg": "the target is dog . it is .", "two_seg": "it is [SEG] . it is [SEG] .",
+             "garbage": "\ufffd\x00\x7f ]] [[SEG \ufffd", "normal": None, "too_long": None}
+    records = []
+    for g, (kind, text) in enumerate(kinds.items()):
+        t = truth(uids[g])
+        for k in range(3):
+            n = MAX_NEW_TOKENS
+            if kind == "too_long" and k == 1:
+                n = 10 * MAX_NEW_TOKENS
+            answer = text if text is not None else compose_answer("a", "b", "c", t.target_class)
+            records.append(RolloutRecord(
+                uid=uids[g], group_id=f"{kind}", sample_index=k, group_size=3, policy_version=0,
+                prompt_token_ids=np.arange(5), completion_token_ids=np.arange(n) % 7,
+                sampling_logprobs=np.full(n, -1.5), completion_text=answer,
+                meta={"dataset_index": g}).with_masks(t.masks if "SEG]" in answer else None))
+    return records
+
+
+def test_every_kind_of_model_output_is_scored_or_dropped_and_counted(redis_server, synthetic_root, truth, fault_row):
+    fault_row["fault"] = "model output: no [SEG], two [SEG], garbage text, 10x max length, garbage bytes, NaN reward"
+    tag = uuid.uuid4().hex[:8]
+    queue = QueueConfig(rollout_stream=f"test:rollouts:{tag}", scored_stream=f"test:scored:{tag}", claim_idle_ms=500)
+    client = redis_server.client()
+    rollouts = RecordStream(client, queue.rollout_stream, GROUP)
+    rollouts.ensure_group()
+    uids = [r.uid for r in layout.read_metadata(synthetic_root) if r.split == "train"][:5]
+    records = outputs_of_every_kind(truth, uids)
+    for r in records:
+        rollouts.publish(r)
+    rollouts.publish_raw(b"\x93\xff garbage bytes, not a record")
+    scorer = StreamScorer(scorer_client(redis_server.url, 100), queue, RewardConfig(), truth, "w0")
+    scorer.ensure_group()
+    while scorer.step(block_ms=100):
+        pass
+    assert scorer.counts["scored"] == 15 and scorer.rejected == 1  # all outputs scored, the bytes refused
+    scored = RecordStream(client, queue.scored_stream, "learner")
+    scored.publish_raw(encode(dataclasses.replace(records[3], reward=float("nan"), rewards={"iou": float("nan")})))
+    collector = StepCollector(client, queue, max_lag=0, max_completion_tokens=MAX_NEW_TOKENS)
+    groups = collector.collect(["no_seg", "two_seg", "garbage", "normal", "too_long"], 3, 0, timeout_s=2)
+    by_id = {g[0].group_id: g for g in groups}
+    assert sorted(by_id) == ["garbage", "no_seg", "normal", "two_seg"]
+    assert [r.rewards["format"] for r in by_id["no_seg"]] == [0.0] * 3
+    assert [r.rewards["format"] for r in by_id["two_seg"]] == [1.0] * 3
+    assert [r.rewards["format"] + r.rewards["cls"] for r in by_id["garbage"]] == [0.0] * 3
+    assert all(r.rewards["cls"] == 2.0 for r in by_id["normal"])
+    assert collector.counters["oversized_dropped"] == 1 and collector.counters["incomplete_groups"] == 1
+    assert collector.stream.rejected == 1  # the NaN reward: refused by the schema check, dead-lettered
+    dead = client.xrange(collector.stream.dead_stream)
+    assert len(dead) == 1 and b"finite" in dead[0][1][b"reason"]
+    collected = sum(len(g) for g in groups)
+    too_long_partial = 2  # the oversized group's other two records: counted with its incomplete group
+    assert collected + collector.counters["oversized_dropped"] + too_long_partial == scorer.counts["scored"]
+    collector.ack_step()
+    assert scored.pending() == 0 and rollouts.pending() == 0  # nothing left unaccounted in Redis
+    fault_row.update(lost=0, duplicated=0, dropped=1 + 1 + 3)  # garbage bytes, NaN reward, the too-long group

@@ -1,0 +1,80 @@
+"""The weight broadcast when a receiver dies mid-bucket: nobody applies a torn transfer.
+
+Real processes on a real gloo group: rank 0 sends four buckets framed by the version, one
+receiver takes the header and the first bucket and then dies (``os._exit``). Every other member
+must fail, or finish with exactly the sent weights (never part of them); a group rebuilt over the
+survivors then delivers the whole version.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+
+import torch
+
+from aurora_rl.services.process import free_port
+from learner.weight_sync import BroadcastGroup, plan_buckets, specs_of
+
+VERSION = 7
+
+
+def weights(version: int) -> dict[str, torch.Tensor]:
+    return {f"layer{i}.weight": torch.full((1000,), float(version * 10 + i)) for i in range(4)}
+
+
+def member(rank: int, world: int, port: int, results, role: str, expect: int = VERSION) -> None:
+    """One group member; ``role``: send, receive, or die (receive header + one bucket, then exit)."""
+    tensors = weights(VERSION)
+    buckets = plan_buckets(specs_of(tensors), 4000)  # four buckets of one tensor each
+    try:
+        group = BroadcastGroup("127.0.0.1", port, rank, world, "gloo", timeout_s=20.0)
+        if role == "send":
+            group.send(tensors, buckets, VERSION)
+            results.put((rank, "sent"))
+        elif role == "die":
+            group.frame(-1, -1)
+            group.broadcast(torch.empty(buckets[0].numel))
+            os._exit(1)
+        else:
+            state = group.receive(buckets, expect)
+            intact = all(torch.equal(state[n], t) for n, t in tensors.items()) and len(state) == len(tensors)
+            results.put((rank, "complete" if intact else "TORN"))
+    except RuntimeError as e:
+        results.put((rank, f"error: {e}"))
+
+
+def run_group(roles: list[str], **kwargs) -> dict[int, str]:
+    ctx = mp.get_context("fork")
+    results = ctx.Queue()
+    port = free_port("127.0.0.1")
+    procs = [ctx.Process(target=member, args=(r, len(roles), port, results, role), kwargs=kwargs)
+             for r, role in enumerate(roles)]
+    for p in procs:
+        p.start()
+    out = dict(results.get(timeout=60) for role in roles if role != "die")
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode is not None, "a member hung"
+    return out
+
+
+def test_a_receiver_dying_mid_bucket_leaves_nobody_with_torn_weights(fault_row):
+    import time
+
+    fault_row["fault"] = "broadcast receiver dies mid-bucket (gloo, processes)"
+    t0 = time.monotonic()
+    out = run_group(["send", "receive", "die", "receive"])
+    assert set(out) == {0, 1, 3}
+    assert out[0].startswith("error"), out  # the sender notices: the driver learns the broadcast failed
+    for rank in (1, 3):
+        assert out[rank] == "complete" or out[rank].startswith("error"), out  # never "TORN"
+    # the group rebuilt over the survivors delivers the whole version
+    assert run_group(["send", "receive", "receive"]) == {0: "sent", 1: "complete", 2: "complete"}
+    fault_row.update(lost=0, duplicated=0, recovery_s=round(time.monotonic() - t0, 1))
+
+
+def test_a_receiver_told_another_version_refuses_the_transfer():
+    out = run_group(["send", "receive"], expect=VERSION + 1)
+    assert out[1].startswith("error") and f"does not announce version {VERSION + 1}" in out[1], out
+
