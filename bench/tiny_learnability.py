@@ -33,6 +33,8 @@ VARIANTS = {
     "media_norm, grid 3": dict(tiny=dict(media_norm=True, vision_grid=3)),
     "media_norm, h256 x 4 layers": dict(tiny=dict(media_norm=True, hidden_size=256, num_layers=4,
                                                   num_heads=8, num_kv_heads=4, intermediate_size=512)),
+    "media_norm, encoder width 128": dict(tiny=dict(media_norm=True, encoder_width=128)),
+    "media_norm, encoder lr x3": dict(tiny=dict(media_norm=True), encoder_lr=6e-3),
 }
 
 
