@@ -35,6 +35,8 @@ VARIANTS = {
                                                   num_heads=8, num_kv_heads=4, intermediate_size=512)),
     "media_norm, encoder width 128": dict(tiny=dict(media_norm=True, encoder_width=128)),
     "media_norm, encoder lr x3": dict(tiny=dict(media_norm=True), encoder_lr=6e-3),
+    "media_norm, conv stem": dict(tiny=dict(media_norm=True, vision_stem="conv")),
+    "media_norm, conv stem, width 128": dict(tiny=dict(media_norm=True, vision_stem="conv", encoder_width=128)),
 }
 
 

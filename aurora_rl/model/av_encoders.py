@@ -35,6 +35,29 @@ def connector(width: int, hidden: int, out_scale: float | None = None) -> nn.Seq
     return nn.Sequential(*layers)
 
 
+def vision_stem(kind: str, width: int) -> nn.Sequential:
+    """Frames [N, 3, H, W] -> features [N, width, H/8, W/8].
+
+    ``patch``: a 4x4 stride-4 patchify conv then two 3x3 convs (cheapest; fine detail of small
+    objects is averaged away in the first layer). ``conv``: four 3x3 convs, the first at full
+    resolution, then three stride-2 (sees texture and shape of objects a few pixels wide).
+    """
+    if kind == "patch":
+        return nn.Sequential(
+            nn.Conv2d(3, width // 2, 4, stride=4), nn.GELU(),
+            nn.Conv2d(width // 2, width, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(width, width, 3, padding=1),
+        )
+    if kind == "conv":
+        return nn.Sequential(
+            nn.Conv2d(3, width // 4, 3, padding=1), nn.GELU(),
+            nn.Conv2d(width // 4, width // 2, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(width // 2, width, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(width, width, 3, stride=2, padding=1),
+        )
+    raise ValueError(f"unknown vision stem {kind!r} (patch or conv)")
+
+
 class TinyVisionEncoder(nn.Module):
     """Frames -> ``chunks * grid * grid`` tokens in the LLM width.
 
@@ -44,14 +67,10 @@ class TinyVisionEncoder(nn.Module):
     """
 
     def __init__(self, hidden: int, width: int = 64, grid: int = 4, chunks: int = 2,
-                 out_scale: float | None = None):
+                 out_scale: float | None = None, stem: str = "patch"):
         super().__init__()
         self.grid, self.chunks = grid, chunks
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, width // 2, 4, stride=4), nn.GELU(),
-            nn.Conv2d(width // 2, width, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(width, width, 3, padding=1),
-        )
+        self.stem = vision_stem(stem, width)
         self.pos = nn.Parameter(torch.zeros(chunks * grid * grid, width))
         nn.init.normal_(self.pos, std=0.02)
         self.connector = connector(width, hidden, out_scale)

@@ -82,7 +82,8 @@ def build_tiny_policy(cfg: ModelConfig, tokenizer, shape: MediaShape, seed: int 
         torch.manual_seed(seed)
         llm = tiny_llm(cfg, len(tokenizer), ids)
         out_scale = llm.config.initializer_range if t.media_norm else None
-        vision = TinyVisionEncoder(t.hidden_size, t.encoder_width, t.vision_grid, t.vision_chunks, out_scale)
+        vision = TinyVisionEncoder(t.hidden_size, t.encoder_width, t.vision_grid, t.vision_chunks, out_scale,
+                                   t.vision_stem)
         audio = TinyAudioEncoder(t.hidden_size, shape.fbank_bins, t.encoder_width, t.audio_tokens, out_scale,
                                  standardize=t.media_norm)
         sam = (

@@ -38,3 +38,23 @@ def test_media_tokens_start_at_the_token_embedding_scale():
     assert v.shape == (2, 2 * 3 * 3, 32) and a.shape == (2, 5, 32)
     for tokens in (v, a):
         assert 0.015 < tokens.std().item() < 0.025
+
+
+def test_both_vision_stems_reduce_by_eight_and_keep_a_pixel_change_local():
+    import pytest
+
+    from aurora_rl.model.av_encoders import vision_stem
+
+    torch.manual_seed(0)
+    frames = torch.zeros(1, 3, 64, 64)
+    dot = frames.clone()
+    dot[0, :, 30, 30] = 1.0  # one pixel, inside a single 4x4 patch
+    for kind in ("patch", "conv"):
+        stem = vision_stem(kind, 16)
+        with torch.no_grad():
+            base, moved = stem(frames), stem(dot)
+        assert base.shape == (1, 16, 8, 8)
+        changed = (moved - base).abs().amax(dim=1)[0] > 1e-6
+        assert changed.any() and changed.sum() <= 16  # within a 4x4 block of the 8x8 map
+    with pytest.raises(ValueError, match="unknown vision stem 'vit'"):
+        vision_stem("vit", 16)
