@@ -56,6 +56,7 @@ class TinyBackboneConfig:
     encoder_width: int = field(64, ge=8)  # channels of the tiny vision / audio encoders
     vision_grid: int = field(4, ge=1)  # each frame chunk becomes grid x grid tokens
     vision_chunks: int = field(2, ge=1)  # frames are averaged in this many temporal chunks
+    vision_stem: Literal["patch", "conv"] = "patch"  # see aurora_rl/model/av_encoders.py vision_stem
     audio_tokens: int = field(10, ge=1)  # the soundtrack becomes this many tokens, in time order
     # standardise the fbank per clip and LayerNorm the media tokens to the text embeddings' scale
     # (without it the raw log-mel energies give audio tokens ~1000x the norm of text tokens)
