@@ -25,6 +25,7 @@ import numpy as np
 
 from aurora_rl.config.schema import GRPOConfig
 from learner.grpo_collect import StepCollector
+from learner.placement import JobPlacement, PlacementTimeout, wanted_rollout_actors
 from learner.train_log import TrainLogger, say
 
 
@@ -48,6 +49,9 @@ class GRPOJob:
         self.step = 0
         self.next_actor = 0
         self.counters = {"learned": 0}
+        self.placement: Optional[JobPlacement] = None
+        self.rollout_cap: Optional[int] = None  # the last count asked for with `aurora-rl scale`
+        self.started = time.time()
         # Record ids must not repeat across attempts of a step (the reward workers deduplicate by
         # id), so a resumed job tags its groups with a fresh attempt id.
         self.attempt = secrets.token_hex(3)
@@ -67,7 +71,10 @@ class GRPOJob:
         cfg_dict = dataclasses.asdict(cfg)
         cfg_dict["data"] = dataclasses.asdict(self.data)
         k = cfg.learner.num_ranks
-        self.learners = [LearnerRank.remote(r, k, cfg_dict, self.checkpoint, cfg.learner.use_gpu) for r in range(k)]
+        self.placement = JobPlacement(cfg.placement, f"aurora:{cfg.run.name}:{self.attempt}")
+        ranks = self.placement.reserve("learner", "learner", k, cfg.placement.learner_strategy)
+        self.learners = [LearnerRank.options(**ranks[r]).remote(r, k, cfg_dict, self.checkpoint, cfg.learner.use_gpu)
+                         for r in range(k)]
         host, port = ray.get(self.learners[0].free_address.remote())
         ray.get([lr.setup.remote(host, port) for lr in self.learners])
         self.buckets = plan_buckets(ray.get(self.learners[0].weight_specs.remote()),
@@ -75,9 +82,11 @@ class GRPOJob:
         self._reset_streams()
         queue_dict = dataclasses.asdict(self.queue)
         reward_dict = dataclasses.asdict(cfg.reward)
+        scorers = self.placement.reserve("reward", "reward", cfg.reward.num_workers, cfg.placement.reward_strategy)
         self.reward_workers = [
-            RewardWorker.remote(self.redis_url, queue_dict, reward_dict, self.data.root, self.data.mask_size,
-                                f"scorer-{i}", num_frames=self.data.num_frames)
+            RewardWorker.options(**scorers[i]).remote(self.redis_url, queue_dict, reward_dict, self.data.root,
+                                                      self.data.mask_size, f"scorer-{i}",
+                                                      num_frames=self.data.num_frames)
             for i in range(cfg.reward.num_workers)
         ]
         self.reward_runs = [w.run.remote() for w in self.reward_workers]
@@ -86,11 +95,19 @@ class GRPOJob:
         for _ in range(cfg.rollout.num_actors):
             self._create_actor()
         self._rebuild_broadcast()
+        self._write_job_file()
+        self.log(f"[grpo] {k} learner ranks, {len(self.actors)} rollout actors, {len(self.reward_workers)} reward "
+                 f"workers ({'typed' if self.placement.typed else 'CPU'} placement); {len(self.buckets)} weight "
+                 f"buckets; run folder {self.run_dir}")
+
+    def _write_job_file(self) -> None:
+        """``<run>/job.json``: how ``aurora-rl status`` / ``scale`` reach the job, and where its workers run."""
+        workers = {"rollout": {a: self.placement.nodes(a)[0] for a in self.actors},
+                   "reward": self.placement.nodes("reward"), "learner": self.placement.nodes("learner")}
         (self.run_dir / "job.json").write_text(json.dumps({
             "redis_url": self.redis_url, "rollout_stream": self.queue.rollout_stream,
-            "scored_stream": self.queue.scored_stream, "scale_key": self.scale_key, "started": time.time()}))
-        self.log(f"[grpo] {k} learner ranks, {len(self.actors)} rollout actors, {len(self.reward_workers)} reward "
-                 f"workers; {len(self.buckets)} weight buckets; run folder {self.run_dir}")
+            "scored_stream": self.queue.scored_stream, "scale_key": self.scale_key, "started": self.started,
+            "placement": "typed" if self.placement.typed else "cpu", "workers": workers}))
 
     @property
     def scale_key(self) -> str:
@@ -98,9 +115,29 @@ class GRPOJob:
         return f"{self.queue.rollout_stream}:rollout_target"
 
     def _apply_scale_request(self) -> None:
+        """Before a step: a count asked for with ``aurora-rl scale``, else the autoscaling rule.
+        The user's count also caps the autoscaler from then on: a pool scaled down stays down."""
         wanted = self.collector.stream.client.getdel(self.scale_key)
         if wanted is not None:
+            self.rollout_cap = int(wanted)
             self.scale_rollout(int(wanted))
+        else:
+            self._autoscale_rollout()
+
+    def _autoscale_rollout(self) -> None:
+        """Steps are synchronous, so the prompt queue is the step's prompts, shared by the actors.
+        Past the threshold: a standing autoscaler request for the wanted rollout bundles, and new
+        actors for the bundles that fit now (nodes the autoscaler adds are used at later steps)."""
+        have = len(self.actors)
+        rule = self.cfg.placement.autoscale
+        if self.rollout_cap is not None:
+            rule = dataclasses.replace(rule, max_actors=min(rule.max_actors, self.rollout_cap))
+        wanted = wanted_rollout_actors(self.cfg.learner.prompts_per_step, have, rule)
+        if wanted > have:
+            self.placement.request_rollout(wanted)
+            room = self.placement.rollout_room()
+            if room:
+                self.scale_rollout(have + min(room, wanted - have))
 
     def _reset_streams(self) -> None:
         from aurora_rl.services.redis_client import connect_redis
@@ -118,13 +155,18 @@ class GRPOJob:
         from actors.rollout_actor import RolloutActor
 
         actor_id = f"rollout-{self.next_actor}"
+        (options,) = self.placement.reserve(actor_id, "rollout", 1)
         self.next_actor += 1
         r = self.cfg.rollout
-        actor = RolloutActor.remote(
+        actor = RolloutActor.options(**options).remote(
             actor_id, self.checkpoint, str(self.run_dir / "actors" / actor_id), dataclasses.asdict(self.data),
             dataclasses.asdict(r.sampling), self.redis_url, self.queue.rollout_stream, r.kv_cache_gib, r.cpu_threads,
             self.cfg.reward.mask_threshold, self.cfg.run.seed + 1000 * self.next_actor)
-        ray.get(actor.ready.remote())
+        try:
+            ray.get(actor.ready.remote())
+        except Exception:
+            self.placement.release(actor_id)
+            raise
         self.actors[actor_id] = actor
         return actor_id
 
@@ -157,34 +199,48 @@ class GRPOJob:
         if count < 1:
             raise ValueError("at least one rollout actor is needed")
         changed = False
+        if count > len(self.actors):
+            self.placement.request_rollout(count)  # on an autoscaling cluster: launch rollout nodes for them
         while len(self.actors) < count:
-            self._create_actor()
+            try:
+                self._create_actor()
+            except PlacementTimeout as e:
+                self.log(f"[grpo] scaling to {count} rollout actors stopped at {len(self.actors)}: {e}")
+                break
             changed = True
         while len(self.actors) > count:
             actor_id = sorted(self.actors, key=lambda a: int(a.split("-")[1]))[-1]
             actor = self.actors.pop(actor_id)
             ray.get(actor.leave_broadcast.remote())
             ray.kill(actor)
+            self.placement.release(actor_id)  # frees its node for the autoscaler to retire
             changed = True
         if changed:
             self._rebuild_broadcast()
+            self._write_job_file()
             self.log(f"[grpo] rollout actors now {sorted(self.actors)} at version {self.version}")
 
     def stop(self) -> None:
         import ray
 
-        for w in self.reward_workers:
-            w.stop.remote()
-        if self.reward_runs:
-            ray.get(self.reward_runs, timeout=60)
-        for actor in self.actors.values():
-            ray.kill(actor)
-        self.actors = {}
-        if self.learners:
-            ray.get([lr.shutdown.remote() for lr in self.learners])
-            for lr in self.learners:
-                ray.kill(lr)
-        self.learners = []
+        try:
+            for w in self.reward_workers:
+                w.stop.remote()
+            if self.reward_runs:
+                ray.get(self.reward_runs, timeout=60)
+            for actor in self.actors.values():
+                ray.kill(actor)
+            self.actors = {}
+            if self.learners:
+                ray.get([lr.shutdown.remote() for lr in self.learners])
+                for lr in self.learners:
+                    ray.kill(lr)
+            self.learners = []
+        finally:
+            # Reservations outlive their actors: a stop that failed half-way (a rank killed for
+            # memory, say) must still give the resources back.
+            if self.placement is not None:
+                self.placement.release_all()
 
     # ------------------------------------------------------------------ the loop
     def prompts_for_step(self, step: int, n_rows: int) -> list[tuple[int, str]]:

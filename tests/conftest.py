@@ -24,6 +24,13 @@ _STARTED_PIDS: list[int] = []
 
 
 @pytest.fixture(scope="session")
+def started_pids() -> list[int]:
+    """The PIDs ``pytest_sessionfinish`` checks: a test that starts services of its own (a
+    two-node Ray cluster, say) adds their PIDs here before it stops them."""
+    return _STARTED_PIDS
+
+
+@pytest.fixture(scope="session")
 def redis_server():
     from aurora_rl.services.redis_server import RedisServer
 

@@ -36,6 +36,7 @@ def show_status(args) -> int:
     depth = {name: client.xlen(job[name]) for name in ("rollout_stream", "scored_stream")}
     if not rows:
         print(f"{args.run}: started, no step finished yet; streams {depth}")
+        _print_workers(job)
         return 0
     last = rows[max(rows)]
     rewards = " ".join(f"{k.removeprefix('reward_')} {v:.3f}" for k, v in last.items() if k.startswith("reward_"))
@@ -46,7 +47,25 @@ def show_status(args) -> int:
           f"tokens/s {last.get('tokens_per_s', 0):.0f}  step time {last.get('time_step_s', 0):.1f} s")
     print(f"streams: {depth}  learned {int(last.get('learned', 0))}  dropped stale "
           f"{int(last.get('stale_dropped', 0))} duplicates {int(last.get('duplicates_dropped', 0))}")
+    _print_workers(job)
     return 0
+
+
+def _print_workers(job: dict) -> None:
+    if "workers" in job:
+        print(f"workers ({job['placement']} placement): {_workers_line(job['workers'])}")
+
+
+def _workers_line(workers: dict) -> str:
+    """``rollout 2 on node 1a2b3c4d x2 | reward 1 on ... | learner 2 on ...`` from job.json."""
+    from collections import Counter
+
+    parts = []
+    for role in ("rollout", "reward", "learner"):
+        nodes = list(workers[role].values()) if isinstance(workers[role], dict) else workers[role]
+        where = ", ".join(f"{node[:8]} x{n}" for node, n in sorted(Counter(nodes).items()))
+        parts.append(f"{role} {len(nodes)} on node {where}")
+    return " | ".join(parts)
 
 
 def request_scale(args) -> int:

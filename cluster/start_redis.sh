@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The GRPO queue's Redis on the head node, reachable from every node of the cluster. (Without
+# services.redis_url a job starts a private Redis bound to 127.0.0.1: one machine only.)
+# Idempotent: a running server is kept. Writes the URL for the job config to ~/.aurora/redis_url:
+#   ray exec cluster.yaml 'cat ~/.aurora/redis_url'   ->  services.redis_url=<it>
+set -euo pipefail
+port=${AURORA_REDIS_PORT:-6390}
+dir=~/.aurora/redis
+mkdir -p "$dir"
+chmod 700 ~/.aurora
+ip=$(hostname -I | awk '{print $1}')
+if [ ! -s "$dir/redis.conf" ]; then
+  (umask 077; cat > "$dir/redis.conf" <<CONF
+bind $ip
+port $port
+requirepass $(openssl rand -hex 24)
+dir $dir
+appendonly yes
+logfile $dir/redis.log
+pidfile $dir/redis.pid
+daemonize yes
+CONF
+  )
+fi
+password=$(awk '$1 == "requirepass" {print $2}' "$dir/redis.conf")
+if ! REDISCLI_AUTH=$password redis-cli -h "$ip" -p "$port" ping >/dev/null 2>&1; then
+  redis-server "$dir/redis.conf"
+fi
+(umask 077; echo "redis://:$password@$ip:$port/0" > ~/.aurora/redis_url)
