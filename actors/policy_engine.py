@@ -19,7 +19,6 @@ import torch
 
 from aurora_rl.config.schema import SamplingConfig
 from aurora_rl.data.clip_sample import ClipSample, collate_clips
-from aurora_rl.model.policy import PolicyInputs
 from aurora_rl.prompts.answer_format import build_prompt
 
 
@@ -73,31 +72,36 @@ class PolicyEngine:
         outputs = self.llm.generate([{"prompt_embeds": e} for e in embeds], params, use_tqdm=False)
         self.timings.sample_s += time.monotonic() - started
         started = time.monotonic()
-        results = [self._segment(clips[i], batch, i, prompts[i], out.outputs) for i, out in enumerate(outputs)]
+        results = self._segment(clips, batch, embeds, [out.outputs for out in outputs])
         self.timings.seg_s += time.monotonic() - started
         self.timings.tokens += sum(len(c.token_ids) for group in results for c in group)
         return results
 
-    def _segment(self, clip: ClipSample, batch: dict, i: int, prompt: list[int], samples) -> list[Completion]:
-        """The [SEG] pass for the G completions of one clip: one prefill batch, one SAM decode."""
+    def _segment(self, clips: list[ClipSample], batch: dict, embeds: list[torch.Tensor], samples: list
+                 ) -> list[list[Completion]]:
+        """The [SEG] pass of every completion of the call: one batched prefill over the sampling
+        prompt embeddings + the completions, then one SAM decode per clip for its G prompts."""
         eos = self.policy.ids.eos
-        token_lists = [[t for t in s.token_ids if t != eos] for s in samples]
-        logprobs = [[s.logprobs[k][t].logprob for k, t in enumerate(s.token_ids) if t != eos] for s in samples]
-        g = len(samples)
-        inputs = PolicyInputs([prompt] * g, token_lists, batch["frames"][i:i + 1].expand(g, -1, -1, -1, -1),
-                              batch["fbank"][i:i + 1].expand(g, -1, -1), batch["fbank_lengths"][i:i + 1].expand(g))
-        out = self.policy(inputs, with_masks=False)
+        owner, token_lists, logprobs = [], [], []
+        for i, group in enumerate(samples):
+            for s in group:
+                owner.append(i)
+                token_lists.append([t for t in s.token_ids if t != eos])
+                logprobs.append([s.logprobs[k][t].logprob for k, t in enumerate(s.token_ids) if t != eos])
+        has, seg_embedding = self.policy.seg_embeddings([embeds[i] for i in owner], token_lists)
         m = self.shape.mask_size
-        probs = np.zeros((g, clip.frames.shape[0], m, m), dtype=np.float16)
-        has = out.has_seg.tolist()
-        if any(has):
-            seg = self.policy.segmenter
-            image_emb = seg.encode(batch["frames"][i], cache_key=clip.vid)
-            prompts = out.seg_embedding[out.has_seg][:, None, :]
-            logits = seg.decode_prompts(image_emb, prompts, (m, m))
-            probs[np.array(has)] = logits.sigmoid().numpy().astype(np.float16)
+        probs = np.zeros((len(owner), clips[0].frames.shape[0], m, m), dtype=np.float16)
+        seg = self.policy.segmenter
+        for i, clip in enumerate(clips):
+            rows = [k for k, o in enumerate(owner) if o == i and bool(has[k])]
+            if rows:
+                image_emb = seg.encode(batch["frames"][i], cache_key=clip.vid)
+                logits = seg.decode_prompts(image_emb, seg_embedding[rows][:, None, :], (m, m))
+                probs[rows] = logits.sigmoid().numpy().astype(np.float16)
         texts = self.tokenizer.batch_decode(token_lists, skip_special_tokens=False)
-        return [Completion(token_lists[k], logprobs[k], texts[k], has[k], probs[k]) for k in range(g)]
+        completions = [Completion(token_lists[k], logprobs[k], texts[k], bool(has[k]), probs[k])
+                       for k in range(len(owner))]
+        return [[c for c, o in zip(completions, owner) if o == i] for i in range(len(clips))]
 
     def load_trainable(self, state: dict[str, torch.Tensor], version: int) -> None:
         """Apply the learner's trainable parameters (policy names) to the HF modules and to vLLM."""
@@ -107,7 +111,9 @@ class PolicyEngine:
         if missing:
             raise KeyError(f"weights for unknown parameters: {sorted(missing)[:5]}")
         self.policy.load_state_dict(state, strict=False)  # SAM's cached image embeddings stay valid: frozen encoder
-        merged = merged_llm_state_dict(self.policy)
+        # Uncopied: vLLM repacks most of them; the rest may then share storage with the HF modules,
+        # which hold the same values and change only here.
+        merged = merged_llm_state_dict(self.policy, copy=False)
         self.llm.collective_rpc("load_hf_weights", args=(list(merged), list(merged.values())))
         self.llm.reset_prefix_cache()
         self.version = version

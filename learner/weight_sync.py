@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 HEADER_MAGIC = 0x5EED
+IN_FLIGHT = 3  # collectives the sender keeps posted: the header or a bucket travelling, the next packed
 
 
 @dataclass(frozen=True)
@@ -87,35 +88,52 @@ class BroadcastGroup:
         return tensor
 
     def frame(self, version: int, n_buckets: int) -> torch.Tensor:
-        return self.broadcast(torch.tensor([HEADER_MAGIC, version, n_buckets], dtype=torch.int64, device=self.device))
+        return self.broadcast(self._frame_tensor(version, n_buckets))
+
+    def _frame_tensor(self, version: int, n_buckets: int) -> torch.Tensor:
+        return torch.tensor([HEADER_MAGIC, version, n_buckets], dtype=torch.int64, device=self.device)
 
     def send(self, tensors: dict[str, torch.Tensor], buckets: list[Bucket], version: int) -> int:
-        """Rank 0: broadcast ``tensors`` laid out as ``buckets``; returns bytes sent."""
-        self.frame(version, len(buckets))
+        """Rank 0: broadcast ``tensors`` laid out as ``buckets``; returns bytes sent.
+
+        Collectives are posted without waiting, so bucket i+1 is packed while bucket i travels;
+        at most ``IN_FLIGHT`` collectives (so packed buckets) are held at a time.
+        """
+        in_flight = [(self.pg.broadcast(self._frame_tensor(version, len(buckets)), 0), None)]
         sent = 0
         for bucket in buckets:
             flat = torch.cat([tensors[name].detach().reshape(-1).to(getattr(torch, bucket.dtype))
                               for name, *_ in bucket.entries]).to(self.device)
-            self.broadcast(flat)
+            in_flight.append((self.pg.broadcast(flat, 0), flat))  # the tensor stays referenced until done
             sent += flat.numel() * flat.element_size()
-        self.frame(version, len(buckets))
+            while len(in_flight) > IN_FLIGHT:
+                in_flight.pop(0)[0].wait()
+        in_flight.append((self.pg.broadcast(self._frame_tensor(version, len(buckets)), 0), None))
+        for work, _ in in_flight:
+            work.wait()
         return sent
 
     def receive(self, buckets: list[Bucket], version: int) -> dict[str, torch.Tensor]:
-        """Other ranks: the tensors of version ``version``; raises if the frames disagree."""
+        """Other ranks: the tensors of version ``version``; raises if the frames disagree.
+
+        The header is checked before anything else is posted; then every bucket and the trailer
+        are posted at once, so they arrive back to back.
+        """
         header = self.frame(-1, -1).tolist()
         if header != [HEADER_MAGIC, version, len(buckets)]:
             raise RuntimeError(f"broadcast header {header} does not announce version {version} in {len(buckets)} buckets")
+        flats = [torch.empty(b.numel, dtype=getattr(torch, b.dtype), device=self.device) for b in buckets]
+        trailer = self._frame_tensor(-1, -1)
+        works = [self.pg.broadcast(t, 0) for t in (*flats, trailer)]
+        for work in works:
+            work.wait()
+        if trailer.tolist() != [HEADER_MAGIC, version, len(buckets)]:
+            raise RuntimeError(f"broadcast of version {version} ended with trailer {trailer.tolist()}: discarded")
         out: dict[str, torch.Tensor] = {}
-        for bucket in buckets:
-            flat = torch.empty(bucket.numel, dtype=getattr(torch, bucket.dtype), device=self.device)
-            self.broadcast(flat)
+        for bucket, flat in zip(buckets, flats):
             flat = flat.cpu()
             for name, offset, numel, shape in bucket.entries:
                 out[name] = flat[offset:offset + numel].view(shape)
-        trailer = self.frame(-1, -1).tolist()
-        if trailer != [HEADER_MAGIC, version, len(buckets)]:
-            raise RuntimeError(f"broadcast of version {version} ended with trailer {trailer}: discarded")
         return out
 
     def close(self) -> None:

@@ -103,12 +103,13 @@ def trainable_state(policy: AVSegPolicy) -> dict[str, torch.Tensor]:
     return {name: p for name, p in policy.named_parameters() if p.requires_grad}
 
 
-def merged_llm_state_dict(policy: AVSegPolicy) -> dict[str, torch.Tensor]:
+def merged_llm_state_dict(policy: AVSegPolicy, copy: bool = True) -> dict[str, torch.Tensor]:
     """The LLM's full weights with LoRA merged, under the base model's Hugging Face names.
 
     Computed out of place (W + scaling * B @ A per LoRA layer, via peft's ``get_delta_weight``):
     training is not disturbed, not even by the rounding a merge/unmerge round trip would leave
-    in the base weights after many broadcasts.
+    in the base weights after many broadcasts. ``copy=False`` returns the unmerged weights
+    themselves (detached, not cloned): vLLM's reload takes them as they are.
     """
     base = policy.base_lm
     deltas = {}
@@ -123,7 +124,7 @@ def merged_llm_state_dict(policy: AVSegPolicy) -> dict[str, torch.Tensor]:
                 continue
             merged = tensor + deltas[name] if name in deltas else tensor
             name = name.replace(".base_layer.", ".").replace(".modules_to_save.default.", ".")
-            out[name] = merged.detach().clone()
+            out[name] = merged.detach().clone() if copy else merged.detach()
     return out
 
 

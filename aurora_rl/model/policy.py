@@ -143,6 +143,38 @@ class AVSegPolicy(nn.Module):
                  if with_masks else None)
         return PolicyOutput(logprobs, mask, has_seg, seg_hidden, seg_embedding, masks, first)
 
+    @torch.no_grad()
+    def seg_embeddings(self, prompt_embeds: list[torch.Tensor], answer_ids: list[list[int]]
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The [SEG] pass of sampled answers from their prompts' ready embeddings, all in one batch.
+
+        What ``forward(..., with_masks=False)`` gives as ``has_seg`` / ``seg_embedding`` for the
+        same prompts and answers, without running the media encoders again (the prompt embeddings
+        already hold their splice) and without the LM head: rollouts need only the [SEG] state.
+
+        Args:
+            prompt_embeds: B tensors [L_i, H] from ``prompt_embeds`` (one may serve several answers).
+            answer_ids: B lists of sampled token ids.
+        Returns:
+            has_seg [B] bool; seg_embedding [B, D] (zeros where an answer has no [SEG]).
+        """
+        param = next(self.parameters())
+        seqs, seg_pos = [], []
+        for prompt, answer in zip(prompt_embeds, answer_ids):
+            ids = torch.tensor(answer, dtype=torch.long, device=param.device)
+            seqs.append(torch.cat([prompt.to(param.device, param.dtype), self.embed_ids(ids)]))
+            where = torch.nonzero(ids == self.ids.seg).flatten()
+            seg_pos.append(prompt.shape[0] + int(where[-1]) if len(where) else -1)
+        embeds = nn.utils.rnn.pad_sequence(seqs, batch_first=True)  # right padding, as in forward
+        attention = torch.zeros(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        for i, seq in enumerate(seqs):
+            attention[i, : seq.shape[0]] = 1
+        hidden = self.base_lm.model(inputs_embeds=embeds, attention_mask=attention).last_hidden_state
+        has_seg = torch.tensor([p >= 0 for p in seg_pos], device=hidden.device)
+        seg_hidden = torch.stack([hidden[i, p] if p >= 0 else hidden.new_zeros(hidden.shape[-1])
+                                  for i, p in enumerate(seg_pos)])
+        return has_seg, self.projector(seg_hidden) * has_seg[:, None]
+
     def masks(self, frames: torch.Tensor, seg_embedding: torch.Tensor, has_seg: torch.Tensor,
               clip_keys: Optional[list[str]] = None, mask_frames: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Mask logits [B, T, M, M] (or [B, k, M, M] for ``mask_frames``) from SAM, one [SEG]

@@ -122,3 +122,20 @@ def test_placeholder_tokens_inside_a_completion_stay_tokens():
         out = policy(batch, with_masks=False)
     assert int(out.answer_mask.sum()) == len(batch.answer_ids[0])
     assert torch.isfinite(out.answer_logprobs).all()
+
+
+def test_seg_pass_from_prompt_embeddings_matches_the_forward():
+    """The rollouts' batched [SEG] pass (ready prompt embeddings, answers of different lengths)
+    gives the training forward's [SEG] embeddings, and none where an answer has no [SEG]."""
+    policy, tok = make_policy(seed=2, lora_b_std=0.1)
+    policy.eval()
+    batch = make_inputs(tok, batch=3)
+    answers = [batch.answer_ids[0], batch.answer_ids[1][:-1], batch.answer_ids[2][:4]]  # [SEG] in the first two
+    batch.answer_ids = answers
+    with torch.no_grad():
+        expected = policy(batch, with_masks=False)
+    embeds = policy.prompt_embeds(batch.prompt_ids, batch.frames, batch.fbank, batch.fbank_lengths)
+    has_seg, seg = policy.seg_embeddings([embeds[0], embeds[1], embeds[2]], answers)
+    assert has_seg.tolist() == expected.has_seg.tolist() == [True, True, False]
+    torch.testing.assert_close(seg, expected.seg_embedding, atol=1e-5, rtol=1e-4)
+    assert torch.equal(seg[2], torch.zeros_like(seg[2]))
