@@ -80,7 +80,9 @@ class LearnerRank:
         cfg = self.cfg.learner
         torch.manual_seed(self.cfg.run.seed * 1_000_003 + step * 101 + self.rank)
         records = [decode(p) for p in payloads]
-        clips = [self.dataset[int(r.meta["dataset_index"])] for r in records]
+        indices = [int(r.meta["dataset_index"]) for r in records]
+        loaded = {i: self.dataset[i] for i in dict.fromkeys(indices)}  # a group's completions share a clip: read once
+        clips = [loaded[i] for i in indices]
         batch = collate_clips(clips)
         rng = np.random.default_rng([self.cfg.run.seed, step, self.rank])
         frames, gt, valid = pick_mask_frames(batch["masks"], batch["mask_valid"], cfg.mask_frames_per_clip, rng)
