@@ -228,7 +228,7 @@ class LearnerConfig:
 
 @dataclass
 class BroadcastConfig:
-    bucket_mb: float = field(64.0, gt=0.0)
+    bucket_mb: float = field(16.0, gt=0.0)  # gloo on CPU: fastest at 4-16 MB (docs/BENCHMARKS.md)
     timeout_s: float = field(120.0, gt=0.0)
 
 
