@@ -28,6 +28,9 @@ from learner.grpo_collect import StepCollector
 from learner.placement import JobPlacement, PlacementTimeout, wanted_rollout_actors
 from learner.train_log import TrainLogger, say
 
+FAULT_COUNTERS = ("rollout_actors_replaced", "groups_resampled", "groups_given_up", "broadcast_retries",
+                  "learner_restarts", "load_failures", "nan_steps_skipped", "steps_skipped")
+
 
 class GRPOJob:
     def __init__(self, cfg: GRPOConfig, redis_url: str, resume: bool = False, log=say):
@@ -49,6 +52,8 @@ class GRPOJob:
         self.step = 0
         self.next_actor = 0
         self.counters = {"learned": 0}
+        self.faults = dict.fromkeys(FAULT_COUNTERS, 0)  # what was survived (docs/RELIABILITY.md)
+        self.learned_groups: dict[int, list[str]] = {}  # step -> the groups learned from at that step
         self.placement: Optional[JobPlacement] = None
         self.rollout_cap: Optional[int] = None  # the last count asked for with `aurora-rl scale`
         self.started = time.time()
@@ -60,7 +65,6 @@ class GRPOJob:
     def start(self) -> None:
         import ray
 
-        from learner.grpo_learner import LearnerRank
         from learner.weight_sync import plan_buckets
         from rewards.reward_worker import RewardWorker
 
@@ -68,15 +72,9 @@ class GRPOJob:
         if cfg.learner.prompts_per_step * cfg.rollout.sampling.group_size < cfg.learner.num_ranks:
             raise ValueError("prompts_per_step x group_size must be at least learner.num_ranks")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        cfg_dict = dataclasses.asdict(cfg)
-        cfg_dict["data"] = dataclasses.asdict(self.data)
         k = cfg.learner.num_ranks
         self.placement = JobPlacement(cfg.placement, f"aurora:{cfg.run.name}:{self.attempt}")
-        ranks = self.placement.reserve("learner", "learner", k, cfg.placement.learner_strategy)
-        self.learners = [LearnerRank.options(**ranks[r]).remote(r, k, cfg_dict, self.checkpoint, cfg.learner.use_gpu)
-                         for r in range(k)]
-        host, port = ray.get(self.learners[0].free_address.remote())
-        ray.get([lr.setup.remote(host, port) for lr in self.learners])
+        self._start_learners()
         self.buckets = plan_buckets(ray.get(self.learners[0].weight_specs.remote()),
                                     int(cfg.broadcast.bucket_mb * 1024 * 1024))
         self._reset_streams()
@@ -99,6 +97,23 @@ class GRPOJob:
         self.log(f"[grpo] {k} learner ranks, {len(self.actors)} rollout actors, {len(self.reward_workers)} reward "
                  f"workers ({'typed' if self.placement.typed else 'CPU'} placement); {len(self.buckets)} weight "
                  f"buckets; run folder {self.run_dir}")
+
+    def _start_learners(self) -> None:
+        """K learner ranks in their placement group, joined in one DeepSpeed group (also after a rank died)."""
+        import ray
+
+        from learner.grpo_learner import LearnerRank
+
+        cfg = self.cfg
+        cfg_dict = dataclasses.asdict(cfg)
+        cfg_dict["data"] = dataclasses.asdict(self.data)
+        k = cfg.learner.num_ranks
+        self.placement.release("learner")
+        ranks = self.placement.reserve("learner", "learner", k, cfg.placement.learner_strategy)
+        self.learners = [LearnerRank.options(**ranks[r]).remote(r, k, cfg_dict, self.checkpoint, cfg.learner.use_gpu)
+                         for r in range(k)]
+        host, port = ray.get(self.learners[0].free_address.remote())
+        ray.get([lr.setup.remote(host, port) for lr in self.learners])
 
     def _write_job_file(self) -> None:
         """``<run>/job.json``: how ``aurora-rl status`` / ``scale`` reach the job, and where its workers run."""
@@ -143,11 +158,12 @@ class GRPOJob:
         from aurora_rl.services.redis_client import connect_redis
         from rewards.stream_scorer import seen_key
 
-        client = connect_redis(self.redis_url)
+        client = connect_redis(self.redis_url, name="grpo driver")
         # Steps are synchronous: nothing in the streams outlives the step that made it, and a
         # resumed job re-samples the steps after its checkpoint.
         client.delete(self.queue.rollout_stream, self.queue.scored_stream, seen_key(self.queue.scored_stream))
-        self.collector = StepCollector(client, self.queue, self.cfg.learner.max_policy_lag)
+        self.collector = StepCollector(client, self.queue, self.cfg.learner.max_policy_lag,
+                                       max_completion_tokens=self.cfg.rollout.sampling.max_new_tokens)
 
     def _create_actor(self) -> str:
         import ray
@@ -170,27 +186,17 @@ class GRPOJob:
         self.actors[actor_id] = actor
         return actor_id
 
-    def _rebuild_broadcast(self) -> None:
+    def _rebuild_broadcast(self) -> dict:
         """A new group over learner rank 0 + the current actors, then the current weights to all."""
-        import ray
+        from learner.grpo_recovery import broadcast
 
-        members = list(self.actors.values())
-        ray.get([self.learners[0].leave_broadcast.remote()] + [a.leave_broadcast.remote() for a in members])
-        host, port = ray.get(self.learners[0].free_address.remote())
-        world = len(members) + 1
-        timeout = self.cfg.broadcast.timeout_s
-        ray.get([self.learners[0].join_broadcast.remote(host, port, world, self.buckets, timeout)]
-                + [a.join_broadcast.remote(host, port, i + 1, world, self.buckets, timeout) for i, a in enumerate(members)])
-        self._broadcast()
+        return broadcast(self, rebuild=True)
 
     def _broadcast(self) -> dict:
-        import ray
+        """The current weights to every actor; dead receivers are replaced and the broadcast repeated."""
+        from learner.grpo_recovery import broadcast
 
-        refs = [self.learners[0].broadcast_weights.remote(self.version)]
-        refs += [a.receive_weights.remote(self.version) for a in self.actors.values()]
-        sent, *received = ray.get(refs)
-        return {"broadcast_gb_per_s": sent["gb_per_s"], "broadcast_s": sent["seconds"],
-                "apply_s": max((r["apply_s"] for r in received), default=0.0)}
+        return broadcast(self)
 
     def scale_rollout(self, count: int) -> None:
         """Add or remove rollout actors (between steps): nothing in flight is lost."""
@@ -254,60 +260,111 @@ class GRPOJob:
         return out
 
     def run(self, steps: Optional[int] = None, scale_plan: Optional[dict[int, int]] = None) -> Path:
-        """Train until ``learner.steps`` (or ``steps`` more); ``scale_plan`` maps step -> actor count."""
-        import ray
-        import torch
+        """Train until ``learner.steps`` (or ``steps`` more); ``scale_plan`` maps step -> actor count.
 
+        Survives (learner/grpo_recovery.py, docs/RELIABILITY.md): rollout actors dying mid-sample
+        (replaced, their prompts sampled again), broadcast receivers dying (replaced, the broadcast
+        repeated), learner ranks dying (restarted from the last checkpoint, the steps after it
+        redone), clips that cannot be loaded and non-finite losses (skipped, counted, logged).
+        """
         from aurora_rl.data import refavs_layout as layout
-        from aurora_rl.grpo.advantages import group_advantages
-        from aurora_rl.records import encode
+        from learner.grpo_recovery import LearnerLost, restart_learners
 
-        cfg = self.cfg
         n_rows = sum(1 for r in layout.read_metadata(Path(self.data.root)) if r.split == self.data.train_split)
         n_rows = min(n_rows, self.data.max_samples or n_rows)
-        end = cfg.learner.steps if steps is None else self.step + steps
+        end = self.cfg.learner.steps if steps is None else self.step + steps
         logger = TrainLogger(self.run_dir, "grpo", end, 0, start_step=self.step)
-        g = cfg.rollout.sampling.group_size
         while self.step < end:
             if scale_plan and self.step in scale_plan:
                 self.scale_rollout(scale_plan[self.step])
             self._apply_scale_request()
-            t_step = time.monotonic()
-            prompts = self.prompts_for_step(self.step, n_rows)
-            actors = list(self.actors.values())
-            shards = [prompts[i::len(actors)] for i in range(len(actors))]
-            seed = cfg.run.seed * 1_000_003 + self.step
-            t0 = time.monotonic()
-            rollouts = ray.get([a.rollout.remote(s, seed + i) for i, (a, s) in enumerate(zip(actors, shards)) if s])
-            t_sample = time.monotonic() - t0
-            t0 = time.monotonic()
-            groups = self.collector.collect([gid for _, gid in prompts], g, self.version, cfg.queue.collect_timeout_s)
-            t_collect = time.monotonic() - t0
-            records = [r for group in groups for r in group]
-            rewards = np.array([[r.reward for r in group] for group in groups], dtype=np.float32)
-            adv = group_advantages(torch.from_numpy(rewards), cfg.learner.normalize_std, cfg.learner.adv_eps).flatten()
-            k = len(self.learners)
-            t0 = time.monotonic()
-            stats = ray.get([
-                lr.train_step.remote([encode(r) for r in records[i::k]], adv[i::k].tolist(), self.step)
-                for i, lr in enumerate(self.learners)
-            ])
-            t_learn = time.monotonic() - t0
-            self.collector.ack_step()
-            self.counters["learned"] += len(records)
-            self.version += 1
-            self.step += 1
-            t0 = time.monotonic()
-            sync = self._broadcast()
-            t_sync = time.monotonic() - t0
-            metrics = self._step_metrics(records, rewards, stats, rollouts, sync,
-                                         {"sample": t_sample, "reward_wait": t_collect, "learn": t_learn,
-                                          "broadcast": t_sync, "step": time.monotonic() - t_step})
-            logger.log(self.step, metrics, samples=len(records))
-            if self.step % cfg.learner.checkpoint_every == 0 or self.step == end:
-                self.save_checkpoint()
+            try:
+                self._run_step(n_rows, end, logger)
+            except LearnerLost as e:
+                restart_learners(self, str(e))
         logger.close()
         return self.export_final()
+
+    def _run_step(self, n_rows: int, end: int, logger: TrainLogger) -> None:
+        """Sample, collect, learn, broadcast: one step, or a counted skip."""
+        import torch
+
+        from aurora_rl.grpo.advantages import group_advantages
+        from aurora_rl.records import encode
+        from learner.grpo_recovery import replace_dead_actors, train_step
+        from learner.rollout_dispatch import sample_step
+
+        cfg = self.cfg
+        t_step = t0 = time.monotonic()
+        seed = cfg.run.seed * 1_000_003 + self.step
+        sample = sample_step(lambda: self.actors, self.prompts_for_step(self.step, n_rows), seed, self.version,
+                             lambda dead: replace_dead_actors(self, dead), cfg.rollout.prompts_per_batch, self.log)
+        self._count_sampling_faults(sample)
+        t_sample = time.monotonic() - t0
+        if not sample.group_ids:
+            return self._skip_step(end, logger, "no prompt of the step could be sampled")
+        t0 = time.monotonic()
+        before = dict(self.collector.counters)
+        groups = self.collector.collect(sample.group_ids, cfg.rollout.sampling.group_size, self.version,
+                                        cfg.queue.collect_timeout_s)
+        self._log_drops(before)
+        t_collect = time.monotonic() - t0
+        records = [r for group in groups for r in group]
+        rewards = np.array([[r.reward for r in group] for group in groups], dtype=np.float32)
+        adv = group_advantages(torch.from_numpy(rewards), cfg.learner.normalize_std, cfg.learner.adv_eps).flatten()
+        k = len(self.learners)
+        t0 = time.monotonic()
+        stats = train_step(self, [[encode(r) for r in records[i::k]] for i in range(k)],
+                           [adv[i::k].tolist() for i in range(k)])
+        t_learn = time.monotonic() - t0
+        if any(s["skipped"] for s in stats):
+            dropped = self.collector.drop_step("nan_dropped")
+            self.faults["nan_steps_skipped"] += 1
+            losses = [s["loss"] for s in stats]
+            return self._skip_step(end, logger, f"non-finite loss on the learner ranks {losses}: no update, "
+                                                f"{dropped} records dropped")
+        self.collector.ack_step()
+        self.counters["learned"] += len(records)
+        self.learned_groups[self.step + 1] = [group[0].group_id for group in groups]
+        self.version += 1
+        self.step += 1
+        t0 = time.monotonic()
+        sync = self._broadcast()
+        t_sync = time.monotonic() - t0
+        metrics = self._step_metrics(records, rewards, stats, sample.rollouts, sync,
+                                     {"sample": t_sample, "reward_wait": t_collect, "learn": t_learn,
+                                      "broadcast": t_sync, "step": time.monotonic() - t_step})
+        logger.log(self.step, metrics, samples=len(records))
+        if self.step % cfg.learner.checkpoint_every == 0 or self.step == end:
+            self.save_checkpoint()
+
+    def _count_sampling_faults(self, sample) -> None:
+        self.collector.abandon(sample.abandoned)
+        self.faults["groups_resampled"] += len(sample.abandoned)
+        self.faults["groups_given_up"] += len(sample.given_up)
+        self.faults["load_failures"] += len(sample.failed)
+        for index, group_id, error in sample.failed:
+            self.log(f"[grpo] step {self.step + 1}: prompt {index} (group {group_id}) skipped: {error}")
+
+    def _log_drops(self, before: dict) -> None:
+        dropped = {k: v - before[k] for k, v in self.collector.counters.items() if v > before[k]}
+        if dropped:
+            self.log(f"[grpo] step {self.step + 1}: records dropped (counted) {dropped}")
+
+    def _skip_step(self, end: int, logger: TrainLogger, why: str) -> None:
+        """The step passes without an update (same policy version); logged and counted."""
+        self.faults["steps_skipped"] += 1
+        self.step += 1
+        self.log(f"[grpo] step {self.step} skipped: {why}")
+        logger.log(self.step, {"step_skipped": 1.0, "version": float(self.version), **self._fault_metrics()})
+        if self.step % self.cfg.learner.checkpoint_every == 0 or self.step == end:
+            self.save_checkpoint()
+
+    def _fault_metrics(self) -> dict:
+        out = {k: float(v) for k, v in self.collector.counters.items()}
+        out.update({k: float(v) for k, v in self.faults.items()})
+        out["learned"] = float(self.counters["learned"])
+        return out
 
     def _step_metrics(self, records, rewards, stats, rollouts, sync, phases) -> dict:
         kinds = sorted({k for r in records for k in (r.rewards or {}) if k != "total"})
@@ -327,8 +384,7 @@ class GRPOJob:
         out["rollout_actors"] = float(len(self.actors))
         out["broadcast_gb_per_s"] = sync["broadcast_gb_per_s"]
         out.update({f"time_{k}_s": v for k, v in phases.items()})
-        out.update({k: float(v) for k, v in self.collector.counters.items()})
-        out["learned"] = float(self.counters["learned"])
+        out.update(self._fault_metrics())
         return out
 
     # ------------------------------------------------------------------ checkpoints

@@ -96,7 +96,9 @@ def test_every_record_sampled_scored_and_learned_once(ray_node, redis_server, sy
         assert {r.policy_version for r in sampled} == {0, 1, 2}
         assert job.counters["learned"] == expected
         assert job.collector.counters == {"stale_dropped": 0, "duplicates_dropped": 0, "foreign_dropped": 0,
-                                          "incomplete_groups": 0}
+                                          "incomplete_groups": 0, "abandoned_dropped": 0, "oversized_dropped": 0,
+                                          "nan_dropped": 0}
+        assert set(job.faults.values()) == {0}
         stats = reward_stats(job)
         assert sum(s["scored"] for s in stats) == expected and sum(s["duplicates"] for s in stats) == 0
         assert (final / "aurora_model.json").exists()

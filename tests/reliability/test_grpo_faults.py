@@ -1,0 +1,214 @@
+"""Faults injected into one running GRPO job (vLLM rollout actors, reward workers, a DeepSpeed
+learner, a private Redis with its append-only file): a rollout actor SIGKILLed mid-sample, a
+broadcast receiver dead when the weights go out, Redis killed and restarted, a non-finite loss.
+
+After each fault the job goes on, and its records are counted end to end (tests/reliability/
+accounting.py): nothing lost, nothing learned twice, every drop counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from aurora_rl.services.redis_server import RedisServer
+from learner.grpo_job import GRPOJob
+from tests.grpo.test_grpo_job import assert_actors_match_learner, job_config
+from tests.reliability.accounting import account
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+P, G = 3, 3
+
+
+@pytest.fixture(scope="module")
+def redis_aof(tmp_path_factory, started_pids):
+    """A Redis of this module's own (it gets killed), append-only file on."""
+    server = RedisServer(workdir=tmp_path_factory.mktemp("redis"), appendonly=True).start()
+    try:
+        yield server
+    finally:
+        started_pids.append(server.pid)
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def job(ray_node, redis_aof, synthetic_root, tmp_path_factory, start_checkpoint):
+    cfg = job_config(tmp_path_factory.mktemp("runs"), synthetic_root, start_checkpoint, "run.name=faults",
+                     "learner.num_ranks=1", f"learner.prompts_per_step={P}", f"rollout.sampling.group_size={G}",
+                     "broadcast.timeout_s=30", "queue.claim_idle_ms=2000")
+    lines: list[str] = []
+    job = GRPOJob(cfg, redis_aof.url, log=lambda m: (lines.append(m), print(m)))
+    job.lines = lines
+    try:
+        job.start()
+        job.run(steps=1)
+        yield job
+    finally:
+        job.stop()
+
+
+def assert_nothing_lost_or_duplicated(job, row, dropped_before: set[str]):
+    """The end-to-end count; the fault's row gets the records dropped (and counted) since ``dropped_before``."""
+    acc = account(job)
+    assert acc.lost == [] and acc.duplicated == [], (acc.lost, acc.duplicated)
+    assert acc.learned == len(job.learned_groups) * P * G
+    row.update(lost=len(acc.lost), duplicated=len(acc.duplicated), dropped=len(set(acc.dropped) - dropped_before))
+    row["dropped_ids"] = sorted(set(acc.dropped) - dropped_before)
+    return acc
+
+
+def when_first_record(client, stream: str, after: bytes, act, from_actor: str | None = None) -> threading.Thread:
+    """Run ``act()`` (in a thread) as soon as a record later than ``after`` appears in ``stream``
+    (from rollout actor ``from_actor``, if given)."""
+    from aurora_rl.records import decode
+
+    def watch():
+        last = after
+        while True:
+            reply = client.xread({stream: last}, block=100)
+            for message_id, fields in (reply[0][1] if reply else []):
+                last = message_id
+                if from_actor is None or decode(fields[b"r"]).meta.get("actor") == from_actor:
+                    return act()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def last_id(client, stream: str) -> bytes:
+    newest = client.xrevrange(stream, count=1)
+    return newest[0][0] if newest else b"0-0"
+
+
+def test_rollout_actor_killed_mid_sample(job, redis_aof, fault_row):
+    """SIGKILL as soon as the actor's first record of the step is in Redis: it is still inside its
+    rollout call, its other records unpublished. Should the kill land after the call (a loaded
+    machine), the death is met at the broadcast instead, and the test tries again."""
+    import ray
+
+    fault_row["fault"] = "rollout actor SIGKILLed mid-sample"
+    dropped = set(account(job).dropped)
+    client = redis_aof.client()
+    replaced, resampled = job.faults["rollout_actors_replaced"], job.faults["groups_resampled"]
+    for _ in range(3):
+        victim = list(job.actors)[0]  # shard 0: two of the three prompts
+        pid = ray.get(job.actors[victim].ready.remote())["pid"]
+        killed = {}
+        watcher = when_first_record(client, job.queue.rollout_stream, last_id(client, job.queue.rollout_stream),
+                                    lambda: (os.kill(pid, signal.SIGKILL), killed.update(t=time.monotonic())),
+                                    from_actor=victim)
+        step, version = job.step, job.version
+        job.run(steps=1)
+        watcher.join(timeout=5)
+        assert (job.step, job.version) == (step + 1, version + 1)
+        assert victim not in job.actors and len(job.actors) == 2
+        if job.faults["groups_resampled"] > resampled:
+            break
+    fault_row["recovery_s"] = round(time.monotonic() - killed["t"], 1)
+    assert job.faults["groups_resampled"] >= resampled + 2  # the victim's two prompts, sampled again
+    assert job.faults["rollout_actors_replaced"] >= replaced + 1
+    assert any(f"rollout actor {victim} died" in line for line in job.lines)
+    versions = {ray.get(a.ready.remote())["version"] for a in job.actors.values()}
+    assert versions == {job.version}
+    assert_actors_match_learner(job, [0, 1])  # the new actor samples with the learner's weights
+    assert_nothing_lost_or_duplicated(job, fault_row, dropped)
+
+
+def test_broadcast_receiver_dead_when_weights_go_out(job, fault_row):
+    import ray
+
+    fault_row["fault"] = "broadcast receiver dies (group rebuilt)"
+    dropped = set(account(job).dropped)
+    victim = sorted(job.actors)[0]
+    pid = ray.get(job.actors[victim].ready.remote())["pid"]
+    retries = job.faults["broadcast_retries"]
+    os.kill(pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    job._broadcast()  # what run() does after each learner step
+    fault_row["recovery_s"] = round(time.monotonic() - t0, 1)
+    assert job.faults["broadcast_retries"] == retries + 1
+    assert victim not in job.actors
+    assert {ray.get(a.ready.remote())["version"] for a in job.actors.values()} == {job.version}
+    assert_actors_match_learner(job, [2, 3])
+    job.run(steps=1)
+    assert_nothing_lost_or_duplicated(job, fault_row, dropped)
+
+
+def test_redis_killed_and_restarted_with_its_append_only_file(job, redis_aof, ray_node, fault_row, caplog):
+    """Two outages in one step: as it begins (the driver and the reward workers meet it) and while
+    the rollout actors publish (the actor with two prompts publishes after the other's first record)."""
+    from aurora_rl.services.redis_client import connect_redis
+
+    fault_row["fault"] = "Redis SIGKILLed and restarted (AOF), twice in a step"
+    caplog.set_level(logging.WARNING)
+    before = account(job)
+    watcher_client = connect_redis(redis_aof.url, name="fault watcher")
+    watch_from = last_id(watcher_client, job.queue.rollout_stream)
+    one_prompt_actor = list(job.actors)[1]
+    step = job.step
+
+    def outage(seconds: float) -> None:
+        redis_aof.crash()
+        time.sleep(seconds)
+        redis_aof.start()
+
+    redis_aof.crash()
+    t0 = time.monotonic()
+    threading.Timer(2.0, redis_aof.start).start()
+    watcher = when_first_record(watcher_client, job.queue.rollout_stream, watch_from, lambda: outage(2.0),
+                                from_actor=one_prompt_actor)
+    job.run(steps=1)
+    fault_row["recovery_s"] = round(time.monotonic() - t0, 1)
+    watcher.join(timeout=30)
+    assert job.step == step + 1
+    assert "redis client grpo driver: redis unavailable" in caplog.text
+    assert "redis client grpo driver: redis reachable again" in caplog.text
+    logs = "".join(p.read_text(errors="replace") for p in ray_node.temp_dir.glob("session_*/logs/worker-*.err"))
+    assert "reward scorer scorer-" in logs and "reachable again" in logs  # the consumers said so
+    assert "redis client rollout actor" in logs  # and a producer that published into the outage
+    acc = assert_nothing_lost_or_duplicated(job, fault_row, set(before.dropped))
+    # a retried XADD whose first try did land publishes a record twice: it is scored once
+    fault_row["dropped"] += acc.published_twice - before.published_twice
+
+
+def test_non_finite_loss_skips_the_step_counted(job, fault_row):
+    """A weight of the learner turned NaN (a numerical blow-up): the step is skipped on every rank,
+    no weight changes, nothing is broadcast, the records are dropped and counted; the job goes on."""
+    import ray
+
+    fault_row["fault"] = "non-finite loss (step skipped)"
+    dropped = set(account(job).dropped)
+    learner = job.learners[0]
+    before = {n: t.clone() for n, t in ray.get(learner.trainable_state.remote()).items()}
+    step, version = job.step, job.version
+    skipped, nan_dropped = job.faults["nan_steps_skipped"], job.collector.counters["nan_dropped"]
+
+    def set_norm_weight(rank, value):
+        import torch
+
+        name, p = next((n, p) for n, p in rank.engine.module.named_parameters() if n.endswith("model.norm.weight"))
+        with torch.no_grad():
+            old = float(p.view(-1)[0])
+            p.view(-1)[0] = value
+        return old
+
+    old = ray.get(learner.__ray_call__.remote(set_norm_weight, float("nan")))
+    job.run(steps=1)
+    assert (job.step, job.version) == (step + 1, version)  # a step passed, no update
+    assert job.faults["nan_steps_skipped"] == skipped + 1
+    assert job.collector.counters["nan_dropped"] == nan_dropped + P * G
+    assert any("skipped: non-finite loss" in line for line in job.lines)
+    ray.get(learner.__ray_call__.remote(set_norm_weight, old))
+    after = ray.get(learner.trainable_state.remote())
+    assert all(bool((after[n] == t).all()) for n, t in before.items())  # no weight changed
+    assert_actors_match_learner(job, [0])  # and the actors never got the NaN weights
+    job.run(steps=1)
+    assert job.version == version + 1
+    assert_nothing_lost_or_duplicated(job, fault_row, dropped)
+    assert fault_row["dropped"] == P * G, fault_row["dropped_ids"]
