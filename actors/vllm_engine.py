@@ -4,6 +4,11 @@ On CPU a vLLM engine reserves nearly all free RAM for its KV cache unless capped
 is always set (``kv_cache_gib``). The engine runs in the calling process
 (``VLLM_ENABLE_V1_MULTIPROCESSING=0``): rollout actors are already their own processes, and
 this starts in seconds instead of tens of seconds.
+
+Thread binding on CPU defaults to "nobind" (the OS places the compute threads). vLLM's own
+"auto" keeps the last core of a NUMA node for its scheduler and pins compute to the rest, the
+same cores in every process: several engines on one machine (rollout and evaluation actors)
+then all compute on the same core(s) while the others idle (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from typing import Optional
 
 from aurora_rl.config.schema import SamplingConfig
 
+DEFAULT_CPU_BINDING = "nobind"
+
 
 def configure_environment(kv_cache_gib: float, cpu_threads: Optional[str] = None) -> None:
     """Set vLLM's environment; must run before the first ``import vllm`` in this process."""
@@ -20,6 +27,8 @@ def configure_environment(kv_cache_gib: float, cpu_threads: Optional[str] = None
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     if cpu_threads:
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads
+    else:
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", DEFAULT_CPU_BINDING)
 
 
 def make_llm(

@@ -9,8 +9,10 @@ contender, each in its own process:
   - baseline (the AURORA code): HF ``generate`` one prompt at a time with
     ``num_return_sequences=G`` (``aurora_rl.model.generation.hf_generate``), all cores;
   - HF ``generate`` over all prompts in one batch (a stronger baseline, for reference);
-  - ours: ``PolicyEngine``'s vLLM (prompt_embeds, ``n=G``), once with vLLM's default thread
-    binding and once bound to every core (``rollout.cpu_threads``).
+  - ours: ``PolicyEngine``'s vLLM (prompt_embeds, ``n=G``) under each thread binding that
+    ``rollout.cpu_threads`` can set: "nobind" (our default: the OS places the threads), bound to
+    every core, and vLLM's own "auto" (on x86 it keeps the last core for its scheduler and pins
+    compute to the others: on 2 cores, core 0, for every engine of the machine).
 Every completion is exactly ``--new-tokens`` long (eos suppressed on both sides), T=1.0,
 top-p 0.9. Repetitions are interleaved; the best of each is reported.
 Sizes: ``bench/policy_sizes.py``.
@@ -31,6 +33,9 @@ from bench.side_by_side import Table, interleaved  # noqa: E402
 from bench.worker_process import WorkerProcess  # noqa: E402
 
 ALL_CORES = f"0-{(os.cpu_count() or 1) - 1}"
+BINDINGS = {"vllm-auto": "vLLM's own auto binding (compute pinned to the first cores)",
+            "vllm-all-cores": f"vLLM bound to cores {ALL_CORES}",
+            "vllm-nobind": "vLLM unbound (nobind, our default: the OS places its threads)"}
 
 
 def prompt_embeds(checkpoint: Path, data_root: Path, prompts: int) -> list:
@@ -116,7 +121,7 @@ def measure_size(size: str, args, data_root: Path, tmp: Path, table: Table) -> N
     completions = len(embeds) * g
     contenders = {"hf": WorkerProcess(HFSampler, str(checkpoint))}
     try:
-        for name, threads in (("vllm-default", None), ("vllm-all-cores", ALL_CORES)):
+        for name, threads in (("vllm-auto", "auto"), ("vllm-all-cores", ALL_CORES), ("vllm-nobind", "nobind")):
             if name in args.skip:
                 continue
             contenders[name] = WorkerProcess(VLLMSampler, str(checkpoint), str(tmp / f"work-{size}-{name}"), threads)
@@ -140,7 +145,7 @@ def measure_size(size: str, args, data_root: Path, tmp: Path, table: Table) -> N
     shape = f"{len(embeds)} prompts x G={g} x {n} tokens"
     base = rate["hf/per_prompt"]
     for name in (k for k in rate if k.startswith("vllm")):
-        binding = "vLLM default threads" if name == "vllm-default" else f"vLLM bound to cores {ALL_CORES}"
+        binding = BINDINGS[name]
         table.add(f"{label}, {binding}, {shape}", "tokens/s", base, rate[name])
         table.add(f"{label}, {binding}", "completions/s", base / n, rate[name] / n)
     best = max(v for k, v in rate.items() if k.startswith("vllm"))
@@ -155,7 +160,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["vllm-default", "vllm-all-cores"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=sorted(BINDINGS))
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     args = parser.parse_args()
     from aurora_rl.data.synthetic import generate_benchmark

@@ -190,7 +190,7 @@ class RolloutConfig:
     prompts_per_batch: int = field(4, ge=1)
     sampling: SamplingConfig = field(factory=SamplingConfig)
     kv_cache_gib: float = field(1.0, gt=0.0)  # vLLM-CPU takes nearly all RAM unless capped
-    cpu_threads: Optional[str] = None  # VLLM_CPU_OMP_THREADS_BIND, e.g. "0-1"; null = vLLM default
+    cpu_threads: Optional[str] = None  # VLLM_CPU_OMP_THREADS_BIND ("0-1", "auto", ...); null = "nobind"
 
 
 @dataclass
