@@ -3,6 +3,8 @@
 # services.redis_url a job starts a private Redis bound to 127.0.0.1: one machine only.)
 # Idempotent: a running server is kept. Writes the URL for the job config to ~/.aurora/redis_url:
 #   ray exec cluster.yaml 'cat ~/.aurora/redis_url'   ->  services.redis_url=<it>
+# appendfsync always: a record Redis has acknowledged is on disk, so a killed Redis loses none
+# (with the default everysec the fault suite lost acknowledged records to a SIGKILL).
 set -euo pipefail
 port=${AURORA_REDIS_PORT:-6390}
 dir=~/.aurora/redis
@@ -16,6 +18,7 @@ port $port
 requirepass $(openssl rand -hex 24)
 dir $dir
 appendonly yes
+appendfsync always
 logfile $dir/redis.log
 pidfile $dir/redis.pid
 daemonize yes

@@ -227,18 +227,21 @@ class GRPOJob:
             self.log(f"[grpo] rollout actors now {sorted(self.actors)} at version {self.version}")
 
     def stop(self) -> None:
+        """Stop every worker. One already dead (killed for memory, say) is logged and the rest still
+        stop, so an error that ended the run is not hidden behind one from the clean-up."""
         import ray
 
         try:
             for w in self.reward_workers:
                 w.stop.remote()
             if self.reward_runs:
-                ray.get(self.reward_runs, timeout=60)
-            for actor in self.actors.values():
-                ray.kill(actor)
-            self.actors = {}
+                self._settle(lambda: ray.get(self.reward_runs, timeout=60), "reward workers")
+            for worker in [*self.reward_workers, *self.actors.values()]:
+                ray.kill(worker)
+            self.reward_workers, self.reward_runs, self.actors = [], [], {}
             if self.learners:
-                ray.get([lr.shutdown.remote() for lr in self.learners])
+                self._settle(lambda: ray.get([lr.shutdown.remote() for lr in self.learners], timeout=120),
+                             "learner shutdown")
                 for lr in self.learners:
                     ray.kill(lr)
             self.learners = []
@@ -247,6 +250,14 @@ class GRPOJob:
             # memory, say) must still give the resources back.
             if self.placement is not None:
                 self.placement.release_all()
+
+    def _settle(self, wait, what: str) -> None:
+        from ray.exceptions import GetTimeoutError, RayError
+
+        try:
+            wait()
+        except (RayError, GetTimeoutError) as e:
+            self.log(f"[grpo] stop: {what} did not finish cleanly ({type(e).__name__}); killing them")
 
     # ------------------------------------------------------------------ the loop
     def prompts_for_step(self, step: int, n_rows: int) -> list[tuple[int, str]]:

@@ -99,3 +99,17 @@ def test_non_finite_loss_on_one_rank_skips_the_step_on_every_rank(job, redis_ser
     assert [s["skipped"] for s in stats] == [0.0, 0.0]  # the ranks still step together afterwards
     after = ray.get(job.learners[0].trainable_state.remote())
     assert any(not bool((after[n] == t).all()) for n, t in before[0].items())
+
+
+def test_stop_with_a_dead_learner_rank_still_stops_every_worker(job):
+    """Runs last in this module: it ends the job."""
+    import ray
+
+    workers = [*job.learners, *job.actors.values(), *job.reward_workers]
+    os.kill(pid_of(job.learners[1]), signal.SIGKILL)
+    job.stop()  # no error from the dead rank's shutdown
+    assert any("learner shutdown did not finish cleanly" in line for line in job.lines), job.lines
+    for worker in workers:
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(worker.__ray_call__.remote(lambda self: os.getpid()), timeout=60)
+    assert (job.learners, job.actors, job.reward_workers) == ([], {}, [])
