@@ -81,7 +81,8 @@ class RolloutActor:
         step = max_prompts or max(1, len(clips))
         groups = []
         for start in range(0, len(clips), step):
-            groups += self.engine.complete(clips[start:start + step], self.sampling, seed=seed)
+            groups += complete_splitting(lambda part: self.engine.complete(part, self.sampling, seed=seed),
+                                         clips[start:start + step], self.actor_id)
         t1 = time.monotonic()
         g = self.sampling.group_size
         for (index, group_id), clip, completions in zip(loaded, clips, groups):
@@ -141,6 +142,33 @@ class RolloutActor:
         if self.group is not None:
             self.group.close()
         self.group = None
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """A failed allocation: host (MemoryError, oneDNN/c10 messages) or GPU (torch.OutOfMemoryError)."""
+    if isinstance(error, MemoryError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
+                                                or "failed to allocate" in text)
+
+
+def complete_splitting(complete, clips: list, who: str = "rollout") -> list:
+    """``complete(clips)`` -> one result per clip; a batch that runs out of memory is done in two
+    halves (recursively), so a batch too large for the device is slower, not fatal. One clip
+    that still does not fit re-raises the error."""
+    try:
+        return complete(clips)
+    except (MemoryError, RuntimeError) as e:
+        if len(clips) < 2 or not is_out_of_memory(e):
+            raise
+        import gc
+
+        gc.collect()
+        half = len(clips) // 2
+        print(f"[{who}] a batch of {len(clips)} prompts ran out of memory; splitting it into {half} + "
+              f"{len(clips) - half}", flush=True)
+        return complete_splitting(complete, clips[:half], who) + complete_splitting(complete, clips[half:], who)
 
 
 def _pid() -> int:

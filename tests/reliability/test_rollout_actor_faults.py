@@ -109,3 +109,38 @@ def test_an_actor_never_samples_with_weights_of_another_version(actor, redis_ser
     with pytest.raises(WeightsVersionError, match="holds policy version 0, asked to sample with 1"):
         ray.get(handle.rollout.remote([(0, "v/p0")], 1, 1))
     assert redis_server.client().xlen(stream) == before  # nothing published
+
+
+def test_a_batch_that_runs_out_of_memory_is_split_until_it_fits(capsys):
+    from actors.rollout_actor import complete_splitting
+
+    calls = []
+
+    def complete(clips):  # a device that holds at most 3 prompts at once
+        calls.append(len(clips))
+        if len(clips) > 3:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+        return [f"done {c}" for c in clips]
+
+    clips = list(range(10))
+    assert complete_splitting(complete, clips, "rollout-0") == [f"done {c}" for c in clips]  # order kept
+    assert calls == [10, 5, 2, 3, 5, 2, 3]
+    assert "[rollout-0] a batch of 10 prompts ran out of memory; splitting it into 5 + 5" in capsys.readouterr().out
+
+
+def test_other_errors_and_a_single_prompt_out_of_memory_are_not_hidden():
+    import pytest
+
+    from actors.rollout_actor import complete_splitting
+
+    def broken(clips):
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        complete_splitting(broken, [1, 2, 3, 4])
+
+    def tiny_device(clips):
+        raise MemoryError("out of memory")
+
+    with pytest.raises(MemoryError):
+        complete_splitting(tiny_device, [1, 2])
