@@ -183,7 +183,7 @@ def main() -> None:
                   r["encode_decode_clips_per_s"], r["cached_decode_clips_per_s"])
     memory = f"{learner['peak_GB']} GB" if learner["peak_GB"] is not None else "not tracked on the CPU"
     table.notes.append(f"learner peak memory {memory}, {learner['trainable_B']} B trainable "
-                       f"parameters, {learner['flops_per_step'] / 1e12:.2f} TFLOP per step (FlopCounterMode)")
+                       f"parameters, {learner['flops_per_step'] / 1e9:,.1f} GFLOP per step (FlopCounterMode)")
     table.emit(args.table)
     if args.out:
         args.out.write_text(json.dumps({"header": header, "peak": peak, "learner": learner, "sam": sam}, indent=2))

@@ -1,0 +1,82 @@
+"""Every benchmark script runs with its tiniest arguments and prints its baseline | ours | ratio table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def run_bench(script: str, tmp_path: Path, *args: str, timeout: int = 600) -> str:
+    """Run ``bench/<script>`` with ``--out`` into ``tmp_path``; returns the markdown it wrote."""
+    out = tmp_path / "table.md"
+    flag = "--table" if script == "gpu_learner_sam.py" else "--out"
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args, flag, str(out)], capture_output=True,
+                          text=True, timeout=timeout, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    text = out.read_text()
+    assert "| ours / baseline |" in text and text in proc.stdout
+    return text
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The data rows of the first table: [case, metric, baseline, ours, ratio]."""
+    lines = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| case")]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    return [r for r in rows if len(r) == 5 and r[4].endswith("x")]
+
+
+def test_side_by_side_table_and_turns():
+    sys.path.insert(0, str(BENCH.parent))
+    from bench.side_by_side import Table, interleaved
+
+    order = []
+    times = interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, reps=2)
+    assert order == ["a", "b"] * 3 and len(times["a"]) == len(times["b"]) == 2  # one warm-up turn, then 2
+    table = Table("t", "HF", "vLLM")
+    table.add("case", "tokens/s", 100.0, 350.0)
+    text = table.markdown()
+    assert "| case | tokens/s | 100 | 350 | 3.50x |" in text and "baseline: HF" in text and "Machine: " in text
+
+
+def test_reward_throughput(tmp_path):
+    rows = table_rows(run_bench("reward_throughput.py", tmp_path, "--records", "12", "--passes", "1", "--videos",
+                                "4", "--mask-sizes", "32"))
+    assert len(rows) == 5 and all(float(r[4].rstrip("x")) > 0 for r in rows)
+
+
+def test_data_loading(tmp_path):
+    rows = table_rows(run_bench("data_loading.py", tmp_path, "--videos", "4", "--passes", "1", "--prompts", "2"))
+    assert [r[0].split(",")[0] for r in rows] == ["kaldi_fbank"] * 3 + ["whisper_log_mel"] * 3
+    assert float(rows[0][2].replace(",", "")) > float(rows[1][2].replace(",", ""))  # fewer reads once deduplicated
+
+
+def test_gpu_learner_sam_tiny_on_cpu(tmp_path):
+    rows = table_rows(run_bench("gpu_learner_sam.py", tmp_path, "--tiny", "--device", "cpu", "--reps", "1"))
+    assert rows[0][2] != rows[0][3] and len(rows) == 4  # peak vs achieved, tokens/s, SAM at two sizes
+
+
+@pytest.mark.slow
+def test_rollout_sampling(tmp_path):
+    rows = table_rows(run_bench("rollout_sampling.py", tmp_path, "--sizes", "tiny", "--prompts", "1", "--group",
+                                "2", "--new-tokens", "4", "--reps", "1", "--skip", "vllm-all-cores", "vllm-auto"))
+    assert [r[1] for r in rows] == ["tokens/s", "completions/s", "tokens/s"]
+
+
+@pytest.mark.slow
+def test_weight_broadcast(tmp_path):
+    rows = table_rows(run_bench("weight_broadcast.py", tmp_path, "--sizes", "tiny", "--bucket-mb", "1", "--reps",
+                                "1"))
+    assert len(rows) == 3 and all(r[1] == "GB/s" for r in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_grpo_step(tmp_path):
+    text = run_bench("grpo_step.py", tmp_path, "--steps", "2", "--prompts", "2", "--new-tokens", "8", "--videos",
+                     "4", timeout=1400)
+    assert len(table_rows(text)) == 4 and "| learn |" in text and "| record queue" in text
