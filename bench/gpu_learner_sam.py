@@ -20,7 +20,6 @@ sizes on the CPU (what the test does).
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import sys
 import time
@@ -30,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.gpu_model_check import build_random_policy, make_batch, peak_gb, reset_peak, sizes  # noqa: E402
+from bench.gpu_model_check import build_random_policy, make_batch, peak_gb, release, reset_peak, sizes  # noqa: E402
 from bench.side_by_side import Table  # noqa: E402
 
 VIT_H = dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, mlp_dim=5120,
@@ -108,9 +107,7 @@ def learner_step(s: dict, device: str, reps: int, batch: int = 2) -> dict:
            "trainable_B": round(sum(p.numel() for p in params) / 1e9, 3), "peak_GB": peak_gb(device)}
     assert torch.isfinite(out.answer_logprobs).all()
     del policy, optimizer, inputs, out, o
-    gc.collect()
-    if device == "cuda":
-        torch.cuda.empty_cache()
+    release(device)
     return res
 
 
@@ -143,9 +140,7 @@ def sam_clips(s: dict, image_size: int, device: str, reps: int, group: int = 3) 
            "encode_decode_clips_per_s": round(1 / t_full, 2), "cached_decode_clips_per_s": round(1 / t_cached, 2),
            "peak_GB": peak_gb(device)}
     del seg, sam
-    gc.collect()
-    if device == "cuda":
-        torch.cuda.empty_cache()
+    release(device)
     return res
 
 

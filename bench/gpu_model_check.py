@@ -206,10 +206,15 @@ def check_backbone(name: str, s: dict, device: str, dtype: torch.dtype, reps: in
     res["train_step_b2_peak_GB"] = peak_gb(device)
     assert torch.isfinite(loss)
     del policy, batch, one
+    release(device)
+    return res
+
+
+def release(device: str) -> None:
+    """Give freed tensors back (the caller has dropped its references) before the next model."""
     gc.collect()
     if device == "cuda":
         torch.cuda.empty_cache()
-    return res
 
 
 def main() -> None:
