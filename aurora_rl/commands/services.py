@@ -21,7 +21,10 @@ def services_up(args) -> int:
     from aurora_rl.services.redis_server import RedisServer
 
     stop = threading.Event()
+    # Both set explicitly: a process started with SIGINT ignored (by a parent that ignores it)
+    # would otherwise never see Ctrl-C and keep both services running.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     with RedisServer() as redis_server, LocalRayNode(num_cpus=args.num_cpus) as node:
         env = {**node.client_env(), "AURORA_REDIS_URL": redis_server.url}
         print(f"redis-server pid {redis_server.pid}: {redis_server.url}")
@@ -30,9 +33,6 @@ def services_up(args) -> int:
         for key, value in env.items():
             print(f"  export {key}={shlex.quote(value)}")
         print("Ctrl-C stops both.", flush=True)
-        try:
-            stop.wait()
-        except KeyboardInterrupt:
-            pass
+        stop.wait()
     print("stopped")
     return 0

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from aurora_rl.services.process import alive, process_tree
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,10 +29,14 @@ def test_setup_rerun_with_nothing_to_do_is_fast():
     assert elapsed < 10
 
 
-def test_services_up_starts_both_and_stops_everything_on_interrupt():
+@pytest.mark.parametrize("parent_ignores_sigint", [False, True])
+def test_services_up_starts_both_and_stops_everything_on_interrupt(parent_ignores_sigint):
+    """Also when started with SIGINT ignored (inherited from a parent that ignores it): Ctrl-C
+    must still stop both services."""
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if parent_ignores_sigint else None
     proc = subprocess.Popen(
         [sys.executable, "-m", "aurora_rl.cli", "services", "up", "--num-cpus", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, preexec_fn=ignore,
     )
     lines = []
     deadline = time.monotonic() + 120
