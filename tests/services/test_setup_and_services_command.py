@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aurora_rl.services.process import alive, process_tree
+from aurora_rl.services.process import alive, process_tree, stop_pids
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,10 +47,14 @@ def test_services_up_starts_both_and_stops_everything_on_interrupt(parent_ignore
             break
     text = "".join(lines)
     assert "redis-server pid" in text and "Ray head" in text and "RAY_AUTH_TOKEN_PATH" in text, text
-    pids = [p.pid for p in process_tree(proc.pid)][1:]
-    assert len(pids) >= 3
-    os.kill(proc.pid, signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, out
-    assert "stopped" in out
-    assert alive(pids) == []
+    tree = process_tree(proc.pid)
+    pids = [p.pid for p in tree][1:]
+    try:
+        assert len(pids) >= 3
+        os.kill(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+        assert "stopped" in out
+        assert alive(pids) == []
+    finally:  # a failed run must not leave Redis and Ray behind for the rest of the suite
+        stop_pids(tree)
