@@ -235,13 +235,12 @@ class GRPOJob:
             for w in self.reward_workers:
                 w.stop.remote()
             if self.reward_runs:
-                self._settle(lambda: ray.get(self.reward_runs, timeout=60), "reward workers")
+                self._settle(self.reward_runs, 60, "reward workers")
             for worker in [*self.reward_workers, *self.actors.values()]:
                 ray.kill(worker)
             self.reward_workers, self.reward_runs, self.actors = [], [], {}
             if self.learners:
-                self._settle(lambda: ray.get([lr.shutdown.remote() for lr in self.learners], timeout=120),
-                             "learner shutdown")
+                self._settle([lr.shutdown.remote() for lr in self.learners], 120, "learner shutdown")
                 for lr in self.learners:
                     ray.kill(lr)
             self.learners = []
@@ -251,13 +250,18 @@ class GRPOJob:
             if self.placement is not None:
                 self.placement.release_all()
 
-    def _settle(self, wait, what: str) -> None:
-        from ray.exceptions import GetTimeoutError, RayError
+    def _settle(self, refs: list, timeout_s: float, what: str) -> None:
+        """Wait for every call (a dead actor does not cut the others' clean-up short); log failures."""
+        from ray.exceptions import GetTimeoutError
+
+        from learner.actor_calls import gather
 
         try:
-            wait()
-        except (RayError, GetTimeoutError) as e:
-            self.log(f"[grpo] stop: {what} did not finish cleanly ({type(e).__name__}); killing them")
+            failed = [type(o.error).__name__ for o in gather(refs, timeout_s) if not o.ok]
+        except GetTimeoutError:
+            failed = ["GetTimeoutError"]
+        if failed:
+            self.log(f"[grpo] stop: {what} did not finish cleanly ({', '.join(failed)}); killing them")
 
     # ------------------------------------------------------------------ the loop
     def prompts_for_step(self, step: int, n_rows: int) -> list[tuple[int, str]]:
