@@ -80,3 +80,17 @@ def test_grpo_step(tmp_path):
     text = run_bench("grpo_step.py", tmp_path, "--steps", "2", "--prompts", "2", "--new-tokens", "8", "--videos",
                      "4", timeout=1400)
     assert len(table_rows(text)) == 4 and "| learn |" in text and "| record queue" in text
+
+
+def test_gpu_parity_compares_every_gradient(tmp_path):
+    """On the CPU against itself (what CI can run): float32 is exact, bf16 within its bound, all tensors seen."""
+    import json
+
+    out = tmp_path / "parity.json"
+    proc = subprocess.run([sys.executable, str(BENCH / "gpu_parity.py"), "--device", "cpu", "--backbones",
+                           "videollama2-av", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    fp32, bf16 = json.loads(out.read_text())
+    assert fp32["dtype"] == "float32" and fp32["worst_rel_gap"] == 0.0 and fp32["ok"]
+    assert 0.0 < bf16["worst_rel_gap"] <= bf16["bound"] and bf16["ok"]  # bf16 rounding is seen, and bounded
+    assert fp32["tensors"] > 100 and not fp32["missing"]  # outputs + every trainable parameter's gradient
