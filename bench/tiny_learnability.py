@@ -33,6 +33,7 @@ VARIANTS = {
     "media_norm, grid 3": dict(tiny=dict(media_norm=True, vision_grid=3)),
     "media_norm, h256 x 4 layers": dict(tiny=dict(media_norm=True, hidden_size=256, num_layers=4,
                                                   num_heads=8, num_kv_heads=4, intermediate_size=512)),
+    "media_norm, 4 layers": dict(tiny=dict(media_norm=True, num_layers=4)),
     "media_norm, encoder width 128": dict(tiny=dict(media_norm=True, encoder_width=128)),
     "media_norm, encoder lr x3": dict(tiny=dict(media_norm=True), encoder_lr=6e-3),
     "media_norm, conv stem": dict(tiny=dict(media_norm=True, vision_stem="conv")),
@@ -77,13 +78,27 @@ def greedy(policy, tok, rows: list[dict], max_new: int = 90) -> list[str]:
     return [tok.decode([t for t in row if t not in (policy.ids.eos, policy.ids.pad)]) for row in out.tolist()]
 
 
+def step1_objects(text: str) -> dict[str, tuple[str, str]]:
+    """'a red drum on the left , a blue bell in the center .' -> {'left': ('red', 'drum'), ...}."""
+    objects = {}
+    for part in text.rstrip(" .").split(" , "):
+        words = part.split()
+        if len(words) >= 4 and words[0] == "a":
+            objects[words[-1]] = (words[1], words[2])
+    return objects
+
+
 def score(policy, tok, rows: list[dict]) -> dict[str, float]:
-    hits = dict(step1=0, step2=0, cls=0)
+    hits = dict(step1=0, step2=0, step3=0, cls=0, color=0.0, obj_cls=0.0)
     for i in range(0, len(rows), 16):
         for r, text in zip(rows[i:i + 16], greedy(policy, tok, rows[i:i + 16])):
             got, want = parse_answer(text), parse_answer(r["answer"])
             hits["step1"] += got.steps.get("images") == want.steps["images"]
             hits["step2"] += got.steps.get("audio") == want.steps["audio"]
+            hits["step3"] += got.steps.get("reference") == want.steps["reference"]
+            seen, truth = step1_objects(got.steps.get("images", "")), step1_objects(want.steps["images"])
+            hits["color"] += sum(seen.get(k, ("", ""))[0] == v[0] for k, v in truth.items()) / len(truth)
+            hits["obj_cls"] += sum(seen.get(k, ("", ""))[1] == v[1] for k, v in truth.items()) / len(truth)
             hits["cls"] += got.target_class == want.target_class
     return {k: v / len(rows) for k, v in hits.items()}
 
@@ -147,8 +162,8 @@ def main():
 
 
 def print_table(results: list[dict]):
-    cols = ["steps", "seconds", "ce", "train_step1", "train_step2", "train_cls", "test_s_step1", "test_s_step2",
-            "test_s_cls"]
+    cols = ["steps", "ce", "train_color", "train_obj_cls", "train_step2", "train_step3", "train_cls",
+            "test_s_color", "test_s_obj_cls", "test_s_step2", "test_s_step3", "test_s_cls"]
     print(f"{'variant':40s} " + " ".join(f"{c:>12s}" for c in cols))
     for r in results:
         print(f"{r['variant']:40s} " + " ".join(f"{r[c]:12.3g}" for c in cols), flush=True)
