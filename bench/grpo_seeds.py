@@ -6,7 +6,8 @@
 Evaluates the starting checkpoint once, runs ``train grpo`` from it with each seed (same
 config otherwise), evaluates every result on test_s / test_u (official metrics), and prints
 one table: the start, each seed, the mean and std of the seeds, and whether the mean gain
-exceeds the seeds' spread (std), per metric. Everything runs on one private Ray node and
+exceeds the seeds' spread (std), per metric. The training reward row compares the mean reward of
+the first tenth of the steps (all seeds) with each seed's last tenth. Everything runs on one private Ray node and
 Redis.
 """
 
@@ -18,7 +19,8 @@ import statistics
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-METRICS = [("test_s", "J"), ("test_u", "J"), ("test_s", "class_acc"), ("test_u", "class_acc"), ("mix", "J")]
+METRICS = [("train", "reward"), ("test_s", "J"), ("test_u", "J"), ("test_s", "class_acc"), ("test_u", "class_acc"),
+           ("mix", "J")]
 
 
 def main() -> int:
@@ -59,11 +61,25 @@ def main() -> int:
             results[f"seed{seed}"] = evaluate_checkpoint(str(final), data, ["test_s", "test_u"],
                                                          out / "eval" / f"seed{seed}", args.eval_actors,
                                                          MetricsConfig())
-    table = render(results, [f"seed{s}" for s in args.seeds])
+    seeds = [f"seed{s}" for s in args.seeds]
+    add_training_reward(results, out, seeds, window=max(1, args.steps // 10))
+    table = render(results, seeds)
     print(table)
     (out / "grpo_seeds.md").write_text(table + "\n")
     (out / "grpo_seeds.json").write_text(json.dumps(results, indent=2, default=float))
     return 0
+
+
+def add_training_reward(results: dict, out: Path, seeds: list[str], window: int) -> None:
+    """Mean training reward: the first ``window`` steps of every seed (the start policy, sampled on
+    each seed's prompts) as the start, each seed's last ``window`` steps as that seed's value."""
+    first = []
+    for seed in seeds:
+        rows = [json.loads(line) for line in (out / seed / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        rewards = [r["reward"] for r in sorted(rows, key=lambda r: r["step"]) if "reward" in r]
+        first.extend(rewards[:window])
+        results[seed]["train"] = {"reward": statistics.mean(rewards[-window:])}
+    results["start"]["train"] = {"reward": statistics.mean(first)}
 
 
 def render(results: dict, seeds: list[str]) -> str:

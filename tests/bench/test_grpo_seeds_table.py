@@ -1,0 +1,35 @@
+"""bench/grpo_seeds.py's table: the training-reward row and the gain-against-spread verdict."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.grpo_seeds import add_training_reward, render  # noqa: E402
+
+
+def split_metrics(j: float, acc: float) -> dict:
+    return {"J": j, "class_acc": acc}
+
+
+def test_training_reward_first_tenth_against_last_tenth_and_verdict(tmp_path):
+    results = {"start": {"test_s": split_metrics(0.30, 0.40), "test_u": split_metrics(0.25, 0.0),
+                         "mix": {"J": 0.275}}}
+    for i, (j, last_reward) in enumerate([(0.34, 2.0), (0.36, 2.2), (0.35, 2.1)]):
+        seed = f"seed{i}"
+        (tmp_path / seed).mkdir()
+        rewards = [1.0] * 2 + [1.5] * 16 + [last_reward] * 2  # 20 steps: window 2
+        lines = [json.dumps({"step": s + 1, "reward": r}) for s, r in enumerate(rewards)]
+        (tmp_path / seed / "metrics.jsonl").write_text("\n".join(reversed(lines)) + "\n")  # order comes from "step"
+        results[seed] = {"test_s": split_metrics(j, 0.40), "test_u": split_metrics(0.25, 0.0), "mix": {"J": j}}
+    seeds = ["seed0", "seed1", "seed2"]
+    add_training_reward(results, tmp_path, seeds, window=2)
+    assert results["start"]["train"]["reward"] == 1.0
+    assert [results[s]["train"]["reward"] for s in seeds] == [2.0, 2.2, 2.1]
+    rows = {line.split(" | ")[0].strip("| "): line for line in render(results, seeds).splitlines()[2:]}
+    assert rows["train reward"].endswith("| +1.1000 | yes |")
+    assert rows["test_s J"].endswith("| +0.0500 | yes |")  # mean 0.35, std 0.0082
+    assert rows["test_s class_acc"].endswith("| +0.0000 | no |")  # no gain is never "above the spread"
