@@ -11,7 +11,7 @@ import sys
 from aurora_rl.config import ConfigError
 from aurora_rl.data.errors import DataError
 
-COMMAND_MODULES = ["config", "services", "demo", "infer", "train", "eval", "data", "cot", "jobs", "cluster"]
+COMMAND_MODULES = ["config", "services", "demo", "infer", "train", "eval", "data", "cot", "sam", "jobs", "cluster"]
 
 
 def build_parser() -> argparse.ArgumentParser:
