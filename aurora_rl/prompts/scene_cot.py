@@ -2,11 +2,14 @@
 
     step 1 : a yellow piano on the left , a blue drum on the right .
     step 2 : the piano sounds from frame 3 , the drum sounds from frame 6 .
-    step 3 : the reference asks for the first object to make a sound , which is the piano .
+    step 3 : the reference asks for the first object to make a sound , which is the piano on the left .
     step 4 : the target is piano . it is [SEG] .
 
 Step 1 lists the objects left to right, step 2 the sounding ones by onset, step 3 restates the
-expression and resolves it (or says the referent is not in the clip), step 4 names the class.
+expression and resolves it to one object, its class and where it is (or says the referent is not
+in the clip), step 4 names the class. Where the target is matters for the mask: the [SEG] state
+that prompts SAM reads the answer before it, and a class alone does not say which of two
+look-alike objects to segment.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ def describe_reference(facts: dict) -> str:
     asked = facts["expression"].rstrip(" .")
     if facts["target_class"] is None:
         return f"the reference asks for {asked} , which is not in the clip ."
-    return f"the reference asks for {asked} , which is the {facts['target_class']} ."
+    # classes are distinct within a scene, so the class finds the object where no index is given
+    target = next(o for o in facts["objects"] if o["class"] == facts["target_class"])
+    return f"the reference asks for {asked} , which is the {facts['target_class']} {WHERE[target['position']]} ."
 
 
 def scene_cot(facts: dict) -> CoTEntry:

@@ -33,7 +33,7 @@ def test_scene_cot_orders_sounds_by_onset():
     steps = parse_answer(scene_cot(facts).answer).steps
     assert steps["images"] == "a blue dog on the left , a red cat on the right ."
     assert steps["audio"] == "the dog sounds from frame 2 , the cat sounds from frame 5 ."
-    assert steps["reference"] == "the reference asks for the first object to make a sound , which is the dog ."
+    assert steps["reference"] == "the reference asks for the first object to make a sound , which is the dog on the left ."
 
 
 def test_jsonl_source_accepts_both_forms_and_rejects_with_reasons(tmp_path):
