@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from aurora_rl.config import ConfigError
@@ -25,8 +26,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so that ``with`` blocks unwind and stop what they started.
+
+    Python's default action for SIGTERM ends the process on the spot: a private Redis and Ray
+    node started by a job (``run_services``) would outlive it. ``ray job stop``, ``kill`` and
+    schedulers send SIGTERM.
+    """
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    exit_on_sigterm()
     try:
         return int(args.handler(args) or 0)
     except ConfigError as e:

@@ -55,3 +55,30 @@ def test_crash_and_restart_replays_the_append_only_file(tmp_path):
     finally:
         server.stop()
     assert (tmp_path / "redis.conf").exists()  # a directory passed in by the caller is kept
+
+
+def test_a_command_stopped_with_sigterm_still_stops_its_redis(tmp_path):
+    """`kill` / `ray job stop` send SIGTERM; the CLI turns it into an exit that unwinds `with` blocks."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = ("import time\n"
+              "from aurora_rl.cli import exit_on_sigterm\n"
+              "from aurora_rl.services.redis_server import RedisServer\n"
+              "exit_on_sigterm()\n"
+              "with RedisServer() as server:\n"
+              "    print(server.pid, server.workdir, flush=True)\n"
+              "    time.sleep(120)\n")
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=root)
+    try:
+        pid, workdir = proc.stdout.readline().split()
+        assert psutil.pid_exists(int(pid))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+        assert not psutil.pid_exists(int(pid)) or psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE
+        assert not Path(workdir).exists()
+    finally:
+        proc.kill()
