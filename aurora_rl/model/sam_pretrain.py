@@ -1,14 +1,14 @@
 """Promptable-segmentation pretraining of the tiny SAM: the stand-in for SAM's own pretraining.
 
 AURORA freezes a pretrained SAM image encoder and fine-tunes the mask decoder behind the [SEG]
-prompt. The tiny backbone's SAM is random, and a frozen random encoder gives the decoder nothing
-to segment with: on the synthetic benchmark the policy's masks then reach IoU ~0.34 even when it
-names the right object. This module trains the tiny SAM the way SAM itself was trained: one
+prompt. The tiny backbone's SAM is random, and a frozen random encoder is no stand-in for the
+pretrained one the recipe assumes: its features were never trained to separate objects. This
+module trains the tiny SAM the way SAM itself was trained: one
 point prompt inside an object (sometimes with one outside it) -> that object's mask, BCE + Dice,
 on the training split's object masks. The result is saved as a Hugging Face ``SamModel`` folder
 that ``model.sam.path`` accepts, like a released SAM.
 
-    aurora-rl sam pretrain --data DIR --out DIR [--steps 1500] [--batch 32]
+    aurora-rl sam pretrain --data DIR --out DIR [--steps 1000] [--batch 32]
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from aurora_rl.model.mask_loss import mask_loss
 from aurora_rl.model.sam_checkpoint import build_tiny_sam
