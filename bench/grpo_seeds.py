@@ -32,6 +32,8 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="runs/grpo_seeds")
     parser.add_argument("--eval-actors", type=int, default=2)
+    parser.add_argument("--max-new-tokens", type=int, default=320,
+                        help="greedy evaluation length (the main job's; room for reflective answers)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra overrides of configs/tiny/grpo.yaml for every seed (e.g. learner.optim.lr=3e-4)")
     args = parser.parse_args()
@@ -48,7 +50,7 @@ def main() -> int:
     results = {}
     with run_services(ServicesConfig()) as services:
         results["start"] = evaluate_checkpoint(args.start, data, ["test_s", "test_u"], out / "eval" / "start",
-                                               args.eval_actors, MetricsConfig())
+                                               args.eval_actors, MetricsConfig(), args.max_new_tokens)
         for seed in args.seeds:
             cfg = load_config(ROOT / "configs" / "tiny" / "grpo.yaml", [
                 f"data.root={data.root}", f"run.output_dir={out}", f"run.name=seed{seed}", f"run.seed={seed}",
@@ -60,7 +62,7 @@ def main() -> int:
                 final = run_grpo(cfg, services.redis_url)
             results[f"seed{seed}"] = evaluate_checkpoint(str(final), data, ["test_s", "test_u"],
                                                          out / "eval" / f"seed{seed}", args.eval_actors,
-                                                         MetricsConfig())
+                                                         MetricsConfig(), args.max_new_tokens)
     seeds = [f"seed{s}" for s in args.seeds]
     add_training_reward(results, out, seeds, window=max(1, args.steps // 10))
     table = render(results, seeds)
