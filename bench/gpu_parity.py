@@ -33,12 +33,6 @@ BOUNDS = {torch.float32: 1e-3, torch.bfloat16: 0.15}  # bf16 on the CPU itself: 
 ZERO_GRAD = 1e-5  # a gradient whose norm is below this share of the largest gradient norm
 
 
-def to_device(batch: PolicyInputs, device: str) -> PolicyInputs:
-    return PolicyInputs(prompt_ids=batch.prompt_ids, answer_ids=batch.answer_ids,
-                        frames=batch.frames.to(device), fbank=batch.fbank.to(device),
-                        fbank_lengths=batch.fbank_lengths.to(device))
-
-
 def run(policy, batch: PolicyInputs) -> dict[str, torch.Tensor]:
     """Outputs and gradients of one token + mask loss, all as float32 on the CPU."""
     policy.zero_grad(set_to_none=True)
@@ -47,8 +41,8 @@ def run(policy, batch: PolicyInputs) -> dict[str, torch.Tensor]:
             + torch.nn.functional.binary_cross_entropy_with_logits(
                 out.mask_logits, torch.zeros_like(out.mask_logits)))
     loss.backward()
-    result = {"answer_logprobs": out.answer_logprobs, "mask_logits": out.mask_logits, "loss": loss}
-    result["seg_embedding"] = out.seg_embedding
+    result = {"answer_logprobs": out.answer_logprobs, "mask_logits": out.mask_logits, "loss": loss,
+              "seg_embedding": out.seg_embedding}
     for name, p in policy.named_parameters():
         if p.grad is not None:
             result[f"grad/{name}"] = p.grad
@@ -71,7 +65,7 @@ def compare(name: str, device: str) -> list[dict]:
         gpu_policy = copy.deepcopy(cpu_policy).to(device)
         for p in gpu_policy.parameters():
             p.data = p.data.to(dtype)
-        got = run(gpu_policy, to_device(batch, device))
+        got = run(gpu_policy, make_batch(cpu_policy, s, kind, 2, device))  # the same seeded batch, on the GPU
         missing = sorted(set(ref) ^ set(got))
         grad_scale = max(v.norm().item() for k, v in ref.items() if k.startswith("grad/"))
         floors = {k: ZERO_GRAD * grad_scale if k.startswith("grad/") else 1e-12 for k in ref}

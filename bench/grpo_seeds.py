@@ -16,9 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from aurora_rl.pipeline.main_job import EVAL_MAX_NEW_TOKENS  # noqa: E402
 METRICS = [("train", "reward"), ("test_s", "J"), ("test_u", "J"), ("test_s", "class_acc"), ("test_u", "class_acc"),
            ("mix", "J")]
 
@@ -32,7 +36,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="runs/grpo_seeds")
     parser.add_argument("--eval-actors", type=int, default=2)
-    parser.add_argument("--max-new-tokens", type=int, default=320,
+    parser.add_argument("--max-new-tokens", type=int, default=EVAL_MAX_NEW_TOKENS,
                         help="greedy evaluation length (the main job's; room for reflective answers)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra overrides of configs/tiny/grpo.yaml for every seed (e.g. learner.optim.lr=3e-4)")

@@ -153,11 +153,12 @@ def main() -> None:
     torch.manual_seed(0)
     policy, tok = load_policy(args.ckpt)[:2]
     train, test = clips(args.data, "train", args.train_rows), clips(args.data, "test_s", args.test_rows)
-    columns = measure(policy, tok, test)["columns"]
+    measured = measure(policy, tok, test)
+    columns = measured["columns"]
     print(f"target column majority share on test_s: {columns.bincount().max().item() / len(columns):.3f}")
     print("| model | state | std over samples | norm of the mean | column probe acc | mask IoU | area / true |")
     print("|---|---|---:|---:|---:|---:|---:|")
-    report("checkpoint", measure(policy, tok, train), measure(policy, tok, test))
+    report("checkpoint", measure(policy, tok, train), measured)
     if args.fit_steps:
         refit_prompt_path(policy, tok, train, args.sam, args.fit_steps, not args.no_standardize)
         name = f"refit {args.fit_steps} steps" + ("" if args.no_standardize else ", standardised input")

@@ -21,9 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aurora_rl.config.schema import TinyBackboneConfig
+from aurora_rl.metrics.refavs_metrics import jaccard_per_frame
 from aurora_rl.model.mask_loss import mask_loss
 from aurora_rl.model.sam_checkpoint import build_tiny_sam
 from aurora_rl.model.sam_segmenter import SamSegmenter
+
+TINY = TinyBackboneConfig()  # the tiny backbone's SAM shape, so the pretrained one drops in
 
 
 @dataclass
@@ -103,22 +107,21 @@ def point_prompt_logits(segmenter: SamSegmenter, frames: torch.Tensor, points: t
 
 @torch.no_grad()
 def point_prompt_iou(segmenter: SamSegmenter, data: ObjectFrames, batch: int = 64, seed: int = 0) -> float:
-    """Mean IoU (logit > 0) of masks from one positive point per object frame."""
+    """Mean IoU (sigmoid > 0.5) of masks from one positive point per object frame."""
     segmenter.eval()
     g = torch.Generator().manual_seed(seed)
     ious = []
     for lo in range(0, len(data), batch):
         frames, masks = data.frames[lo:lo + batch].float() / 255, data.masks[lo:lo + batch]
         points, labels = sample_points(masks, g, negative_rate=0.0)
-        pred = point_prompt_logits(segmenter, frames, points, labels) > 0
-        inter = (pred & masks).flatten(1).sum(1).float()
-        union = (pred | masks).flatten(1).sum(1).float()
-        ious.append(inter / union.clamp(min=1))
-    return torch.cat(ious).mean().item()
+        logits = point_prompt_logits(segmenter, frames, points, labels)
+        ious.append(jaccard_per_frame(logits, masks, threshold=0.5))
+    return float(np.concatenate(ious).mean())
 
 
-def pretrain_tiny_sam(root: str | Path, out: str | Path, *, image_size: int = 64, patch_size: int = 8,
-                      hidden_size: int = 64, num_layers: int = 2, steps: int = 1500, batch: int = 32,
+def pretrain_tiny_sam(root: str | Path, out: str | Path, *, image_size: int = 64,
+                      patch_size: int = TINY.sam_patch, hidden_size: int = TINY.sam_hidden,
+                      num_layers: int = TINY.sam_layers, steps: int = 1000, batch: int = 32,
                       lr: float = 1e-3, negative_rate: float = 0.5, seed: int = 0, log_every: int = 100,
                       max_clips: int | None = None) -> dict:
     """Train a tiny SAM on ``root``'s train split, save it to ``out`` (an HF SamModel folder).
