@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -16,6 +18,22 @@ class RunServices:
     redis_url: Optional[str]
     ray_address: str
     dashboard_url: Optional[str]
+
+
+@contextlib.contextmanager
+def keep_sigterm_handler() -> Iterator[None]:
+    """Put back the Python SIGTERM handler that the body replaces.
+
+    ``ray.init`` installs Ray's own handler in the driver, which logs the signal and ends the
+    process at once: the ``with`` blocks around it (a private Redis, the Ray node) would never
+    unwind. The CLI's handler (``aurora_rl.cli.exit_on_sigterm``) is restored after it.
+    """
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if callable(before) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, before)
 
 
 @contextlib.contextmanager
@@ -45,12 +63,14 @@ def run_services(cfg: ServicesConfig, log=print, need_redis: bool = True) -> Ite
             # node offers more logical CPUs than cores: a full GRPO job (2 rollout actors,
             # 2 reward workers, 2 learner ranks) then fits on a 2-core machine.
             node = stack.enter_context(LocalRayNode(num_cpus=max(16, os.cpu_count() or 1)))
-            node.connect(log_to_driver=True)
+            with keep_sigterm_handler():
+                node.connect(log_to_driver=True)
             address, dashboard = node.address, node.dashboard_url
             log(f"[services] private Ray node at {address}, dashboard {dashboard} (token: {node.token_path})")
             stack.callback(ray.shutdown)
         else:
-            ray.init(address=ray_address)
+            with keep_sigterm_handler():
+                ray.init(address=ray_address)
             address = ray_address
             stack.callback(ray.shutdown)
         yield RunServices(redis_url=redis_url, ray_address=address, dashboard_url=dashboard)

@@ -82,3 +82,39 @@ def test_a_command_stopped_with_sigterm_still_stops_its_redis(tmp_path):
         assert not Path(workdir).exists()
     finally:
         proc.kill()
+
+
+@pytest.mark.timeout(180)
+def test_a_driver_connected_to_its_private_ray_node_still_unwinds_on_sigterm():
+    """``ray.init`` puts Ray's own SIGTERM handler in the driver, which ends the process without
+    unwinding; ``run_services`` puts the CLI's back, so the private Redis and Ray node stop too."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = ("import time\n"
+              "from aurora_rl.cli import exit_on_sigterm\n"
+              "from aurora_rl.config.schema import ServicesConfig\n"
+              "from aurora_rl.services import run_services\n"
+              "exit_on_sigterm()\n"
+              "with run_services(ServicesConfig(), log=lambda line: None) as services:\n"
+              "    print(services.redis_url, flush=True)\n"
+              "    time.sleep(150)\n")
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=root)
+    try:
+        assert proc.stdout.readline().startswith("redis://")
+        started = psutil.Process(proc.pid).children(recursive=True)
+        names = " ".join(p.name() for p in started)
+        assert "redis-server" in names and "raylet" in names, names
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+                                                  for p in started):
+            time.sleep(0.5)
+        left = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert not left, [(p.pid, p.name()) for p in left]
+    finally:
+        proc.kill()
