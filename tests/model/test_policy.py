@@ -49,6 +49,25 @@ def test_language_loss_reaches_lora_lm_head_and_encoders():
     assert "projector" not in parts and "mask_decoder" not in parts
 
 
+def test_a_frozen_mask_decoder_leaves_the_mask_loss_to_the_projector_and_the_llm(tmp_path):
+    """``model.sam.train_mask_decoder: false`` (the main job's setting for its pretrained tiny SAM)."""
+    from aurora_rl.model.build import build_tiny_policy, trainable_summary
+
+    policy, tok = make_policy()
+    cfg = tiny_model_config()
+    cfg.sam.train_mask_decoder = False
+    frozen = build_tiny_policy(cfg, tok, SHAPE, seed=0)
+    assert not any(p.requires_grad for p in frozen.segmenter.sam.mask_decoder.parameters())
+    assert trainable_summary(frozen).get("segmenter", 0) == 0 < trainable_summary(policy)["segmenter"]
+    out = frozen(make_inputs(tok))
+    mask_loss(out.mask_logits, (torch.rand_like(out.mask_logits) > 0.5).float())[0].backward()
+    parts = grads_by_part(frozen)
+    assert "projector" in parts and "mask_decoder" not in parts, parts
+    loaded, _, loaded_cfg, _ = load_policy(save_policy(frozen, tok, cfg, SHAPE, tmp_path / "ckpt"))
+    assert loaded_cfg.sam.train_mask_decoder is False  # later stages keep it frozen
+    assert not any(p.requires_grad for p in loaded.segmenter.sam.mask_decoder.parameters())
+
+
 def test_seg_embedding_comes_from_the_last_seg_token_and_prompts_every_frame():
     policy, tok = make_policy()
     batch = make_inputs(tok, batch=2)
