@@ -30,7 +30,8 @@ def test_inherit_merges_mappings_and_keeps_types():
     assert isinstance(cfg, GRPOConfig)
     assert cfg.model.tiny.hidden_size == 128  # from base.yaml
     assert cfg.rollout.sampling.group_size == 3  # from grpo.yaml
-    assert cfg.learner.optim.lr == pytest.approx(1e-4) and isinstance(cfg.learner.optim.lr, float)
+    assert cfg.model.path == "runs/tiny-reflect/checkpoint"  # from grpo.yaml over the default None
+    assert cfg.learner.optim.lr == pytest.approx(1e-5) and isinstance(cfg.learner.optim.lr, float)
     assert cfg.reward.num_workers == 2
 
 
