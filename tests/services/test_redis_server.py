@@ -88,6 +88,8 @@ def test_a_command_stopped_with_sigterm_still_stops_its_redis(tmp_path):
 def test_a_driver_connected_to_its_private_ray_node_still_unwinds_on_sigterm():
     """``ray.init`` puts Ray's own SIGTERM handler in the driver, which ends the process without
     unwinding; ``run_services`` puts the CLI's back, so the private Redis and Ray node stop too."""
+    import contextlib
+    import os
     import signal
     import subprocess
     import sys
@@ -102,7 +104,9 @@ def test_a_driver_connected_to_its_private_ray_node_still_unwinds_on_sigterm():
               "    print(services.redis_url, flush=True)\n"
               "    time.sleep(150)\n")
     root = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=root)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # the suite's shared node: not this one
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=root, env=env)
+    started = []
     try:
         assert proc.stdout.readline().startswith("redis://")
         started = psutil.Process(proc.pid).children(recursive=True)
@@ -118,3 +122,6 @@ def test_a_driver_connected_to_its_private_ray_node_still_unwinds_on_sigterm():
         assert not left, [(p.pid, p.name()) for p in left]
     finally:
         proc.kill()
+        for p in started:  # a failed check must not leave the child's services running
+            with contextlib.suppress(psutil.Error):
+                p.kill()
