@@ -91,8 +91,7 @@ def build_tiny_policy(cfg: ModelConfig, tokenizer, shape: MediaShape, seed: int 
                            num_layers=t.sam_layers)
             if cfg.sam.path is None else load_sam(cfg.sam.path, cfg.sam.input_size)
         )
-        segmenter = SamSegmenter(sam, cache_size=cfg.sam.cache_clips, freeze_image_encoder=cfg.sam.freeze_image_encoder,
-                                 train_mask_decoder=cfg.sam.train_mask_decoder)
+        segmenter = SamSegmenter.from_config(sam, cfg.sam)
         projector = SegProjector(t.hidden_size, segmenter.prompt_dim)
     llm = apply_lora(llm, cfg.lora)
     vision.requires_grad_(cfg.lora.train_encoders)

@@ -82,8 +82,7 @@ def build_policy(cfg: ModelConfig, shape: MediaShape, seed: int = 0, tokenizer=N
         sam = (load_sam(cfg.sam.path, cfg.sam.input_size, dtype=dtype) if cfg.sam.path is not None else
                build_tiny_sam(cfg.sam.input_size, seed=seed + 1, patch_size=t.sam_patch, hidden_size=t.sam_hidden,
                               num_layers=t.sam_layers).to(dtype))
-        segmenter = SamSegmenter(sam, cache_size=cfg.sam.cache_clips, freeze_image_encoder=cfg.sam.freeze_image_encoder,
-                                 train_mask_decoder=cfg.sam.train_mask_decoder)
+        segmenter = SamSegmenter.from_config(sam, cfg.sam)
         projector = SegProjector(llm.config.hidden_size, segmenter.prompt_dim)
         llm = apply_lora(llm, cfg.lora)
     vision.requires_grad_(cfg.lora.train_encoders)

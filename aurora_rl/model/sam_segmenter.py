@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import SamModel
+
+if TYPE_CHECKING:
+    from aurora_rl.config.schema import SamConfig
 
 # segment-anything's normalisation, on the 0-255 scale.
 PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -51,6 +55,12 @@ class SamSegmenter(nn.Module):
         sam.vision_encoder.requires_grad_(not freeze_image_encoder)
         sam.mask_decoder.requires_grad_(train_mask_decoder)
         self.train(sam.training)
+
+    @classmethod
+    def from_config(cls, sam: SamModel, cfg: "SamConfig") -> "SamSegmenter":
+        """The segmenter ``model.sam`` describes, around an already built or loaded ``sam``."""
+        return cls(sam, cache_size=cfg.cache_clips, freeze_image_encoder=cfg.freeze_image_encoder,
+                   train_mask_decoder=cfg.train_mask_decoder)
 
     @property
     def prompt_dim(self) -> int:
