@@ -5,7 +5,9 @@ rebuilds the inputs (the clip from the training split, the prompt and completion
 computes new log-probabilities and masks, and takes one optimizer step of
 
     loss = GRPO clipped policy loss (+ kl_coef * k3 KL to the frozen reference)
-           + mask_bce * BCE + mask_dice * Dice      (rollout masks with a [SEG], against the GT)
+           + mask_bce * BCE + mask_dice * Dice      (rollout masks with a [SEG], against the GT;
+                                                     with mask_min_iou, only those whose rollout IoU
+                                                     reached it)
 
 DeepSpeed averages gradients across ranks. Rank 0 also owns the weight broadcast.
 """
@@ -56,6 +58,9 @@ class LearnerRank:
         self.reference = None
         if cfg.learner.kl_coef > 0:
             self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
+        if not cfg.learner.train_encoders:
+            self.policy.vision.requires_grad_(False)
+            self.policy.audio.requires_grad_(False)
         self.dataset = RefAVSDataset.from_config(cfg.data, cfg.data.train_split, features=self.shape.audio_features)
         lr = cfg.learner.optim
         params = [p for p in self.policy.parameters() if p.requires_grad]
@@ -66,14 +71,19 @@ class LearnerRank:
         return {"rank": self.rank, "trainable": sum(p.numel() for p in params)}
 
     def train_step(self, payloads: list[bytes], advantages: list[float], step: int) -> dict:
-        """One optimizer step on this rank's completions (every rank must be called)."""
+        """One optimizer step on this rank's completions (every rank must be called).
+
+        With ``learner.micro_batch`` the completions go through the model in chunks, each weighted
+        by its share of the batch's loss. The gradients of all chunks but the last are summed here,
+        and the last chunk's loss carries them into DeepSpeed's one backward of the step
+        (``sum(p * g)`` has gradient ``g``): one backward per step on every rank, however many
+        chunks each rank has. The config allows it with ZeRO stage 0 or 1 only (see LearnerConfig).
+        """
         import numpy as np
         import torch
 
         from aurora_rl.data.clip_sample import collate_clips
-        from aurora_rl.grpo.policy_loss import clipped_policy_loss
-        from aurora_rl.model.mask_loss import mask_loss, pick_mask_frames
-        from aurora_rl.model.policy import PolicyInputs
+        from aurora_rl.model.mask_loss import pick_mask_frames
         from aurora_rl.records import decode
 
         t0 = time.monotonic()
@@ -82,14 +92,74 @@ class LearnerRank:
         records = [decode(p) for p in payloads]
         indices = [int(r.meta["dataset_index"]) for r in records]
         loaded = {i: self.dataset[i] for i in dict.fromkeys(indices)}  # a group's completions share a clip: read once
-        clips = [loaded[i] for i in indices]
-        batch = collate_clips(clips)
+        batch = collate_clips([loaded[i] for i in indices])
         rng = np.random.default_rng([self.cfg.run.seed, step, self.rank])
         frames, gt, valid = pick_mask_frames(batch["masks"], batch["mask_valid"], cfg.mask_frames_per_clip, rng)
+        # What each completion contributes to the loss's two means: the policy loss averages
+        # completions with tokens, the mask loss the supervised frames of the learned [SEG]s.
+        has_tokens = np.array([len(r.completion_token_ids) > 0 for r in records])
+        learn_mask = np.array([self.policy.ids.seg in r.completion_token_ids.tolist() for r in records])
+        if cfg.mask_min_iou is not None:
+            learn_mask &= np.array([(r.rewards or {}).get("iou", 0.0) >= cfg.mask_min_iou for r in records])
+        mask_frames = valid.sum(1).numpy() * learn_mask
+        step_tokens = sum(len(r.completion_token_ids) for r in records)  # weighs the per-token statistics
+        size = cfg.micro_batch or max(1, len(records))
+        chunks = [list(range(i, min(i + size, len(records)))) for i in range(0, len(records), size)]
+        adv = torch.tensor(advantages, dtype=torch.float32)
+        params = [p for p in self.engine.module.parameters() if p.requires_grad]
+        summed = None  # gradients of the chunks before the last
+        totals: dict[str, float] = {}
+        finite = True
+        for k, chunk in enumerate(chunks):
+            # only the last chunk runs through the engine, whose backward hooks belong to its one backward
+            model = self.engine if k == len(chunks) - 1 else self.engine.module
+            loss, parts = self._chunk_loss(model, [records[i] for i in chunk], batch, chunk, frames, gt, valid,
+                                           torch.from_numpy(learn_mask[chunk]), adv[chunk],
+                                           has_tokens[chunk].sum() / max(1, has_tokens.sum()),
+                                           mask_frames[chunk].sum() / max(1, mask_frames.sum()), step_tokens)
+            for key, value in parts.items():
+                totals[key] = totals.get(key, 0.0) + value
+            finite = bool(torch.isfinite(loss.detach()))
+            if not finite or k == len(chunks) - 1:
+                break
+            grads = torch.autograd.grad(loss, params)
+            if summed is None:  # own, dense copies (a gradient may be a broadcast view)
+                summed = [g.clone(memory_format=torch.contiguous_format) for g in grads]
+            else:
+                summed = [s.add_(g) for s, g in zip(summed, grads)]
+        # A non-finite loss on any rank skips the step on every rank (their collectives must match):
+        # no backward, no optimizer step, the weights stay as they were; the driver counts and logs it.
+        flag = torch.tensor([float(finite)])
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        skipped = flag.item() < 1.0
+        grad_norm = None
+        if not skipped:
+            if summed is not None:
+                loss = loss + sum((p * g).sum() for p, g in zip(params, summed))
+            self.engine.backward(loss)
+            self.engine.step()
+            grad_norm = self.engine.get_global_grad_norm()
+        return {
+            "skipped": float(skipped), **totals, "tokens": int(totals.get("tokens", 0)),
+            "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+            "micro_batches": len(chunks), "learn_s": time.monotonic() - t0,
+        }
+
+    def _chunk_loss(self, model, records, batch, idx, frames, gt, valid, learn_mask, adv, w_policy, w_mask, step_tokens):
+        """The weighted loss of one chunk of completions and its logged parts (already weighted)."""
+        import numpy as np
+        import torch
+
+        from aurora_rl.grpo.policy_loss import clipped_policy_loss
+        from aurora_rl.model.mask_loss import mask_loss
+        from aurora_rl.model.policy import PolicyInputs
+
+        cfg = self.cfg.learner
         inputs = PolicyInputs([r.prompt_token_ids.tolist() for r in records],
                               [r.completion_token_ids.tolist() for r in records],
-                              batch["frames"], batch["fbank"], batch["fbank_lengths"], batch["vid"], frames)
-        out = self.engine(inputs)
+                              batch["frames"][idx], batch["fbank"][idx], batch["fbank_lengths"][idx],
+                              [batch["vid"][i] for i in idx], None if frames is None else frames[idx])
+        out = model(inputs)
         width = out.answer_logprobs.shape[1]
         old = torch.zeros_like(out.answer_logprobs)
         for i, r in enumerate(records):
@@ -98,38 +168,27 @@ class LearnerRank:
         if self.reference is not None:
             with torch.no_grad():
                 ref = self.reference(inputs, with_masks=False).answer_logprobs[:, :width]
-        adv = torch.tensor(advantages, dtype=out.answer_logprobs.dtype)
-        stats = clipped_policy_loss(out.answer_logprobs, old, adv, out.answer_mask, cfg.clip_low, cfg.clip_high,
-                                    ref, cfg.kl_coef)
-        loss = stats.loss
-        seg = out.has_seg
-        bce = dice = 0.0
+        stats = clipped_policy_loss(out.answer_logprobs, old, adv.to(out.answer_logprobs.dtype), out.answer_mask,
+                                    cfg.clip_low, cfg.clip_high, ref, cfg.kl_coef)
+        w_policy, w_mask = float(w_policy), float(w_mask)
+        loss = w_policy * stats.loss
+        tokens = int(out.answer_mask.sum())
+        w_tokens = tokens / max(1, step_tokens)
+        parts = {"policy_loss": w_policy * stats.policy_loss, "kl": w_policy * stats.kl,
+                 "clip_fraction": w_tokens * stats.clip_fraction, "ratio_mean": w_tokens * stats.ratio_mean,
+                 "mask_bce": 0.0, "mask_dice": 0.0, "tokens": tokens}
+        seg = out.has_seg & learn_mask
         if seg.any():
-            mask_total, bce_t, dice_t = mask_loss(out.mask_logits[seg], gt[seg], valid[seg], cfg.mask_bce,
-                                                  cfg.mask_dice)
-            loss = loss + mask_total
-            bce, dice = float(bce_t.detach()), float(dice_t.detach())
+            mask_total, bce, dice = mask_loss(out.mask_logits[seg], gt[idx][seg], valid[idx][seg], cfg.mask_bce,
+                                              cfg.mask_dice)
+            loss = loss + w_mask * mask_total
+            parts.update(mask_bce=w_mask * float(bce.detach()), mask_dice=w_mask * float(dice.detach()))
         # Every rank must produce a gradient for every trainable parameter, or ZeRO's gradient
         # reductions differ between ranks and the collective breaks: a rank whose completions
         # have no [SEG] never reaches the projector and mask decoder, so touch them with weight 0.
         loss = loss + 0.0 * sum(p.sum() for p in self.engine.module.parameters() if p.requires_grad)
-        # A non-finite loss on any rank skips the step on every rank (their collectives must match):
-        # no backward, no optimizer step, the weights stay as they were; the driver counts and logs it.
-        finite = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
-        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-        skipped = bool(finite.item() < 1.0)
-        grad_norm = None
-        if not skipped:
-            self.engine.backward(loss)
-            self.engine.step()
-            grad_norm = self.engine.get_global_grad_norm()
-        return {
-            "skipped": float(skipped),
-            "loss": float(loss.detach()), "policy_loss": stats.policy_loss, "kl": stats.kl,
-            "clip_fraction": stats.clip_fraction, "ratio_mean": stats.ratio_mean, "mask_bce": bce, "mask_dice": dice,
-            "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
-            "tokens": int(out.answer_mask.sum()), "learn_s": time.monotonic() - t0,
-        }
+        parts["loss"] = float(loss.detach())
+        return loss, parts
 
     def first_token_logprobs(self, indices: list[int]) -> list[list[float]]:
         """The training forward's log-probabilities of the first answer token (eval mode)."""

@@ -93,7 +93,7 @@ def build_tiny_policy(cfg: ModelConfig, tokenizer, shape: MediaShape, seed: int 
         )
         segmenter = SamSegmenter.from_config(sam, cfg.sam)
         projector = SegProjector(t.hidden_size, segmenter.prompt_dim)
-    llm = apply_lora(llm, cfg.lora)
+        llm = apply_lora(llm, cfg.lora)  # LoRA's A matrices are drawn here too: seeded
     vision.requires_grad_(cfg.lora.train_encoders)
     audio.requires_grad_(cfg.lora.train_encoders)
     policy = AVSegPolicy(llm, vision, audio, projector, segmenter, ids, shape.mask_size)

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from aurora_rl.config import load_config
+from aurora_rl.config.loader import ConfigError
 from aurora_rl.model.build import MediaShape
 from aurora_rl.model.checkpoint import load_policy, save_policy
 from aurora_rl.records import decode
@@ -74,7 +75,9 @@ def assert_actors_match_learner(job, indices):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_every_record_sampled_scored_and_learned_once(ray_node, redis_server, synthetic_root, tmp_path, start_checkpoint):
-    cfg = job_config(tmp_path, synthetic_root, start_checkpoint, "learner.steps=3")
+    # 3 completions per rank and step, learned in 2 micro-batches (ZeRO-1)
+    cfg = job_config(tmp_path, synthetic_root, start_checkpoint, "learner.steps=3", "learner.micro_batch=2",
+                     "learner.deepspeed.zero_stage=1")
     job = GRPOJob(cfg, redis_server.url)
     try:
         job.start()
@@ -222,3 +225,88 @@ def test_ranks_whose_completions_lack_seg_still_step_together(ray_node, syntheti
     finally:
         for r in ranks:
             ray.kill(r)
+
+
+def learner_step(cfg, checkpoint, shares: list[list[bytes]], advantages: list[list[float]]):
+    """One train_step of a fresh 2-rank learner group: (each rank's stats, rank 0's weights after it)."""
+    import dataclasses
+
+    import ray
+
+    from learner.grpo_learner import LearnerRank
+
+    ranks = [LearnerRank.remote(r, 2, dataclasses.asdict(cfg), str(checkpoint)) for r in range(2)]
+    try:
+        host, port = ray.get(ranks[0].free_address.remote())
+        ray.get([r.setup.remote(host, port) for r in ranks])
+        stats = ray.get([r.train_step.remote(p, a, 0) for r, p, a in zip(ranks, shares, advantages)], timeout=300)
+        return stats, {k: v.clone() for k, v in ray.get(ranks[0].trainable_state.remote()).items()}
+    finally:
+        for r in ranks:
+            ray.kill(r)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_micro_batches_add_up_to_the_step_of_the_whole_batch(ray_node, synthetic_root, tmp_path, start_checkpoint):
+    """A step taken in micro-batches (ranks with 3 and 2 completions, 2 per pass) has the loss,
+    gradient norm and new weights of the step on the whole batch; a non-finite loss in a later
+    micro-batch still skips the step on both ranks; mask_min_iou keeps the mask loss off
+    completions whose rollout IoU is below it; train_encoders=false freezes the media encoders."""
+    from aurora_rl.prompts.answer_format import build_prompt, compose_answer
+    from aurora_rl.records import RolloutRecord, encode
+
+    _, tok = make_policy(seed=11)
+    prompt = np.array(tok(build_prompt("the red object ."), add_special_tokens=False).input_ids)
+    answers = [tok(compose_answer("a red dog .", "b .", "c .", cls), add_special_tokens=False).input_ids
+               for cls in ("dog", "bird", "car")]
+
+    def record(ids, k, iou):
+        return encode(RolloutRecord(uid="u", group_id="g", sample_index=k, group_size=5, policy_version=0,
+                                    prompt_token_ids=prompt, completion_token_ids=np.array(ids),
+                                    sampling_logprobs=np.full(len(ids), -1.0), completion_text="",
+                                    meta={"dataset_index": k}, rewards={"iou": iou}))
+
+    def shares(iou=0.8):
+        recs = [record(answers[0], 0, iou), record(answers[1][:-3], 1, iou), record(answers[2][:7], 2, iou),  # no [SEG]
+                record(answers[1], 3, iou), record(answers[2], 4, iou)]
+        return [recs[:3], recs[3:]]
+
+    # without LoRA dropout both runs compute the same function: only the summation order differs
+    policy, tok = load_policy(start_checkpoint)[:2]
+    model_cfg = tiny_model_config()
+    model_cfg.lora.dropout = 0.0
+    checkpoint = save_policy(policy, tok, model_cfg, MediaShape(128, 64, 64), tmp_path / "no_dropout")
+    start = {k: v.detach().clone() for k, v in policy.named_parameters() if v.requires_grad}
+
+    def step(*overrides, advantages=((1.0, -0.5, 0.25), (-1.0, 0.5)), iou=0.8):
+        return learner_step(job_config(tmp_path, synthetic_root, checkpoint, *overrides), checkpoint,
+                            shares(iou), [list(a) for a in advantages])
+
+    whole, w_whole = step()
+    parts, w_parts = step("learner.micro_batch=2", "learner.deepspeed.zero_stage=1")
+    import os
+    assert [s["micro_batches"] for s in whole] == [1, 1] and [s["micro_batches"] for s in parts] == [2, 1]
+    for a, b in zip(whole, parts):
+        for key in ("loss", "policy_loss", "clip_fraction", "mask_bce", "mask_dice", "grad_norm", "tokens"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-8), key
+        assert a["mask_dice"] > 0 and b["skipped"] == 0
+    assert set(w_whole) == set(start)
+    moved = sum(float((w_whole[k] - start[k]).abs().sum()) for k in start)
+    apart = sum(float((w_parts[k] - w_whole[k]).abs().sum()) for k in start)
+    assert moved > 1.0  # the step did change the weights (lr 0.02), so the comparison below could fail
+    assert apart < 1e-4 * moved
+
+    # an infinite advantage makes rank 0's second micro-batch's loss non-finite
+    nan, w_nan = step("learner.micro_batch=2", "learner.deepspeed.zero_stage=1",
+                      advantages=((1.0, -0.5, float("inf")), (-1.0, 0.5)))
+    assert [s["skipped"] for s in nan] == [1.0, 1.0]
+    assert all(torch.equal(w_nan[k], start[k]) for k in start)
+
+    gated, w_gated = step("learner.mask_min_iou=0.9", "learner.train_encoders=false", iou=0.5)
+    assert all(s["mask_bce"] == 0.0 and s["mask_dice"] == 0.0 and s["skipped"] == 0 for s in gated)
+    encoders = [k for k in start if k.startswith(("vision.", "audio."))]
+    assert encoders and not set(encoders) & set(w_gated)  # frozen: neither trained nor broadcast
+    assert any(not torch.equal(v, start[k]) for k, v in w_gated.items() if "lm_head" in k)  # the LLM learned
+    with pytest.raises(ConfigError, match="micro_batch"):  # ZeRO-2, the default: refused
+        job_config(tmp_path, synthetic_root, checkpoint, "learner.micro_batch=2")

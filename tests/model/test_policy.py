@@ -158,3 +158,18 @@ def test_seg_pass_from_prompt_embeddings_matches_the_forward():
     assert has_seg.tolist() == expected.has_seg.tolist() == [True, True, False]
     torch.testing.assert_close(seg, expected.seg_embedding, atol=1e-5, rtol=1e-4)
     assert torch.equal(seg[2], torch.zeros_like(seg[2]))
+
+
+def test_the_same_seed_builds_the_same_weights_whatever_the_global_rng():
+    """Every random draw of build_tiny_policy, LoRA's A matrices included, comes from its seed."""
+    from aurora_rl.data.synthetic import synthetic_words
+    from aurora_rl.model.build import build_tiny_policy
+    from aurora_rl.model.tokenizer import build_word_tokenizer
+
+    tok = build_word_tokenizer(synthetic_words())
+    torch.manual_seed(1)
+    first = build_tiny_policy(tiny_model_config(), tok, SHAPE, seed=3).state_dict()
+    torch.manual_seed(2)
+    second = build_tiny_policy(tiny_model_config(), tok, SHAPE, seed=3).state_dict()
+    assert any("lora_A" in k for k in first)
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
