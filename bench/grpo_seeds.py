@@ -30,7 +30,10 @@ METRICS = [("train", "reward"), ("test_s", "J"), ("test_u", "J"), ("test_s", "cl
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--start", required=True, help="checkpoint GRPO starts from (stage 2)")
-    parser.add_argument("--data", required=True)
+    parser.add_argument("--data", required=True, help="dataset root of the evaluation splits (test_s, test_u)")
+    parser.add_argument("--grpo-data", default=None,
+                        help="dataset root GRPO samples its training split from (default: --data); e.g. a second "
+                             "synthetic set whose scenes the SFT stages never saw")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -38,6 +41,8 @@ def main() -> int:
     parser.add_argument("--eval-actors", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=EVAL_MAX_NEW_TOKENS,
                         help="greedy evaluation length (the main job's; room for reflective answers)")
+    parser.add_argument("--start-results", default=None,
+                        help="results.json of an earlier evaluation of --start with the same data and length (reused)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra overrides of configs/tiny/grpo.yaml for every seed (e.g. learner.optim.lr=3e-4)")
     args = parser.parse_args()
@@ -53,20 +58,27 @@ def main() -> int:
     data = data_config_for(args.start, args.data)
     results = {}
     with run_services(ServicesConfig()) as services:
-        results["start"] = evaluate_checkpoint(args.start, data, ["test_s", "test_u"], out / "eval" / "start",
-                                               args.eval_actors, MetricsConfig(), args.max_new_tokens)
+        def evaluate(checkpoint: str, name: str) -> dict:
+            """The checkpoint's test_s / test_u results; an evaluation already in ``out`` is reused."""
+            done = Path(args.start_results) if name == "start" and args.start_results else None
+            done = done or out / "eval" / name / "results.json"
+            if done.exists():
+                return json.loads(done.read_text())
+            return evaluate_checkpoint(checkpoint, data, ["test_s", "test_u"], out / "eval" / name, args.eval_actors,
+                                       MetricsConfig(), args.max_new_tokens)
+
+        results["start"] = evaluate(args.start, "start")
+        grpo_root = Path(args.grpo_data).resolve() if args.grpo_data else data.root
         for seed in args.seeds:
             cfg = load_config(ROOT / "configs" / "tiny" / "grpo.yaml", [
-                f"data.root={data.root}", f"run.output_dir={out}", f"run.name=seed{seed}", f"run.seed={seed}",
+                f"data.root={grpo_root}", f"run.output_dir={out}", f"run.name=seed{seed}", f"run.seed={seed}",
                 f"model.path={Path(args.start).resolve()}", f"learner.steps={args.steps}",
                 f"learner.prompts_per_step={args.prompts}", "learner.mask_frames_per_clip=2",
                 f"learner.checkpoint_every={args.steps}", *args.set])
             final = (out / f"seed{seed}" / "checkpoint")
             if not (final / "aurora_model.json").exists():
                 final = run_grpo(cfg, services.redis_url)
-            results[f"seed{seed}"] = evaluate_checkpoint(str(final), data, ["test_s", "test_u"],
-                                                         out / "eval" / f"seed{seed}", args.eval_actors,
-                                                         MetricsConfig(), args.max_new_tokens)
+            results[f"seed{seed}"] = evaluate(str(final), f"seed{seed}")
     seeds = [f"seed{s}" for s in args.seeds]
     add_training_reward(results, out, seeds, window=max(1, args.steps // 10))
     table = render(results, seeds)

@@ -79,33 +79,16 @@ class LearnerRank:
         (``sum(p * g)`` has gradient ``g``): one backward per step on every rank, however many
         chunks each rank has. The config allows it with ZeRO stage 0 or 1 only (see LearnerConfig).
         """
-        import numpy as np
         import torch
 
-        from aurora_rl.data.clip_sample import collate_clips
-        from aurora_rl.model.mask_loss import pick_mask_frames
         from aurora_rl.records import decode
 
         t0 = time.monotonic()
-        cfg = self.cfg.learner
         torch.manual_seed(self.cfg.run.seed * 1_000_003 + step * 101 + self.rank)
         records = [decode(p) for p in payloads]
-        indices = [int(r.meta["dataset_index"]) for r in records]
-        loaded = {i: self.dataset[i] for i in dict.fromkeys(indices)}  # a group's completions share a clip: read once
-        batch = collate_clips([loaded[i] for i in indices])
-        rng = np.random.default_rng([self.cfg.run.seed, step, self.rank])
-        frames, gt, valid = pick_mask_frames(batch["masks"], batch["mask_valid"], cfg.mask_frames_per_clip, rng)
-        # What each completion contributes to the loss's two means: the policy loss averages
-        # completions with tokens, the mask loss the supervised frames of the learned [SEG]s.
-        has_tokens = np.array([len(r.completion_token_ids) > 0 for r in records])
-        learn_mask = np.array([self.policy.ids.seg in r.completion_token_ids.tolist() for r in records])
-        if cfg.mask_min_iou is not None:
-            learn_mask &= np.array([(r.rewards or {}).get("iou", 0.0) >= cfg.mask_min_iou for r in records])
-        mask_frames = valid.sum(1).numpy() * learn_mask
-        step_tokens = sum(len(r.completion_token_ids) for r in records)  # weighs the per-token statistics
-        size = cfg.micro_batch or max(1, len(records))
+        data = self._step_data(records, advantages, step)
+        size = self.cfg.learner.micro_batch or max(1, len(records))
         chunks = [list(range(i, min(i + size, len(records)))) for i in range(0, len(records), size)]
-        adv = torch.tensor(advantages, dtype=torch.float32)
         params = [p for p in self.engine.module.parameters() if p.requires_grad]
         summed = None  # gradients of the chunks before the last
         totals: dict[str, float] = {}
@@ -113,10 +96,7 @@ class LearnerRank:
         for k, chunk in enumerate(chunks):
             # only the last chunk runs through the engine, whose backward hooks belong to its one backward
             model = self.engine if k == len(chunks) - 1 else self.engine.module
-            loss, parts = self._chunk_loss(model, [records[i] for i in chunk], batch, chunk, frames, gt, valid,
-                                           torch.from_numpy(learn_mask[chunk]), adv[chunk],
-                                           has_tokens[chunk].sum() / max(1, has_tokens.sum()),
-                                           mask_frames[chunk].sum() / max(1, mask_frames.sum()), step_tokens)
+            loss, parts = self._chunk_loss(model, records, chunk, data)
             for key, value in parts.items():
                 totals[key] = totals.get(key, 0.0) + value
             finite = bool(torch.isfinite(loss.detach()))
@@ -145,8 +125,36 @@ class LearnerRank:
             "micro_batches": len(chunks), "learn_s": time.monotonic() - t0,
         }
 
-    def _chunk_loss(self, model, records, batch, idx, frames, gt, valid, learn_mask, adv, w_policy, w_mask, step_tokens):
-        """The weighted loss of one chunk of completions and its logged parts (already weighted)."""
+    def _step_data(self, records: list, advantages: list[float], step: int) -> dict:
+        """The clips, supervised mask frames and loss weights of one step's completions."""
+        import numpy as np
+        import torch
+
+        from aurora_rl.data.clip_sample import collate_clips
+        from aurora_rl.model.mask_loss import pick_mask_frames
+
+        cfg = self.cfg.learner
+        indices = [int(r.meta["dataset_index"]) for r in records]
+        loaded = {i: self.dataset[i] for i in dict.fromkeys(indices)}  # a group's completions share a clip: read once
+        batch = collate_clips([loaded[i] for i in indices])
+        rng = np.random.default_rng([self.cfg.run.seed, step, self.rank])
+        frames, gt, valid = pick_mask_frames(batch["masks"], batch["mask_valid"], cfg.mask_frames_per_clip, rng)
+        learn_mask = np.array([self.policy.ids.seg in r.completion_token_ids.tolist() for r in records])
+        if cfg.mask_min_iou is not None:
+            learn_mask &= np.array([(r.rewards or {}).get("iou", 0.0) >= cfg.mask_min_iou for r in records])
+        # What each completion weighs in the loss's means: the policy loss averages completions with
+        # tokens, the mask loss the supervised frames of the learned [SEG]s, the logged ratios tokens.
+        has_tokens = np.array([len(r.completion_token_ids) > 0 for r in records], dtype=np.float64)
+        mask_frames = (valid.sum(1).numpy() * learn_mask).astype(np.float64)
+        tokens = np.array([len(r.completion_token_ids) for r in records], dtype=np.float64)
+        return {"batch": batch, "frames": frames, "gt": gt, "valid": valid, "learn_mask": torch.from_numpy(learn_mask),
+                "advantages": torch.tensor(advantages, dtype=torch.float32),
+                "w_policy": has_tokens / max(1.0, has_tokens.sum()),
+                "w_mask": mask_frames / max(1.0, mask_frames.sum()), "w_tokens": tokens / max(1.0, tokens.sum())}
+
+    def _chunk_loss(self, model, records: list, chunk: list[int], data: dict):
+        """The loss of the completions ``chunk``, weighted by their share of the step, and its
+        logged parts (weighted the same way, so that the chunks' parts add up to the step's)."""
         import numpy as np
         import torch
 
@@ -155,10 +163,12 @@ class LearnerRank:
         from aurora_rl.model.policy import PolicyInputs
 
         cfg = self.cfg.learner
+        batch, frames = data["batch"], data["frames"]
+        records = [records[i] for i in chunk]
         inputs = PolicyInputs([r.prompt_token_ids.tolist() for r in records],
                               [r.completion_token_ids.tolist() for r in records],
-                              batch["frames"][idx], batch["fbank"][idx], batch["fbank_lengths"][idx],
-                              [batch["vid"][i] for i in idx], None if frames is None else frames[idx])
+                              batch["frames"][chunk], batch["fbank"][chunk], batch["fbank_lengths"][chunk],
+                              [batch["vid"][i] for i in chunk], None if frames is None else frames[chunk])
         out = model(inputs)
         width = out.answer_logprobs.shape[1]
         old = torch.zeros_like(out.answer_logprobs)
@@ -168,19 +178,17 @@ class LearnerRank:
         if self.reference is not None:
             with torch.no_grad():
                 ref = self.reference(inputs, with_masks=False).answer_logprobs[:, :width]
-        stats = clipped_policy_loss(out.answer_logprobs, old, adv.to(out.answer_logprobs.dtype), out.answer_mask,
-                                    cfg.clip_low, cfg.clip_high, ref, cfg.kl_coef)
-        w_policy, w_mask = float(w_policy), float(w_mask)
+        stats = clipped_policy_loss(out.answer_logprobs, old, data["advantages"][chunk].to(out.answer_logprobs.dtype),
+                                    out.answer_mask, cfg.clip_low, cfg.clip_high, ref, cfg.kl_coef)
+        w_policy, w_mask, w_tokens = (float(data[k][chunk].sum()) for k in ("w_policy", "w_mask", "w_tokens"))
         loss = w_policy * stats.loss
-        tokens = int(out.answer_mask.sum())
-        w_tokens = tokens / max(1, step_tokens)
         parts = {"policy_loss": w_policy * stats.policy_loss, "kl": w_policy * stats.kl,
                  "clip_fraction": w_tokens * stats.clip_fraction, "ratio_mean": w_tokens * stats.ratio_mean,
-                 "mask_bce": 0.0, "mask_dice": 0.0, "tokens": tokens}
-        seg = out.has_seg & learn_mask
+                 "mask_bce": 0.0, "mask_dice": 0.0, "tokens": int(out.answer_mask.sum())}
+        seg = out.has_seg & data["learn_mask"][chunk]
         if seg.any():
-            mask_total, bce, dice = mask_loss(out.mask_logits[seg], gt[idx][seg], valid[idx][seg], cfg.mask_bce,
-                                              cfg.mask_dice)
+            mask_total, bce, dice = mask_loss(out.mask_logits[seg], data["gt"][chunk][seg], data["valid"][chunk][seg],
+                                              cfg.mask_bce, cfg.mask_dice)
             loss = loss + w_mask * mask_total
             parts.update(mask_bce=w_mask * float(bce.detach()), mask_dice=w_mask * float(dice.detach()))
         # Every rank must produce a gradient for every trainable parameter, or ZeRO's gradient
