@@ -256,7 +256,7 @@ def test_micro_batches_add_up_to_the_step_of_the_whole_batch(ray_node, synthetic
     from aurora_rl.prompts.answer_format import build_prompt, compose_answer
     from aurora_rl.records import RolloutRecord, encode
 
-    _, tok = make_policy(seed=11)
+    policy, tok = load_policy(start_checkpoint)[:2]
     prompt = np.array(tok(build_prompt("the red object ."), add_special_tokens=False).input_ids)
     answers = [tok(compose_answer("a red dog .", "b .", "c .", cls), add_special_tokens=False).input_ids
                for cls in ("dog", "bird", "car")]
@@ -273,7 +273,6 @@ def test_micro_batches_add_up_to_the_step_of_the_whole_batch(ray_node, synthetic
         return [recs[:3], recs[3:]]
 
     # without LoRA dropout both runs compute the same function: only the summation order differs
-    policy, tok = load_policy(start_checkpoint)[:2]
     model_cfg = tiny_model_config()
     model_cfg.lora.dropout = 0.0
     checkpoint = save_policy(policy, tok, model_cfg, MediaShape(128, 64, 64), tmp_path / "no_dropout")
@@ -285,7 +284,6 @@ def test_micro_batches_add_up_to_the_step_of_the_whole_batch(ray_node, synthetic
 
     whole, w_whole = step()
     parts, w_parts = step("learner.micro_batch=2", "learner.deepspeed.zero_stage=1")
-    import os
     assert [s["micro_batches"] for s in whole] == [1, 1] and [s["micro_batches"] for s in parts] == [2, 1]
     for a, b in zip(whole, parts):
         for key in ("loss", "policy_loss", "clip_fraction", "mask_bce", "mask_dice", "grad_norm", "tokens"):
