@@ -1,0 +1,171 @@
+"""Why does a GRPO run move held-out J the way it does? Two checks on finished runs.
+
+    # a random step as large as GRPO's: is GRPO's direction better or worse than chance on held-out?
+    .venv/bin/python bench/grpo_diagnostics.py random-step --start runs/demo/runs/tiny-reflect/checkpoint \
+        --moved runs/grpo_seeds/seed0/checkpoint --data runs/demo/data --seeds 0 1 2 --out runs/random_step
+
+    # does step 3 of an answer pick the object its own step 1 describes? (synthetic benchmark)
+    .venv/bin/python bench/grpo_diagnostics.py consistency --facts runs/demo/data/scene_facts.jsonl \
+        runs/grpo_seeds/eval/start/samples.jsonl runs/grpo_seeds/eval/seed0/samples.jsonl
+
+random-step writes copies of --start in which every tensor has moved as far (L2) as --moved moved
+it, in a random direction, and evaluates them greedily on test_s / test_u like bench/grpo_seeds.py.
+
+consistency reads evaluation samples (samples.jsonl) of visual expressions. From the answer's own
+step 1 it finds the object the expression names (by colour, class and position words). Then it
+checks whether step 3 names that object's position, and whether the mask hit the target
+(IoU > 0.5). Where step 3 follows step 1 and step 1 is right, the mask hits. A model that reads
+the scene right but does not look its answer up fails there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from aurora_rl.pipeline.main_job import EVAL_MAX_NEW_TOKENS  # noqa: E402
+from aurora_rl.prompts.answer_format import parse_answer  # noqa: E402
+from aurora_rl.prompts.scene_cot import WHERE  # noqa: E402
+
+POSITION_OF = {phrase: position for position, phrase in WHERE.items()}
+_OBJECT = re.compile(r"an? (\S+) (\S+) (" + "|".join(WHERE.values()) + r")")
+_PICK = re.compile(r"which is the (\S+) (" + "|".join(WHERE.values()) + r")")
+
+
+def random_step_weights(before: dict, after: dict, seed: int) -> dict:
+    """``before`` with every float tensor moved as far (L2) as ``after`` moved it, in a random direction."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    weights = {}
+    for name, value in before.items():
+        if not value.is_floating_point():
+            weights[name] = value
+            continue
+        distance = (after[name].float() - value.float()).norm()
+        noise = torch.randn(value.shape, generator=gen)
+        weights[name] = (value.float() + noise * (distance / noise.norm().clamp(min=1e-12))).to(value.dtype).contiguous()
+    return weights
+
+
+def random_step(args) -> int:
+    from safetensors.torch import load_file, save_file
+
+    from aurora_rl.config.schema import MetricsConfig, ServicesConfig
+    from aurora_rl.evaluation.evaluate import evaluate_checkpoint
+    from aurora_rl.model.checkpoint import data_config_for
+    from aurora_rl.services import run_services
+
+    start, moved, out = Path(args.start), Path(args.moved), Path(args.out).resolve()
+    before = load_file(start / "policy.safetensors")
+    after = load_file(moved / "policy.safetensors")
+    checkpoints = {"start": start, "GRPO": moved}
+    for seed in args.seeds:
+        dst = out / f"random{seed}"
+        if not (dst / "policy.safetensors").exists():
+            if dst.exists():
+                shutil.rmtree(dst)
+            shutil.copytree(start, dst)
+            save_file(random_step_weights(before, after, seed), dst / "policy.safetensors")
+        checkpoints[f"random{seed}"] = dst
+
+    results = {}
+    with run_services(ServicesConfig()):
+        for name, checkpoint in checkpoints.items():
+            done = out / "eval" / name / "results.json"
+            if done.exists():
+                results[name] = json.loads(done.read_text())
+                continue
+            data = data_config_for(str(checkpoint), args.data)
+            results[name] = evaluate_checkpoint(str(checkpoint), data, ["test_s", "test_u"], out / "eval" / name,
+                                                args.eval_actors, MetricsConfig(), args.max_new_tokens)
+    rows = [("test_s", "J"), ("test_u", "J"), ("test_s", "class_acc")]
+    randoms = [f"random{s}" for s in args.seeds]
+    header = ["metric", "start", "GRPO", *randoms, "random mean", "random std"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for split, metric in rows:
+        values = [results[name][split][metric] for name in randoms]
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        cells = [results["start"][split][metric], results["GRPO"][split][metric], *values, statistics.mean(values), std]
+        lines.append(f"| {split} {metric} | " + " | ".join(f"{v:.4f}" for v in cells) + " |")
+    table = "\n".join(lines)
+    print(table)
+    (out / "random_step.md").write_text(table + "\n")
+    return 0
+
+
+def step3_follows_step1(text: str, expression: str, colors: set[str]) -> tuple[bool, bool]:
+    """(the answer's step 1 names exactly one object the expression fits, step 3 gives its position)."""
+    steps = parse_answer(text).steps
+    seen = [(c, k, POSITION_OF[w]) for c, k, w in _OBJECT.findall(steps.get("images", ""))]
+    words = expression.split()
+    named_color = next((w for w in words if w in colors), None)
+    fits = [o for o in seen if (named_color is None or o[0] == named_color) and ("object" in words or o[1] in words)]
+    for phrase, position in POSITION_OF.items():
+        if phrase in expression:
+            fits = [o for o in fits if o[2] == position]
+    pick = _PICK.search(steps.get("reference", ""))
+    unique = len(fits) == 1
+    return unique, unique and pick is not None and POSITION_OF[pick.group(2)] == fits[0][2]
+
+
+def consistency(args) -> int:
+    from aurora_rl.data.synthetic.catalog import COLORS
+
+    facts = {}
+    with open(args.facts, encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            facts[row["uid"]] = row
+    colors = set(COLORS)
+    lines = ["| samples | split | template | clips | step 1 names one fitting object | step 3 follows it | hit | "
+             "hit and follows |", "|---|---|---|---|---|---|---|---|"]
+    for path in args.samples:
+        counts = defaultdict(Counter)
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                sample = json.loads(line)
+                fact = facts.get(sample["uid"])
+                if fact is None or fact["expression_kind"] != "visual":
+                    continue
+                unique, follows = step3_follows_step1(sample["text"], fact["expression"], colors)
+                hit = sample["iou"] > 0.5
+                c = counts[(fact["split"], fact["template"])]
+                c.update(clips=1, unique=unique, follows=follows, hit=hit, both=hit and follows)
+        for (split, template), c in sorted(counts.items()):
+            n = c["clips"]
+            lines.append(f"| {path} | {split} | {template} | {n} | " +
+                         " | ".join(f"{c[k] / n:.2f}" for k in ("unique", "follows", "hit", "both")) + " |")
+    print("\n".join(lines))
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    rs = sub.add_parser("random-step", help="evaluate random steps as large as a GRPO run's")
+    rs.add_argument("--start", required=True, help="checkpoint GRPO started from")
+    rs.add_argument("--moved", required=True, help="checkpoint GRPO ended at")
+    rs.add_argument("--data", required=True, help="dataset root with test_s / test_u")
+    rs.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    rs.add_argument("--out", default="runs/random_step")
+    rs.add_argument("--eval-actors", type=int, default=2)
+    rs.add_argument("--max-new-tokens", type=int, default=EVAL_MAX_NEW_TOKENS)
+    cs = sub.add_parser("consistency", help="does step 3 pick the object step 1 describes?")
+    cs.add_argument("--facts", required=True, help="scene_facts.jsonl of the evaluated dataset")
+    cs.add_argument("samples", nargs="+", help="samples.jsonl files of evaluations")
+    args = parser.parse_args()
+    return random_step(args) if args.command == "random-step" else consistency(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""bench/grpo_diagnostics.py: the random step's size and the step-1 / step-3 consistency check."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.grpo_diagnostics import consistency, random_step_weights, step3_follows_step1  # noqa: E402
+
+COLORS = {"red", "blue", "green", "yellow"}
+IMAGES = "step 1 : a red piano on the left , a blue drum in the center , a green bell on the right ."
+AUDIO = "step 2 : the drum sounds from frame 2 ."
+
+
+def answer(pick: str) -> str:
+    return f"{IMAGES} {AUDIO} step 3 : the reference asks for it , which is {pick} . step 4 : the target is x . it is [SEG] ."
+
+
+def test_step3_is_checked_against_the_object_step1_gives_the_expression():
+    assert step3_follows_step1(answer("the drum in the center"), "the blue object .", COLORS) == (True, True)
+    assert step3_follows_step1(answer("the drum on the left"), "the blue object .", COLORS) == (True, False)
+    assert step3_follows_step1(answer("the bell on the right"), "the green bell .", COLORS) == (True, True)
+    assert step3_follows_step1(answer("the piano on the left"), "the piano .", COLORS) == (True, True)
+    assert step3_follows_step1(answer("the piano on the left"), "the object on the left .", COLORS) == (True, True)
+    # step 1 has no yellow object, and no violin: nothing to look up, never "follows"
+    assert step3_follows_step1(answer("the piano on the left"), "the yellow object .", COLORS) == (False, False)
+    assert step3_follows_step1(answer("the piano on the left"), "the violin .", COLORS) == (False, False)
+    # a malformed answer (no step 3) does not follow
+    assert step3_follows_step1(IMAGES, "the red object .", COLORS) == (True, False)
+
+
+def test_consistency_table_counts_by_split_and_template(tmp_path, capsys, monkeypatch):
+    facts = [{"uid": "a", "split": "test_s", "template": "color", "expression": "the blue object .",
+              "expression_kind": "visual"},
+             {"uid": "b", "split": "test_s", "template": "color", "expression": "the red object .",
+              "expression_kind": "visual"},
+             {"uid": "c", "split": "test_s", "template": "sound", "expression": "the object making the sound .",
+              "expression_kind": "audio"}]
+    samples = [{"uid": "a", "text": answer("the drum in the center"), "iou": 0.9},
+               {"uid": "b", "text": answer("the drum in the center"), "iou": 0.1},
+               {"uid": "c", "text": answer("the drum in the center"), "iou": 0.9}]
+    (tmp_path / "facts.jsonl").write_text("\n".join(json.dumps(f) for f in facts) + "\n")
+    (tmp_path / "samples.jsonl").write_text("\n".join(json.dumps(s) for s in samples) + "\n")
+    args = type("Args", (), {"facts": str(tmp_path / "facts.jsonl"), "samples": [str(tmp_path / "samples.jsonl")]})
+    assert consistency(args) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "| test_s |" in line]
+    assert len(rows) == 1  # the audio row is not a visual expression
+    assert rows[0].endswith("| test_s | color | 2 | 1.00 | 0.50 | 0.50 | 0.50 |")
+
+
+def test_random_step_moves_each_tensor_as_far_as_the_run_in_another_direction():
+    gen = torch.Generator().manual_seed(0)
+    before = {"w": torch.randn(40, 30, generator=gen), "b": torch.zeros(30), "steps": torch.tensor([3])}
+    after = {"w": before["w"] + 0.01 * torch.randn(40, 30, generator=gen), "b": before["b"] + 0.5,
+             "steps": torch.tensor([4])}
+    moved = random_step_weights(before, after, seed=1)
+    for name in ("w", "b"):
+        run, ours = after[name] - before[name], moved[name] - before[name]
+        assert torch.allclose(ours.norm(), run.norm(), rtol=1e-4)
+        cosine = float((ours.flatten() @ run.flatten()) / (ours.norm() * run.norm()))
+        assert abs(cosine) < 0.5
+    assert torch.equal(moved["steps"], before["steps"])  # integer tensors are left as they are
+    assert not torch.equal(random_step_weights(before, after, seed=2)["w"], moved["w"])
