@@ -5,7 +5,7 @@
         --moved runs/grpo_seeds/seed0/checkpoint --data runs/demo/data --seeds 0 1 2 --out runs/random_step
 
     # does step 3 of an answer pick the object its own step 1 describes? (synthetic benchmark)
-    .venv/bin/python bench/grpo_diagnostics.py consistency --facts runs/demo/data/scene_facts.jsonl \
+    .venv/bin/python bench/grpo_diagnostics.py consistency --data runs/demo/data \
         runs/grpo_seeds/eval/start/samples.jsonl runs/grpo_seeds/eval/seed0/samples.jsonl
 
 random-step writes copies of --start in which every tensor has moved as far (L2) as --moved moved
@@ -60,10 +60,10 @@ def random_step_weights(before: dict, after: dict, seed: int) -> dict:
 def random_step(args) -> int:
     from safetensors.torch import load_file, save_file
 
-    from aurora_rl.config.schema import MetricsConfig, ServicesConfig
-    from aurora_rl.evaluation.evaluate import evaluate_checkpoint
+    from aurora_rl.config.schema import ServicesConfig
     from aurora_rl.model.checkpoint import data_config_for
     from aurora_rl.services import run_services
+    from bench.grpo_seeds import evaluate_held_out
 
     start, moved, out = Path(args.start), Path(args.moved), Path(args.out).resolve()
     before = load_file(start / "policy.safetensors")
@@ -81,13 +81,8 @@ def random_step(args) -> int:
     results = {}
     with run_services(ServicesConfig()):
         for name, checkpoint in checkpoints.items():
-            done = out / "eval" / name / "results.json"
-            if done.exists():
-                results[name] = json.loads(done.read_text())
-                continue
-            data = data_config_for(str(checkpoint), args.data)
-            results[name] = evaluate_checkpoint(str(checkpoint), data, ["test_s", "test_u"], out / "eval" / name,
-                                                args.eval_actors, MetricsConfig(), args.max_new_tokens)
+            results[name] = evaluate_held_out(str(checkpoint), data_config_for(str(checkpoint), args.data),
+                                              out / "eval" / name, args.eval_actors, args.max_new_tokens)
     rows = [("test_s", "J"), ("test_u", "J"), ("test_s", "class_acc")]
     randoms = [f"random{s}" for s in args.seeds]
     header = ["metric", "start", "GRPO", *randoms, "random mean", "random std"]
@@ -119,13 +114,12 @@ def step3_follows_step1(text: str, expression: str, colors: set[str]) -> tuple[b
 
 
 def consistency(args) -> int:
+    from aurora_rl.data.scene_facts import load_scene_facts
     from aurora_rl.data.synthetic.catalog import COLORS
 
-    facts = {}
-    with open(args.facts, encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            facts[row["uid"]] = row
+    facts = load_scene_facts(args.data)
+    if not facts:
+        raise SystemExit(f"{args.data} has no scene_facts.jsonl (a synthetic benchmark's ground truth)")
     colors = set(COLORS)
     lines = ["| samples | split | template | clips | step 1 names one fitting object | step 3 follows it | hit | "
              "hit and follows |", "|---|---|---|---|---|---|---|---|"]
@@ -161,7 +155,7 @@ def main() -> int:
     rs.add_argument("--eval-actors", type=int, default=2)
     rs.add_argument("--max-new-tokens", type=int, default=EVAL_MAX_NEW_TOKENS)
     cs = sub.add_parser("consistency", help="does step 3 pick the object step 1 describes?")
-    cs.add_argument("--facts", required=True, help="scene_facts.jsonl of the evaluated dataset")
+    cs.add_argument("--data", required=True, help="root of the evaluated synthetic dataset (its scene_facts.jsonl)")
     cs.add_argument("samples", nargs="+", help="samples.jsonl files of evaluations")
     args = parser.parse_args()
     return random_step(args) if args.command == "random-step" else consistency(args)

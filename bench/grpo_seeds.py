@@ -48,8 +48,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from aurora_rl.config import load_config
-    from aurora_rl.config.schema import MetricsConfig, ServicesConfig
-    from aurora_rl.evaluation.evaluate import evaluate_checkpoint
+    from aurora_rl.config.schema import ServicesConfig
     from aurora_rl.model.checkpoint import data_config_for
     from aurora_rl.services import run_services
     from learner.grpo_job import run_grpo
@@ -59,13 +58,8 @@ def main() -> int:
     results = {}
     with run_services(ServicesConfig()) as services:
         def evaluate(checkpoint: str, name: str) -> dict:
-            """The checkpoint's test_s / test_u results; an evaluation already in ``out`` is reused."""
             done = Path(args.start_results) if name == "start" and args.start_results else None
-            done = done or out / "eval" / name / "results.json"
-            if done.exists():
-                return json.loads(done.read_text())
-            return evaluate_checkpoint(checkpoint, data, ["test_s", "test_u"], out / "eval" / name, args.eval_actors,
-                                       MetricsConfig(), args.max_new_tokens)
+            return evaluate_held_out(checkpoint, data, out / "eval" / name, args.eval_actors, args.max_new_tokens, done)
 
         results["start"] = evaluate(args.start, "start")
         grpo_root = Path(args.grpo_data).resolve() if args.grpo_data else data.root
@@ -86,6 +80,19 @@ def main() -> int:
     (out / "grpo_seeds.md").write_text(table + "\n")
     (out / "grpo_seeds.json").write_text(json.dumps(results, indent=2, default=float))
     return 0
+
+
+def evaluate_held_out(checkpoint: str, data, out: Path, actors: int, max_new_tokens: int,
+                      done: Path | None = None) -> dict:
+    """The checkpoint's greedy test_s / test_u results in ``out``. Results already there (or in
+    ``done``, an earlier evaluation of the same checkpoint) are read instead."""
+    from aurora_rl.config.schema import MetricsConfig
+    from aurora_rl.evaluation.evaluate import evaluate_checkpoint
+
+    done = done or out / "results.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    return evaluate_checkpoint(checkpoint, data, ["test_s", "test_u"], out, actors, MetricsConfig(), max_new_tokens)
 
 
 def add_training_reward(results: dict, out: Path, seeds: list[str], window: int) -> None:

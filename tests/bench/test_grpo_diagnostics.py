@@ -10,6 +10,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from aurora_rl.data.scene_facts import write_scene_facts  # noqa: E402
 from bench.grpo_diagnostics import consistency, random_step_weights, step3_follows_step1  # noqa: E402
 
 COLORS = {"red", "blue", "green", "yellow"}
@@ -34,19 +35,17 @@ def test_step3_is_checked_against_the_object_step1_gives_the_expression():
     assert step3_follows_step1(IMAGES, "the red object .", COLORS) == (True, False)
 
 
-def test_consistency_table_counts_by_split_and_template(tmp_path, capsys, monkeypatch):
-    facts = [{"uid": "a", "split": "test_s", "template": "color", "expression": "the blue object .",
-              "expression_kind": "visual"},
-             {"uid": "b", "split": "test_s", "template": "color", "expression": "the red object .",
-              "expression_kind": "visual"},
-             {"uid": "c", "split": "test_s", "template": "sound", "expression": "the object making the sound .",
-              "expression_kind": "audio"}]
+def test_consistency_table_counts_by_split_and_template(tmp_path, capsys):
+    rows = [("a", "color", "the blue object .", "visual"), ("b", "color", "the red object .", "visual"),
+            ("c", "sound", "the object making the sound .", "audio")]
+    facts = [{"uid": uid, "split": "test_s", "template": template, "expression": expression, "expression_kind": kind,
+              "target_class": "drum", "objects": []} for uid, template, expression, kind in rows]
     samples = [{"uid": "a", "text": answer("the drum in the center"), "iou": 0.9},
                {"uid": "b", "text": answer("the drum in the center"), "iou": 0.1},
                {"uid": "c", "text": answer("the drum in the center"), "iou": 0.9}]
-    (tmp_path / "facts.jsonl").write_text("\n".join(json.dumps(f) for f in facts) + "\n")
+    write_scene_facts(tmp_path, facts)
     (tmp_path / "samples.jsonl").write_text("\n".join(json.dumps(s) for s in samples) + "\n")
-    args = type("Args", (), {"facts": str(tmp_path / "facts.jsonl"), "samples": [str(tmp_path / "samples.jsonl")]})
+    args = type("Args", (), {"data": str(tmp_path), "samples": [str(tmp_path / "samples.jsonl")]})
     assert consistency(args) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if "| test_s |" in line]
     assert len(rows) == 1  # the audio row is not a visual expression
