@@ -383,7 +383,13 @@ class GRPOJob:
 
     def _step_metrics(self, records, rewards, stats, rollouts, sync, phases) -> dict:
         kinds = sorted({k for r in records for k in (r.rewards or {}) if k != "total"})
-        out = {"reward": float(rewards.mean()), "group_reward_std": float(rewards.std(axis=1).mean())}
+        import torch
+
+        from aurora_rl.grpo.advantages import group_spread_shares
+
+        flat, small = group_spread_shares(torch.from_numpy(rewards))
+        out = {"reward": float(rewards.mean()), "group_reward_std": float(rewards.std(axis=1).mean()),
+               "groups_flat": flat, "groups_small_spread": small}
         for kind in kinds:
             out[f"reward_{kind}"] = float(np.mean([r.rewards[kind] for r in records]))
         for key in ("loss", "policy_loss", "kl", "clip_fraction", "mask_bce", "mask_dice", "grad_norm"):

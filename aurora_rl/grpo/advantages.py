@@ -26,3 +26,18 @@ def group_advantages(rewards: torch.Tensor, normalize_std: bool = True, eps: flo
     if not normalize_std:
         return centered
     return centered / (rewards.std(dim=1, unbiased=False, keepdim=True) + eps)
+
+
+def group_spread_shares(rewards: torch.Tensor, small: float = 0.1) -> tuple[float, float]:
+    """How much of a step's groups carry no signal, or only a small one.
+
+    Returns (flat, small_spread): the share of groups whose rewards are all equal (zero
+    advantages), and the share whose reward range is above zero but below ``small``. With std
+    normalisation, a small-spread group's advantages are as large as those of a group where one
+    answer found the object and another missed it, whatever made its rewards differ.
+    """
+    if rewards.dim() != 2 or rewards.shape[0] == 0:
+        raise ValueError(f"rewards must be [groups, G] with at least one group, got shape {tuple(rewards.shape)}")
+    spread = rewards.max(dim=1).values - rewards.min(dim=1).values
+    flat = spread <= 1e-6
+    return float(flat.float().mean()), float((~flat & (spread < small)).float().mean())

@@ -24,7 +24,7 @@ def grpo(*keys: str) -> list[tuple[str, str]]:
 # (title, unit, [(PromQL, legend)])
 PANELS = [
     ("Reward (step mean)", "none", grpo("reward", "reward_format", "reward_iou", "reward_cls")),
-    ("Reward spread within groups", "none", grpo("group_reward_std")),
+    ("Reward spread within groups", "none", grpo("group_reward_std", "groups_flat", "groups_small_spread")),
     ("Loss", "none", grpo("loss", "policy_loss", "mask_bce", "mask_dice")),
     ("KL, clip fraction, grad norm", "none", grpo("kl", "clip_fraction", "grad_norm")),
     ("Sampling throughput", "none", grpo("tokens_per_s", "samples_per_s")),

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from aurora_rl.grpo.advantages import group_advantages
+from aurora_rl.grpo.advantages import group_advantages, group_spread_shares
 from aurora_rl.grpo.policy_loss import clipped_policy_loss, sequence_mean
 
 
@@ -23,6 +23,20 @@ def test_group_advantages_hand_computed():
 def test_group_advantages_eps_bounds_tiny_std():
     adv = group_advantages(torch.tensor([[1.0, 1.0 + 1e-6]]), eps=1e-4)
     assert abs(float(adv[0, 1])) < 0.01
+
+
+def test_group_spread_shares_hand_computed():
+    rewards = torch.tensor([[2.0, 2.0, 2.0], [2.93, 2.95, 2.94], [1.0, 3.0, 2.0], [0.5, 0.5, 0.55]])
+    flat, small = group_spread_shares(rewards, small=0.1)
+    assert flat == pytest.approx(0.25)  # the first group only
+    assert small == pytest.approx(0.5)  # ranges 0.02 and 0.05
+    # the small-spread group's std-normalised advantages are as large as the wide group's
+    adv = group_advantages(rewards)
+    # (0.01 / (0.01 * sqrt(2/3) + 1e-4) against 1 / sqrt(2/3))
+    assert float(adv[1].abs().max()) == pytest.approx(1.2100, abs=1e-3)
+    assert float(adv[2].abs().max()) == pytest.approx(1.2247, abs=1e-3)
+    with pytest.raises(ValueError, match="at least one group"):
+        group_spread_shares(torch.zeros(0, 3))
 
 
 def test_group_advantages_shape_checked():
