@@ -26,14 +26,12 @@ def _job(run: str) -> dict:
 def show_status(args) -> int:
     from pathlib import Path
 
-    from aurora_rl.services.redis_client import connect_redis
     from learner.train_log import rows_by_step
 
     job = _job(args.run)
     metrics = Path(args.run) / "metrics.jsonl"
     rows = rows_by_step([metrics]) if metrics.exists() else {}
-    client = connect_redis(job["redis_url"], retries=1)
-    depth = {name: client.xlen(job[name]) for name in ("rollout_stream", "scored_stream")}
+    depth = _stream_depths(job)
     if not rows:
         print(f"{args.run}: started, no step finished yet; streams {depth}")
         _print_workers(job)
@@ -42,13 +40,34 @@ def show_status(args) -> int:
     rewards = " ".join(f"{k.removeprefix('reward_')} {v:.3f}" for k, v in last.items() if k.startswith("reward_"))
     print(f"step {last['step']}  policy version {int(last.get('version', 0))}  "
           f"rollout actors {int(last.get('rollout_actors', 0))}")
-    print(f"reward {last.get('reward', float('nan')):.3f} ({rewards})  group std {last.get('group_reward_std', 0):.3f}")
+    spread = (f"  groups flat {last['groups_flat']:.2f} small spread {last['groups_small_spread']:.2f}"
+              if "groups_flat" in last else "")
+    print(f"reward {last.get('reward', float('nan')):.3f} ({rewards})  group std {last.get('group_reward_std', 0):.3f}"
+          f"{spread}")
     print(f"loss {last.get('loss', 0):.4f}  kl {last.get('kl', 0):.4f}  clip {last.get('clip_fraction', 0):.3f}  "
           f"tokens/s {last.get('tokens_per_s', 0):.0f}  step time {last.get('time_step_s', 0):.1f} s")
     print(f"streams: {depth}  learned {int(last.get('learned', 0))}  dropped stale "
           f"{int(last.get('stale_dropped', 0))} duplicates {int(last.get('duplicates_dropped', 0))}")
     _print_workers(job)
     return 0
+
+
+def _stream_depths(job: dict):
+    """Records waiting in the job's two streams, or why they cannot be read: a finished job's
+    private Redis stops with it, and the metrics are still worth showing."""
+    from urllib.parse import urlsplit
+
+    import redis
+
+    from aurora_rl.services.redis_client import connect_redis
+
+    try:
+        client = connect_redis(job["redis_url"], retries=1)
+        return {name: client.xlen(job[name]) for name in ("rollout_stream", "scored_stream")}
+    except redis.ConnectionError:
+        where = urlsplit(job["redis_url"])  # host and port only: the URL carries the password
+        return (f"unavailable (Redis at {where.hostname}:{where.port} does not answer: "
+                "the job has ended or its Redis is down)")
 
 
 def _print_workers(job: dict) -> None:
