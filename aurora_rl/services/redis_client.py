@@ -25,8 +25,10 @@ class LoggedRetry(Retry):
         def logged_fail(error, *count):
             nonlocal failures
             failures += 1
-            log.warning("redis client %s: redis unavailable (%s: %s); retry %d of %d with backoff",
-                        self.name, type(error).__name__, error, failures, self._retries)
+            # redis-py tries once and then retries ``retries`` times, calling this after each failure
+            then = "retrying with backoff" if failures <= self._retries else "giving up"
+            log.warning("redis client %s: redis unavailable (%s: %s); try %d of %d failed, %s",
+                        self.name, type(error).__name__, error, failures, self._retries + 1, then)
             return fail(error, *count)
 
         result = super().call_with_retry(do, logged_fail, is_retryable, with_failure_count)
