@@ -382,11 +382,11 @@ class GRPOJob:
         return out
 
     def _step_metrics(self, records, rewards, stats, rollouts, sync, phases) -> dict:
-        kinds = sorted({k for r in records for k in (r.rewards or {}) if k != "total"})
         import torch
 
         from aurora_rl.grpo.advantages import group_spread_shares
 
+        kinds = sorted({k for r in records for k in (r.rewards or {}) if k != "total"})
         flat, small = group_spread_shares(torch.from_numpy(rewards))
         out = {"reward": float(rewards.mean()), "group_reward_std": float(rewards.std(axis=1).mean()),
                "groups_flat": flat, "groups_small_spread": small}
