@@ -218,13 +218,22 @@ class LearnerRank:
         return out.first_token_logits.log_softmax(-1).tolist()
 
     # ---------------------------------------------------------------- weights
-    def trainable_state(self) -> dict:
+    def _trainable_views(self) -> dict:
+        """The live trainable weights, no copy (under ZeRO they are views into one flat buffer)."""
         return {n: p.detach() for n, p in self.engine.module.named_parameters() if p.requires_grad}
+
+    def trainable_state(self) -> dict:
+        """A copy of the trainable weights to send out of the actor.
+
+        Each tensor gets storage of its own: pickling a view pickles its whole storage, so under
+        ZeRO every one of the N views would carry the full flat buffer (N times the model's size).
+        """
+        return {n: t.clone() for n, t in self._trainable_views().items()}
 
     def weight_specs(self) -> list:
         from learner.weight_sync import specs_of
 
-        return specs_of(self.trainable_state())
+        return specs_of(self._trainable_views())
 
     def join_broadcast(self, host: str, port: int, world_size: int, buckets: list, timeout_s: float) -> bool:
         from learner.weight_sync import BroadcastGroup
@@ -235,7 +244,7 @@ class LearnerRank:
 
     def broadcast_weights(self, version: int) -> dict:
         t0 = time.monotonic()
-        sent = self.group.send(self.trainable_state(), self.buckets, version)
+        sent = self.group.send(self._trainable_views(), self.buckets, version)
         elapsed = time.monotonic() - t0
         return {"bytes": sent, "seconds": elapsed, "gb_per_s": sent / elapsed / 1e9 if elapsed > 0 else 0.0}
 

@@ -240,7 +240,10 @@ def learner_step(cfg, checkpoint, shares: list[list[bytes]], advantages: list[li
         host, port = ray.get(ranks[0].free_address.remote())
         ray.get([r.setup.remote(host, port) for r in ranks])
         stats = ray.get([r.train_step.remote(p, a, 0) for r, p, a in zip(ranks, shares, advantages)], timeout=300)
-        return stats, {k: v.clone() for k, v in ray.get(ranks[0].trainable_state.remote()).items()}
+        state = ray.get(ranks[0].trainable_state.remote())
+        # compact copies: a ZeRO view sent as is would carry the whole flat buffer, once per tensor
+        assert all(v.untyped_storage().nbytes() == v.numel() * v.element_size() for v in state.values())
+        return stats, state
     finally:
         for r in ranks:
             ray.kill(r)
