@@ -34,6 +34,9 @@ def main() -> int:
     parser.add_argument("--grpo-data", default=None,
                         help="dataset root GRPO samples its training split from (default: --data); e.g. a second "
                              "synthetic set whose scenes the SFT stages never saw")
+    parser.add_argument("--more-eval", default=None, metavar="DATA",
+                        help="a second dataset root whose test_s / test_u also evaluate the start and every seed "
+                             "(e.g. `aurora-rl data synth --seed 1`): its table, and one pooled over both sets by clip")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -62,6 +65,11 @@ def main() -> int:
             return evaluate_held_out(checkpoint, data, out / "eval" / name, args.eval_actors, args.max_new_tokens, done)
 
         results["start"] = evaluate(args.start, "start")
+        more = {}
+        if args.more_eval:
+            more_data = data_config_for(args.start, args.more_eval)
+            more["start"] = evaluate_held_out(args.start, more_data, out / "eval-more" / "start", args.eval_actors,
+                                              args.max_new_tokens)
         grpo_root = Path(args.grpo_data).resolve() if args.grpo_data else data.root
         for seed in args.seeds:
             cfg = load_config(ROOT / "configs" / "tiny" / "grpo.yaml", [
@@ -73,9 +81,19 @@ def main() -> int:
             if not (final / "aurora_model.json").exists():
                 final = run_grpo(cfg, services.redis_url)
             results[f"seed{seed}"] = evaluate(str(final), f"seed{seed}")
+            if args.more_eval:
+                more[f"seed{seed}"] = evaluate_held_out(str(final), more_data, out / "eval-more" / f"seed{seed}",
+                                                        args.eval_actors, args.max_new_tokens)
     seeds = [f"seed{s}" for s in args.seeds]
     add_training_reward(results, out, seeds, window=max(1, args.steps // 10))
     table = render(results, seeds)
+    if more:
+        for name in more:
+            more[name]["train"] = results[name]["train"]
+        pooled = {name: pool(results[name], more[name]) for name in results}
+        table += (f"\n\n{args.more_eval}, test splits:\n\n{render(more, seeds)}"
+                  f"\n\nboth sets pooled ({clip_counts(results['start'], more['start'])}):\n\n{render(pooled, seeds)}")
+        results = {"eval": results, "more_eval": more, "pooled": pooled}
     print(table)
     (out / "grpo_seeds.md").write_text(table + "\n")
     (out / "grpo_seeds.json").write_text(json.dumps(results, indent=2, default=float))
@@ -93,6 +111,24 @@ def evaluate_held_out(checkpoint: str, data, out: Path, actors: int, max_new_tok
     if done.exists():
         return json.loads(done.read_text())
     return evaluate_checkpoint(checkpoint, data, ["test_s", "test_u"], out, actors, MetricsConfig(), max_new_tokens)
+
+
+def pool(a: dict, b: dict) -> dict:
+    """Two evaluations of one checkpoint on different clips as one: every split's metrics are the
+    clip-weighted mean (each clip has the same number of frames); mix is the mean over the splits."""
+    from aurora_rl.metrics.refavs_metrics import mix_score
+
+    out = {"train": a["train"]}
+    for split in ("test_s", "test_u"):
+        na, nb = a[split]["clips"], b[split]["clips"]
+        out[split] = {key: (a[split][key] * na + b[split][key] * nb) / (na + nb) for key in ("J", "F", "class_acc")}
+        out[split]["clips"] = na + nb
+    out["mix"] = mix_score(out)
+    return out
+
+
+def clip_counts(a: dict, b: dict) -> str:
+    return ", ".join(f"{split} {a[split]['clips']} + {b[split]['clips']} clips" for split in ("test_s", "test_u"))
 
 
 def add_training_reward(results: dict, out: Path, seeds: list[str], window: int) -> None:

@@ -33,3 +33,17 @@ def test_training_reward_first_tenth_against_last_tenth_and_verdict(tmp_path):
     assert rows["train reward"].endswith("| +1.1000 | yes |")
     assert rows["test_s J"].endswith("| +0.0500 | yes |")  # mean 0.35, std 0.0082
     assert rows["test_s class_acc"].endswith("| +0.0000 | no |")  # no gain is never "above the spread"
+
+
+def test_two_evaluations_pool_by_clip_count():
+    from bench.grpo_seeds import pool
+
+    a = {"train": {"reward": 2.0}, "test_s": {"J": 0.50, "F": 0.60, "class_acc": 0.40, "clips": 100},
+         "test_u": {"J": 0.30, "F": 0.40, "class_acc": 0.0, "clips": 100}}
+    b = {"test_s": {"J": 0.60, "F": 0.70, "class_acc": 0.70, "clips": 300},
+         "test_u": {"J": 0.50, "F": 0.60, "class_acc": 0.0, "clips": 100}}
+    both = pool(a, b)
+    assert both["train"] == {"reward": 2.0}
+    assert both["test_s"]["J"] == 0.575 and both["test_s"]["class_acc"] == 0.625 and both["test_s"]["clips"] == 400
+    assert both["test_u"]["J"] == 0.40 and both["test_u"]["clips"] == 200
+    assert both["mix"]["J"] == 0.4875 and both["mix"]["F"] == (0.675 + 0.5) / 2
