@@ -68,7 +68,8 @@ def main() -> int:
         more = {}
         if args.more_eval:
             more_data = data_config_for(args.start, args.more_eval)
-            more["start"] = evaluate_held_out(args.start, more_data, out / "eval-more" / "start", args.eval_actors,
+            more_dir = out / f"eval-{Path(args.more_eval).name}"
+            more["start"] = evaluate_held_out(args.start, more_data, more_dir / "start", args.eval_actors,
                                               args.max_new_tokens)
         grpo_root = Path(args.grpo_data).resolve() if args.grpo_data else data.root
         for seed in args.seeds:
@@ -82,18 +83,11 @@ def main() -> int:
                 final = run_grpo(cfg, services.redis_url)
             results[f"seed{seed}"] = evaluate(str(final), f"seed{seed}")
             if args.more_eval:
-                more[f"seed{seed}"] = evaluate_held_out(str(final), more_data, out / "eval-more" / f"seed{seed}",
+                more[f"seed{seed}"] = evaluate_held_out(str(final), more_data, more_dir / f"seed{seed}",
                                                         args.eval_actors, args.max_new_tokens)
     seeds = [f"seed{s}" for s in args.seeds]
     add_training_reward(results, out, seeds, window=max(1, args.steps // 10))
-    table = render(results, seeds)
-    if more:
-        for name in more:
-            more[name]["train"] = results[name]["train"]
-        pooled = {name: pool(results[name], more[name]) for name in results}
-        table += (f"\n\n{args.more_eval}, test splits:\n\n{render(more, seeds)}"
-                  f"\n\nboth sets pooled ({clip_counts(results['start'], more['start'])}):\n\n{render(pooled, seeds)}")
-        results = {"eval": results, "more_eval": more, "pooled": pooled}
+    table, results = report(results, more, seeds, out, args)
     print(table)
     (out / "grpo_seeds.md").write_text(table + "\n")
     (out / "grpo_seeds.json").write_text(json.dumps(results, indent=2, default=float))
@@ -111,6 +105,26 @@ def evaluate_held_out(checkpoint: str, data, out: Path, actors: int, max_new_tok
     if done.exists():
         return json.loads(done.read_text())
     return evaluate_checkpoint(checkpoint, data, ["test_s", "test_u"], out, actors, MetricsConfig(), max_new_tokens)
+
+
+def report(results: dict, more: dict, seeds: list[str], out: Path, args) -> tuple[str, dict]:
+    """The seeds' table on the evaluation set; with ``--more-eval``, one on the second set and one
+    pooled over both; then the clip-by-clip gain intervals. Returns it with the results to save."""
+    table = render(results, seeds)
+    if more:
+        for name in more:
+            more[name]["train"] = results[name]["train"]
+        pooled = {name: pool(results[name], more[name]) for name in results}
+        table += (f"\n\n{args.more_eval}, test splits:\n\n{render(more, seeds)}"
+                  f"\n\nboth sets pooled ({clip_counts(results['start'], more['start'])}):\n\n{render(pooled, seeds)}")
+        results = {"eval": results, "more_eval": more, "pooled": pooled}
+    sets = [out / "eval"] + ([out / f"eval-{Path(args.more_eval).name}"] if more else [])
+    start_dirs = [Path(args.start_results).parent if args.start_results else out / "eval" / "start"]
+    start_dirs += [sets[-1] / "start"] if more else []
+    intervals = render_intervals(clip_scores(start_dirs), [clip_scores([d / s for d in sets]) for s in seeds])
+    where = "both sets" if more else "one set"
+    table += f"\n\nthe seeds' mean gain over the start, clip by clip ({where}):\n\n{intervals}"
+    return table, results
 
 
 def pool(a: dict, b: dict) -> dict:
@@ -141,6 +155,46 @@ def add_training_reward(results: dict, out: Path, seeds: list[str], window: int)
         first.extend(rewards[:window])
         results[seed]["train"] = {"reward": statistics.mean(rewards[-window:])}
     results["start"]["train"] = {"reward": statistics.mean(first)}
+
+
+def clip_scores(eval_dirs: list[Path]) -> dict:
+    """{split: {uid: (clip J, class right)}} from the ``samples.jsonl`` of one or more evaluations
+    of the same checkpoint (on different clips)."""
+    scores: dict = {}
+    for folder in eval_dirs:
+        for line in (folder / "samples.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            right = float(row["target_class"] == row["gt_class"])
+            scores.setdefault(row["split"], {})[row["uid"]] = (row["iou"], right)
+    return scores
+
+
+def gain_interval(start: dict, seeds: list[dict], rounds: int = 4000, level: float = 0.95) -> tuple:
+    """The seeds' mean gain over the start on the clips all were scored on, and its interval by a
+    paired bootstrap over clips: how far the gain could move on another draw of test clips.
+    ``start`` and each of ``seeds`` map uid -> score."""
+    import numpy as np
+
+    uids = sorted(set(start).intersection(*seeds))
+    diff = np.array([np.mean([s[u] for s in seeds]) - start[u] for u in uids])
+    rng = np.random.default_rng(0)
+    means = diff[rng.integers(0, len(diff), (rounds, len(diff)))].mean(1)
+    tail = (1 - level) / 2 * 100
+    return float(diff.mean()), float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail)), len(uids)
+
+
+def render_intervals(start: dict, seeds: list[dict]) -> str:
+    """Gain in mean clip J and in class accuracy per split, with the 95 % bootstrap interval."""
+    lines = ["| metric | clips | gain | 95 % interval over clips | interval above 0 |", "|---|---|---|---|---|"]
+    for split in ("test_s", "test_u"):
+        for k, key in enumerate(("clip J", "class_acc")):
+            def pick(scores: dict) -> dict:
+                return {uid: v[k] for uid, v in scores[split].items()}
+
+            gain, lo, hi, n = gain_interval(pick(start), [pick(s) for s in seeds])
+            above = "yes" if lo > 0 else "no"
+            lines.append(f"| {split} {key} | {n} | {gain:+.4f} | [{lo:+.4f}, {hi:+.4f}] | {above} |")
+    return "\n".join(lines)
 
 
 def render(results: dict, seeds: list[str]) -> str:

@@ -47,3 +47,17 @@ def test_two_evaluations_pool_by_clip_count():
     assert both["test_s"]["J"] == 0.575 and both["test_s"]["class_acc"] == 0.625 and both["test_s"]["clips"] == 400
     assert both["test_u"]["J"] == 0.40 and both["test_u"]["clips"] == 200
     assert both["mix"]["J"] == 0.4875 and both["mix"]["F"] == (0.675 + 0.5) / 2
+
+
+def test_gain_interval_is_paired_over_clips():
+    from bench.grpo_seeds import gain_interval
+
+    start = {f"c{i}": 0.1 * (i % 7) for i in range(40)}  # clips differ widely from one another
+    same_shift = [{u: v + 0.02 for u, v in start.items()}, {u: v + 0.04 for u, v in start.items()}]
+    gain, lo, hi, n = gain_interval(start, same_shift)
+    assert n == 40 and abs(gain - 0.03) < 1e-12  # paired: the spread between clips does not widen it
+    assert abs(lo - 0.03) < 1e-9 and abs(hi - 0.03) < 1e-9
+    one_clip = [{**start, "c3": start["c3"] + 0.8}, {**start, "c3": start["c3"] + 0.8, "extra": 1.0}]
+    gain, lo, hi, n = gain_interval(start, one_clip)
+    assert n == 40 and abs(gain - 0.02) < 1e-12  # 0.8 on one clip of 40; "extra" is not a clip of all
+    assert lo == 0.0 and hi > 0.02  # one clip carries it: the interval reaches 0
