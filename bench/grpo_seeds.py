@@ -68,7 +68,7 @@ def main() -> int:
         more = {}
         if args.more_eval:
             more_data = data_config_for(args.start, args.more_eval)
-            more_dir = out / f"eval-{Path(args.more_eval).name}"
+            more_dir = more_eval_dir(out, args.more_eval)
             more["start"] = evaluate_held_out(args.start, more_data, more_dir / "start", args.eval_actors,
                                               args.max_new_tokens)
         grpo_root = Path(args.grpo_data).resolve() if args.grpo_data else data.root
@@ -118,13 +118,18 @@ def report(results: dict, more: dict, seeds: list[str], out: Path, args) -> tupl
         table += (f"\n\n{args.more_eval}, test splits:\n\n{render(more, seeds)}"
                   f"\n\nboth sets pooled ({clip_counts(results['start'], more['start'])}):\n\n{render(pooled, seeds)}")
         results = {"eval": results, "more_eval": more, "pooled": pooled}
-    sets = [out / "eval"] + ([out / f"eval-{Path(args.more_eval).name}"] if more else [])
+    sets = [out / "eval"] + ([more_eval_dir(out, args.more_eval)] if more else [])
     start_dirs = [Path(args.start_results).parent if args.start_results else out / "eval" / "start"]
     start_dirs += [sets[-1] / "start"] if more else []
     intervals = render_intervals(clip_scores(start_dirs), [clip_scores([d / s for d in sets]) for s in seeds])
     where = "both sets" if more else "one set"
     table += f"\n\nthe seeds' mean gain over the start, clip by clip ({where}):\n\n{intervals}"
     return table, results
+
+
+def more_eval_dir(out: Path, data: str) -> Path:
+    """Where the evaluations on ``--more-eval``'s dataset go: one folder per dataset."""
+    return out / f"eval-{Path(data).name}"
 
 
 def pool(a: dict, b: dict) -> dict:
@@ -172,7 +177,7 @@ def clip_scores(eval_dirs: list[Path]) -> dict:
 def gain_interval(start: dict, seeds: list[dict], rounds: int = 4000, level: float = 0.95) -> tuple:
     """The seeds' mean gain over the start on the clips all were scored on, and its interval by a
     paired bootstrap over clips: how far the gain could move on another draw of test clips.
-    ``start`` and each of ``seeds`` map uid -> score."""
+    ``start`` and each of ``seeds`` map uid -> score. Returns (gain, low, high, clips)."""
     import numpy as np
 
     uids = sorted(set(start).intersection(*seeds))
