@@ -11,6 +11,7 @@ overrides); the report is generated from the evaluation outputs, nothing typed i
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -83,6 +84,8 @@ def run_main_job(out: str, quick: bool = False) -> int:
     common = [f"data.root={data}", f"run.output_dir={runs}", "trainer.mask_frames_per_clip=2", "trainer.log_every=10",
               f"model.sam.path={sam}", "model.sam.train_mask_decoder=false"]
 
+    _claim(demo, plan)
+
     t = progress.stage(f"synthetic benchmark: {plan.videos} videos")
     if not (data / "metadata.csv").exists():
         summary = generate_benchmark(data, videos=plan.videos, seed=0)
@@ -140,6 +143,30 @@ def run_main_job(out: str, quick: bool = False) -> int:
     index = _report(demo, stages, data)
     print(f"\n[demo] finished in {(time.monotonic() - progress.started) / 60:.1f} min. Report: {index}")
     return 0
+
+
+def _claim(demo: Path, plan: DemoPlan) -> None:
+    """Record the plan a demo folder is made with; refuse a folder made with another one.
+
+    Stages found finished in the folder are reused, so a full demo run in the folder of a quick one
+    would otherwise report the quick run's 60-video checkpoints as its own. Nothing is deleted.
+    """
+    path = demo / "demo_plan.json"
+    wanted = dataclasses.asdict(plan)
+    if path.exists():
+        found = json.loads(path.read_text())
+        if found != wanted:
+            diff = ", ".join(f"{k} {found.get(k)} (now {v})" for k, v in wanted.items() if found.get(k) != v)
+            raise FileExistsError(f"{demo} holds a demo made with another plan: {diff}. Give another --out, "
+                                  f"or remove the folder to start that demo over")
+        return
+    legacy = demo / "data" / "synthetic_config.json"  # a folder made before plans were recorded
+    videos = json.loads(legacy.read_text()).get("videos") if legacy.exists() else plan.videos
+    if videos != plan.videos:
+        raise FileExistsError(f"{demo} holds a demo of {videos} videos, not {plan.videos}. Give another --out, "
+                              f"or remove the folder to start that demo over")
+    demo.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(wanted, indent=2) + "\n")
 
 
 def _reuse_or(run_dir: Path, train) -> Path:
