@@ -155,18 +155,18 @@ def _claim(demo: Path, plan: DemoPlan) -> None:
     wanted = dataclasses.asdict(plan)
     if path.exists():
         found = json.loads(path.read_text())
-        if found != wanted:
-            diff = ", ".join(f"{k} {found.get(k)} (now {v})" for k, v in wanted.items() if found.get(k) != v)
-            raise FileExistsError(f"{demo} holds a demo made with another plan: {diff}. Give another --out, "
-                                  f"or remove the folder to start that demo over")
-        return
-    legacy = demo / "data" / "synthetic_config.json"  # a folder made before plans were recorded
-    videos = json.loads(legacy.read_text()).get("videos") if legacy.exists() else plan.videos
-    if videos != plan.videos:
-        raise FileExistsError(f"{demo} holds a demo of {videos} videos, not {plan.videos}. Give another --out, "
+        diff = ", ".join(f"{k} {found.get(k)} (now {v})" for k, v in wanted.items() if found.get(k) != v)
+        problem = f"made with another plan: {diff}" if found != wanted else None
+    else:
+        legacy = demo / "data" / "synthetic_config.json"  # a folder made before plans were recorded
+        videos = json.loads(legacy.read_text()).get("videos") if legacy.exists() else plan.videos
+        problem = f"of {videos} videos, not {plan.videos}" if videos != plan.videos else None
+    if problem:
+        raise FileExistsError(f"{demo} holds a demo {problem}. Give another --out, "
                               f"or remove the folder to start that demo over")
-    demo.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(wanted, indent=2) + "\n")
+    if not path.exists():
+        demo.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(wanted, indent=2) + "\n")
 
 
 def _reuse_or(run_dir: Path, train) -> Path:
