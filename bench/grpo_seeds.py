@@ -174,31 +174,21 @@ def clip_scores(eval_dirs: list[Path]) -> dict:
     return scores
 
 
-def gain_interval(start: dict, seeds: list[dict], rounds: int = 4000, level: float = 0.95) -> tuple:
-    """The seeds' mean gain over the start on the clips all were scored on, and its interval by a
-    paired bootstrap over clips: how far the gain could move on another draw of test clips.
-    ``start`` and each of ``seeds`` map uid -> score. Returns (gain, low, high, clips)."""
-    import numpy as np
-
-    uids = sorted(set(start).intersection(*seeds))
-    diff = np.array([np.mean([s[u] for s in seeds]) - start[u] for u in uids])
-    rng = np.random.default_rng(0)
-    means = diff[rng.integers(0, len(diff), (rounds, len(diff)))].mean(1)
-    tail = (1 - level) / 2 * 100
-    return float(diff.mean()), float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail)), len(uids)
-
-
 def render_intervals(start: dict, seeds: list[dict]) -> str:
-    """Gain in mean clip J and in class accuracy per split, with the 95 % bootstrap interval."""
+    """The seeds' mean gain over the start in mean clip J and in class accuracy per split, on the
+    clips all were scored on, with its 95 % paired bootstrap interval over clips: how far the gain
+    could move on another draw of test clips."""
+    from aurora_rl.metrics.paired_bootstrap import bootstrap_mean_change, paired_differences
+
     lines = ["| metric | clips | gain | 95 % interval over clips | interval above 0 |", "|---|---|---|---|---|"]
     for split in ("test_s", "test_u"):
         for k, key in enumerate(("clip J", "class_acc")):
             def pick(scores: dict) -> dict:
                 return {uid: v[k] for uid, v in scores[split].items()}
 
-            gain, lo, hi, n = gain_interval(pick(start), [pick(s) for s in seeds])
-            above = "yes" if lo > 0 else "no"
-            lines.append(f"| {split} {key} | {n} | {gain:+.4f} | [{lo:+.4f}, {hi:+.4f}] | {above} |")
+            g = bootstrap_mean_change([paired_differences(pick(start), [pick(s) for s in seeds])])
+            above = "yes" if g.low > 0 else "no"
+            lines.append(f"| {split} {key} | {g.clips} | {g.change:+.4f} | [{g.low:+.4f}, {g.high:+.4f}] | {above} |")
     return "\n".join(lines)
 
 

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from aurora_rl.report.overlays import Example
 from aurora_rl.report.results_table import cells, header
-from aurora_rl.report.verdict import StageVerdict
+from aurora_rl.report.verdict import NOISE_NOTE, StageVerdict
 
 CSS = """
 body { font-family: sans-serif; max-width: 1400px; margin: 1.5em auto; padding: 0 1em; color: #222; }
@@ -60,8 +60,8 @@ def render_page(c: PageContent) -> str:
              "<h2 id='verdict'>Verdict</h2>", _verdict(c.verdicts),
              "<h2 id='curves'>Training curves</h2>", _curves(c.curves),
              "<h2 id='examples'>Examples</h2>",
-             f"<p>The same clips for every stage. Each grid: magenta = predicted mask (p &gt; 0.5), white "
-             f"outline = ground truth.</p>"]
+             "<p>The same clips for every stage. Each grid: magenta = predicted mask (p &gt; 0.5), white "
+             "outline = ground truth.</p>"]
     parts += [_example(e, c.overlays.get(e.uid, {}), c.answers.get(e.uid, {})) for e in c.examples]
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -98,13 +98,12 @@ def _verdict(verdicts: list[StageVerdict]) -> str:
         return "<p>Only one stage: nothing to compare.</p>"
     items = []
     for v in verdicts:
-        word = "improved" if v.improved else "did not improve"
         inner = "".join(f"<li>why {escape('Mix' if s == 'mix' else s)} did not improve: {escape(' '.join(r))}</li>"
                         for s, r in v.reasons.items())
         inner += "".join(f"<li>{escape(n)}</li>" for n in v.notes)
-        items.append(f"<li class='{'good' if v.improved else 'bad'}'><b>{word}</b>: {escape(v.headline())}"
-                     f"<ul>{inner}</ul></li>")
-    return "<ul>" + "".join(items) + "</ul>"
+        tone = "good" if v.improved else ("bad" if v.label in ("got worse", "mixed") else "plain")
+        items.append(f"<li class='{tone}'><b>{escape(v.label)}</b>: {escape(v.headline())}<ul>{inner}</ul></li>")
+    return f"<p>{escape(NOISE_NOTE)}</p><ul>" + "".join(items) + "</ul>"
 
 
 def _curves(curves: dict[str, str | None]) -> str:

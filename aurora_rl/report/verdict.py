@@ -1,7 +1,14 @@
-"""The automatic verdict: did each stage raise held-out J over the stage before it, and if not, why.
+"""The automatic verdict: did each stage raise held-out J over the stage before it, beyond what
+the draw of test clips alone would move it, and if not, why.
 
 Every sentence is computed from the two stages' evaluation folders: J, class accuracy and
 format rate from results.json; failure kinds, per-sample changes and IoU from samples.jsonl.
+
+A change of J counts only when it is larger than the noise of the test clips: its 95 % interval
+comes from a paired bootstrap over the clips both stages were scored on (per-clip IoU; Mix
+resamples test_s and test_u separately), placed around the change of J. With a few hundred clips
+per split the interval is a few points of J wide, so small changes read as "within the noise".
+Without per-clip scores only the sign of the change is judged, and the verdict says so.
 """
 
 from __future__ import annotations
@@ -11,12 +18,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Optional
 
+import numpy as np
+
+from aurora_rl.metrics.paired_bootstrap import bootstrap_mean_change, paired_differences
 from aurora_rl.report.eval_outputs import StageEval, number
 
 HELD_OUT = ("test_s", "test_u", "mix")
 MIX_PARTS = ("test_s", "test_u")
 # A change the 4-decimal table cannot show is no change.
 DECIMALS = 4
+IMPROVED, WORSE, NOISE, UNCHANGED, UNKNOWN = "improved", "worse", "within the noise", "unchanged", "unknown"
 
 
 @dataclass
@@ -24,11 +35,37 @@ class SplitChange:
     split: str
     before: float
     after: float
-    improved: Optional[bool]  # None: J missing in one of the two stages
+    low: float = math.nan  # 95 % interval of the change over draws of test clips; NaN: no per-clip scores
+    high: float = math.nan
+    clips: int = 0
 
     @property
     def delta(self) -> float:
         return self.after - self.before
+
+    @property
+    def judged_by_sign(self) -> bool:
+        return math.isnan(self.low)
+
+    @property
+    def outcome(self) -> str:
+        if math.isnan(self.before) or math.isnan(self.after):
+            return UNKNOWN
+        step = round(self.delta, DECIMALS)
+        if step == 0:
+            return UNCHANGED
+        if self.judged_by_sign:
+            return IMPROVED if step > 0 else WORSE
+        if step > 0 and self.low > 0:
+            return IMPROVED
+        if step < 0 and self.high < 0:
+            return WORSE
+        return NOISE
+
+    @property
+    def improved(self) -> Optional[bool]:
+        """None: J missing in one of the two stages."""
+        return None if self.outcome == UNKNOWN else self.outcome == IMPROVED
 
 
 @dataclass
@@ -43,17 +80,29 @@ class StageVerdict:
     def improved(self) -> bool:
         return all(c.improved for c in self.changes)
 
+    @property
+    def label(self) -> str:
+        """improved | partly improved | mixed | got worse | no clear change."""
+        outcomes = {c.outcome for c in self.changes}
+        if self.improved:
+            return "improved"
+        if IMPROVED in outcomes:
+            return "mixed" if WORSE in outcomes else "partly improved"
+        return "got worse" if WORSE in outcomes else "no clear change"
+
     def headline(self) -> str:
-        up = [c for c in self.changes if c.improved]
-        down = [c for c in self.changes if c.improved is False]
-        unknown = [c for c in self.changes if c.improved is None]
-        parts = []
-        if down:
-            parts.append(f"held-out J did not improve on {_list(down)}")
-        if up:
-            parts.append(f"{'it' if down else 'held-out J'} improved on {_list(up)}")
+        groups = [(IMPROVED, "held-out J improved on"), (WORSE, "fell on"),
+                  (NOISE, "moved within the noise of the test clips on"), (UNCHANGED, "was unchanged on")]
+        parts = [f"{words} {_list([c for c in self.changes if c.outcome == outcome])}"
+                 for outcome, words in groups if any(c.outcome == outcome for c in self.changes)]
+        if parts and not parts[0].startswith("held-out"):
+            parts[0] = "held-out J " + parts[0]
+        unknown = [c for c in self.changes if c.outcome == UNKNOWN]
         if unknown:
             parts.append(f"{', '.join(_name(c.split) for c in unknown)} could not be compared (J missing)")
+        sign_only = [c for c in self.changes if c.judged_by_sign and c.outcome in (IMPROVED, WORSE)]
+        if sign_only:
+            parts.append(f"{', '.join(_name(c.split) for c in sign_only)} judged by sign only (no per-clip scores)")
         return f"{self.stage} vs {self.previous}: " + "; ".join(parts) + "."
 
 
@@ -62,7 +111,14 @@ def _name(split: str) -> str:
 
 
 def _list(changes: list[SplitChange]) -> str:
-    return ", ".join(f"{_name(c.split)} ({c.before:.4f} → {c.after:.4f}, {c.delta:+.4f})" for c in changes)
+    return ", ".join(f"{_name(c.split)} ({c.before:.4f} → {c.after:.4f}, {c.delta:+.4f}{_interval(c)})"
+                     for c in changes)
+
+
+def _interval(c: SplitChange) -> str:
+    if c.judged_by_sign or round(c.delta, DECIMALS) == 0:
+        return ""
+    return f"; 95 % interval {c.low:+.4f} to {c.high:+.4f} over {c.clips} clips"
 
 
 def _from_to(label: str, before: float, after: float, decimals: int = 3) -> str:
@@ -78,8 +134,15 @@ def compare_stages(previous: str, prev: StageEval, stage: str, cur: StageEval) -
     for split in HELD_OUT:
         before = number(prev.results.get(split, {}).get("J"))
         after = number(cur.results.get(split, {}).get("J"))
-        improved = None if math.isnan(before) or math.isnan(after) else round(after - before, DECIMALS) > 0
-        changes.append(SplitChange(split, before, after, improved))
+        change = SplitChange(split, before, after)
+        diffs = clip_differences(prev, cur, MIX_PARTS if split == "mix" else (split,))
+        if diffs and not math.isnan(change.delta):
+            spread = bootstrap_mean_change(diffs)
+            # the spread of the per-clip mean, placed around the change of J (clips weigh alike in both)
+            change.low = change.delta + spread.low - spread.change
+            change.high = change.delta + spread.high - spread.change
+            change.clips = spread.clips
+        changes.append(change)
     verdict = StageVerdict(stage, previous, changes)
     for change in changes:
         if change.improved is False:
@@ -89,6 +152,19 @@ def compare_stages(previous: str, prev: StageEval, stage: str, cur: StageEval) -
         s_before, s_after = number(prev.results["test_n"].get("S")), number(cur.results["test_n"].get("S"))
         verdict.notes.append(_from_to("test_n (null) S, lower is better:", s_before, s_after, DECIMALS))
     return verdict
+
+
+def clip_differences(prev: StageEval, cur: StageEval, splits: tuple[str, ...]) -> list[np.ndarray]:
+    """Per-clip IoU changes, one array per split, over the clips both stages scored; [] when a
+    split has no such clip (then the change is judged by its sign)."""
+    out = []
+    for split in splits:
+        before, after = ({u: s["iou"] for u, s in e.samples.items() if s["split"] == split} for e in (prev, cur))
+        diffs = paired_differences(before, [after])
+        if not len(diffs):
+            return []
+        out.append(diffs)
+    return out
 
 
 def mix_reason(changes: list[SplitChange]) -> list[str]:
@@ -159,6 +235,11 @@ def _mask_quality(prev: StageEval, cur: StageEval, split: str) -> Optional[str]:
                     before, after) + "."
 
 
+NOISE_NOTE = ("A stage counts as improved on a split only when the 95 % interval of its J change lies above 0: "
+              "how far the change could move on another draw of test clips of the same size (paired bootstrap "
+              "over the clips both stages were scored on).")
+
+
 def stage_verdicts(names: list[str], evals: list[StageEval]) -> list[StageVerdict]:
     return [compare_stages(names[i - 1], evals[i - 1], names[i], evals[i]) for i in range(1, len(names))]
 
@@ -166,9 +247,9 @@ def stage_verdicts(names: list[str], evals: list[StageEval]) -> list[StageVerdic
 def verdict_markdown(verdicts: list[StageVerdict]) -> str:
     if not verdicts:
         return "Only one stage: nothing to compare."
-    lines = []
+    lines = [NOISE_NOTE, ""]
     for v in verdicts:
-        lines.append(f"- **{'improved' if v.improved else 'did not improve'}**: {v.headline()}")
+        lines.append(f"- **{v.label}**: {v.headline()}")
         for split, reasons in v.reasons.items():
             lines.append(f"  - why {_name(split)} did not improve: " + " ".join(reasons))
         lines += [f"  - {note}" for note in v.notes]
@@ -176,7 +257,10 @@ def verdict_markdown(verdicts: list[StageVerdict]) -> str:
 
 
 def verdict_json(verdicts: list[StageVerdict]) -> list[dict]:
-    return [{"stage": v.stage, "previous": v.previous, "improved": v.improved, "headline": v.headline(),
-             "held_out_J": {c.split: {"before": c.before, "after": c.after, "improved": c.improved}
+    return [{"stage": v.stage, "previous": v.previous, "improved": v.improved, "label": v.label,
+             "headline": v.headline(),
+             "held_out_J": {c.split: {"before": c.before, "after": c.after, "improved": c.improved,
+                                      "outcome": c.outcome, "clips": c.clips,
+                                      "interval_95": None if c.judged_by_sign else [c.low, c.high]}
                             for c in v.changes},
              "reasons": v.reasons, "notes": v.notes} for v in verdicts]

@@ -49,15 +49,12 @@ def test_two_evaluations_pool_by_clip_count():
     assert both["mix"]["J"] == 0.4875 and both["mix"]["F"] == (0.675 + 0.5) / 2
 
 
-def test_gain_interval_is_paired_over_clips():
-    from bench.grpo_seeds import gain_interval
+def test_interval_table_pairs_seeds_with_the_start_clip_by_clip():
+    from bench.grpo_seeds import render_intervals
 
-    start = {f"c{i}": 0.1 * (i % 7) for i in range(40)}  # clips differ widely from one another
-    same_shift = [{u: v + 0.02 for u, v in start.items()}, {u: v + 0.04 for u, v in start.items()}]
-    gain, lo, hi, n = gain_interval(start, same_shift)
-    assert n == 40 and abs(gain - 0.03) < 1e-12  # paired: the spread between clips does not widen it
-    assert abs(lo - 0.03) < 1e-9 and abs(hi - 0.03) < 1e-9
-    one_clip = [{**start, "c3": start["c3"] + 0.8}, {**start, "c3": start["c3"] + 0.8, "extra": 1.0}]
-    gain, lo, hi, n = gain_interval(start, one_clip)
-    assert n == 40 and abs(gain - 0.02) < 1e-12  # 0.8 on one clip of 40; "extra" is not a clip of all
-    assert lo == 0.0 and hi > 0.02  # one clip carries it: the interval reaches 0
+    start = {split: {f"c{i}": (0.1 * (i % 7), 0.0) for i in range(40)} for split in ("test_s", "test_u")}
+    seeds = [{split: {u: (j + shift, 1.0) for u, (j, _) in clips.items()} for split, clips in start.items()}
+             for shift in (0.02, 0.04)]
+    rows = {line.split(" | ")[0].strip("| "): line for line in render_intervals(start, seeds).splitlines()[2:]}
+    assert rows["test_s clip J"] == "| test_s clip J | 40 | +0.0300 | [+0.0300, +0.0300] | yes |"
+    assert rows["test_u class_acc"] == "| test_u class_acc | 40 | +1.0000 | [+1.0000, +1.0000] | yes |"
