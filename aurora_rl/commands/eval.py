@@ -48,9 +48,23 @@ def run_eval(args) -> int:
         results = evaluate_checkpoint(args.ckpt, data, splits, out / "a", args.actors, metrics, args.max_new_tokens)
         print(results_table(results))
         if args.compare:
-            other = evaluate_checkpoint(args.compare, data, splits, out / "b", args.actors, metrics, args.max_new_tokens)
+            other = evaluate_checkpoint(args.compare, data, splits, out / "b", args.actors, metrics,
+                                        args.max_new_tokens)
             print(f"\n{args.compare} (difference to {args.ckpt}):")
             print(results_table(other, baseline=results))
             write_tables(other, out, f"{args.compare} against {args.ckpt}", baseline=results)
+            verdict = compare_evaluations(args.ckpt, out / "a", args.compare, out / "b", results)
+            print(f"\n{verdict}")
+            with open(out / "results.md", "a") as f:
+                f.write(f"\n## Verdict\n\n{verdict}\n")
     print(f"tables and per-sample outputs under {out}")
     return 0
+
+
+def compare_evaluations(name_a: str, dir_a, name_b: str, dir_b, results_a: dict) -> str:
+    """The report's verdict on B against A: which J changes lie beyond the noise of the test clips."""
+    from aurora_rl.report.eval_outputs import load_stage_eval
+    from aurora_rl.report.verdict import compare_stages, judged_splits, verdict_markdown
+
+    verdict = compare_stages(name_a, load_stage_eval(dir_a), name_b, load_stage_eval(dir_b), judged_splits(results_a))
+    return verdict_markdown([verdict])

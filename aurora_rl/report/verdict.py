@@ -129,9 +129,16 @@ def _from_to(label: str, before: float, after: float, decimals: int = 3) -> str:
     return f"{label} {before:.{decimals}f} → {after:.{decimals}f} ({after - before:+.{decimals}f})"
 
 
-def compare_stages(previous: str, prev: StageEval, stage: str, cur: StageEval) -> StageVerdict:
+def judged_splits(results: dict) -> tuple[str, ...]:
+    """The splits of one results.json whose J a verdict can judge (test_n has none; Mix only with
+    both of its parts), in the order the results list them."""
+    return tuple(s for s, r in results.items() if isinstance(r, dict) and not math.isnan(number(r.get("J"))))
+
+
+def compare_stages(previous: str, prev: StageEval, stage: str, cur: StageEval,
+                   splits: tuple[str, ...] = HELD_OUT) -> StageVerdict:
     changes = []
-    for split in HELD_OUT:
+    for split in splits:
         before = number(prev.results.get(split, {}).get("J"))
         after = number(cur.results.get(split, {}).get("J"))
         change = SplitChange(split, before, after)
