@@ -141,6 +141,8 @@ def run_main_job(out: str, quick: bool = False) -> int:
             progress.finish(f"evaluation of {name}", t)
             stages.append((name, ckpt))
     index = _report(demo, stages, data)
+    for verdict in json.loads((index.parent / "results.json").read_text())["verdict"]:
+        print(f"[demo] {verdict['label']}: {verdict['headline']}")
     print(f"\n[demo] finished in {(time.monotonic() - progress.started) / 60:.1f} min. Report: {index}")
     return 0
 
