@@ -5,14 +5,13 @@ Every link is relative to the page, so the report folder can be moved or copied 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from html import escape
 from urllib.parse import quote
 
 from aurora_rl.report.overlays import Example
 from aurora_rl.report.results_table import cells, header
-from aurora_rl.report.verdict import NOISE_NOTE, StageVerdict
+from aurora_rl.report.verdict import IMPROVED, NOISE_NOTE, WORSE, StageVerdict
 
 CSS = """
 body { font-family: sans-serif; max-width: 1400px; margin: 1.5em auto; padding: 0 1em; color: #222; }
@@ -56,7 +55,7 @@ def render_page(c: PageContent) -> str:
              f"<style>{CSS}</style></head><body>", "<h1>aurora_rl run report</h1>",
              _stages(c.stages),
              "<p>Tables as files: " + ", ".join(f"<a href='{_url(f)}'>{escape(f)}</a>" for f in c.files) + "</p>",
-             "<h2 id='results'>Results</h2>", _table(c.rows),
+             "<h2 id='results'>Results</h2>", _table(c.rows, c.verdicts),
              "<h2 id='verdict'>Verdict</h2>", _verdict(c.verdicts),
              "<h2 id='curves'>Training curves</h2>", _curves(c.curves),
              "<h2 id='examples'>Examples</h2>",
@@ -79,13 +78,14 @@ def _stages(stages: list[StageInfo]) -> str:
             f"{rows}</table>")
 
 
-def _table(rows: list[dict]) -> str:
+def _table(rows: list[dict], verdicts: list[StageVerdict]) -> str:
+    """The results table; a ΔJ is coloured only where the verdict finds it beyond the clips' noise."""
+    outcomes = {(v.stage, c.split): c.outcome for v in verdicts for c in v.changes}
     out = ["<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in header()) + "</tr>"]
     previous = None
     for r in rows:
         texts = cells(r)
-        d = r["dJ"]
-        cls = "" if math.isnan(d) or round(d, 4) == 0 else (" class='up'" if d > 0 else " class='down'")
+        cls = {IMPROVED: " class='up'", WORSE: " class='down'"}.get(outcomes.get((r["stage"], r["split"])), "")
         tds = "".join(f"<td>{escape(t)}</td>" for t in texts[:-1]) + f"<td{cls}>{escape(texts[-1])}</td>"
         first = " class='first'" if previous is not None and r["stage"] != previous else ""
         out.append(f"<tr{first}>{tds}</tr>")

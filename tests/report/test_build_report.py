@@ -12,6 +12,9 @@ def test_page_shows_table_verdict_curves_and_reasoning(built_report):
                  "grpo vs sft", "&#x27;wrong class&#x27; 0 → 2", "curves/sft.png", "curves/grpo.png",
                  "Stage untrained: no training metrics", "step 4 : the target is violin . it is [SEG] ."):
         assert text in html, text
+    # ΔJ is coloured where the verdict finds it beyond the clips' noise: grpo's test_s gain, not its test_u loss
+    assert "<b>partly improved</b>: grpo vs sft" in html
+    assert "<td class='up'>+0.0500</td>" in html and "<td>-0.1000</td>" in html and "class='down'" not in html
     assert str(built_report.out_dir) not in html and str(built_report.data_root) not in html  # relative only
     stages = json.loads((built_report.out_dir / "results.json").read_text())["stages"]
     assert stages[1] == {"name": "sft", "checkpoint": "sft/final", "eval_dir": "eval/sft"}
