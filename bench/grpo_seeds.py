@@ -165,12 +165,12 @@ def add_training_reward(results: dict, out: Path, seeds: list[str], window: int)
 def clip_scores(eval_dirs: list[Path]) -> dict:
     """{split: {uid: (clip J, class right)}} from the ``samples.jsonl`` of one or more evaluations
     of the same checkpoint (on different clips)."""
+    from aurora_rl.report.eval_outputs import load_stage_eval
+
     scores: dict = {}
     for folder in eval_dirs:
-        for line in (folder / "samples.jsonl").read_text().splitlines():
-            row = json.loads(line)
-            right = float(row["target_class"] == row["gt_class"])
-            scores.setdefault(row["split"], {})[row["uid"]] = (row["iou"], right)
+        for uid, row in load_stage_eval(folder).samples.items():
+            scores.setdefault(row["split"], {})[uid] = (row["iou"], float(row["target_class"] == row["gt_class"]))
     return scores
 
 
