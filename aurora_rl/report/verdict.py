@@ -56,9 +56,10 @@ class SplitChange:
             return UNCHANGED
         if self.judged_by_sign:
             return IMPROVED if step > 0 else WORSE
-        if step > 0 and self.low > 0:
+        # judged as printed: an interval whose end rounds to 0 holds 0
+        if step > 0 and round(self.low, DECIMALS) > 0:
             return IMPROVED
-        if step < 0 and self.high < 0:
+        if step < 0 and round(self.high, DECIMALS) < 0:
             return WORSE
         return NOISE
 

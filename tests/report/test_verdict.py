@@ -83,6 +83,11 @@ def test_a_change_every_clip_shares_is_an_improvement_or_a_loss():
     assert [c.outcome for c in down.changes] == ["worse", "unchanged", "worse"] and down.label == "got worse"
     assert "held-out J fell on test_s (0.5000 → 0.4500, -0.0500; 95 % interval -0.0500 to -0.0500 over 50 clips)" \
         in down.headline()
+    # +0.0001 as printed, with an interval whose low end is above 0 but prints as +0.0000: judged as printed
+    tiny = compare_stages("a", _scored(0.50, 0.40, base, base), "b",
+                          _scored(0.50007, 0.40, base + np.array([0.0, 0.0002] * 25), base))
+    assert 0 < tiny.changes[0].low < 0.00005 and tiny.changes[0].outcome == "within the noise"
+    assert "(0.5000 → 0.5001, +0.0001; 95 % interval +0.0000 to +0.0001 over 50 clips)" in tiny.headline()
     mixed = compare_stages("a", _scored(0.50, 0.40, base, base), "b", _scored(0.55, 0.35, base + 0.05, base - 0.05))
     assert [c.outcome for c in mixed.changes] == ["improved", "worse", "unchanged"] and mixed.label == "mixed"
 
