@@ -92,12 +92,11 @@ class StageVerdict:
         return "got worse" if WORSE in outcomes else "no clear change"
 
     def headline(self) -> str:
-        groups = [(IMPROVED, "held-out J improved on"), (WORSE, "fell on"),
+        groups = [(IMPROVED, "improved on"), (WORSE, "fell on"),
                   (NOISE, "moved within the noise of the test clips on"), (UNCHANGED, "was unchanged on")]
-        parts = [f"{words} {_list([c for c in self.changes if c.outcome == outcome])}"
+        moved = [f"{words} {_list([c for c in self.changes if c.outcome == outcome])}"
                  for outcome, words in groups if any(c.outcome == outcome for c in self.changes)]
-        if parts and not parts[0].startswith("held-out"):
-            parts[0] = "held-out J " + parts[0]
+        parts = ["held-out J " + "; ".join(moved)] if moved else []
         unknown = [c for c in self.changes if c.outcome == UNKNOWN]
         if unknown:
             parts.append(f"{', '.join(_name(c.split) for c in unknown)} could not be compared (J missing)")
@@ -117,7 +116,7 @@ def _list(changes: list[SplitChange]) -> str:
 
 
 def _interval(c: SplitChange) -> str:
-    if c.judged_by_sign or round(c.delta, DECIMALS) == 0:
+    if c.judged_by_sign or c.outcome == UNCHANGED:
         return ""
     return f"; 95 % interval {c.low:+.4f} to {c.high:+.4f} over {c.clips} clips"
 
