@@ -47,6 +47,22 @@ def build_examples(cfg: SFTConfig) -> list[SFTExample]:
     return [SFTExample(r.uid, i, cot[r.uid].answer, cot[r.uid].target_class) for i, r in enumerate(rows) if r.uid in cot]
 
 
+def with_absolute_paths(cfg: SFTConfig) -> SFTConfig:
+    """The same config with its local paths made absolute against the current folder.
+
+    Ray Train runs each worker in a folder of its own, where a relative ``model.sam.path`` (or
+    ``model.path``, ``data.root``, ``teacher_path``, ``cot.path``) would name nothing.
+    """
+    def absolute(path: str | None) -> str | None:
+        return None if path is None else str(Path(path).resolve())
+
+    model = dataclasses.replace(cfg.model, path=absolute(cfg.model.path),
+                                sam=dataclasses.replace(cfg.model.sam, path=absolute(cfg.model.sam.path)))
+    return dataclasses.replace(cfg, model=model, data=dataclasses.replace(cfg.data, root=absolute(cfg.data.root)),
+                               teacher_path=absolute(cfg.teacher_path),
+                               cot=dataclasses.replace(cfg.cot, path=absolute(cfg.cot.path)))
+
+
 def latest_complete_checkpoint(train_dir: Path, world_size: int) -> Path | None:
     """The newest checkpoint folder every rank finished writing (a killed run may leave a partial one).
 
@@ -91,6 +107,7 @@ def run_sft(cfg: SFTConfig, resume: bool = False, stage: str = "sft", examples: 
 
     from learner.sft_worker import sft_train_loop
 
+    cfg = with_absolute_paths(cfg)
     out = run_dir(cfg).resolve()
     train_dir = out / "ray_train"
     if train_dir.exists() and not resume:
@@ -105,7 +122,7 @@ def run_sft(cfg: SFTConfig, resume: bool = False, stage: str = "sft", examples: 
         init_dir = initial_checkpoint(cfg.model, cfg.data, [e.answer for e in examples], init_dir, cfg.run.seed)
     teacher = None
     if cfg.loss.distill > 0 and not cfg.direct_answer:
-        teacher = str(Path(cfg.teacher_path).resolve())
+        teacher = cfg.teacher_path
     tr = cfg.trainer
     resume_from = latest_complete_checkpoint(train_dir, tr.num_workers) if resume else None
     if resume and resume_from is None:
@@ -115,7 +132,6 @@ def run_sft(cfg: SFTConfig, resume: bool = False, stage: str = "sft", examples: 
         "examples": str(examples_path), "run_dir": str(out), "use_gpu": tr.use_gpu, "stage": stage,
         "resume_from": str(resume_from) if resume_from else None,
     }
-    loop_config["cfg"]["data"]["root"] = str(Path(cfg.data.root).resolve())
     print(f"[{stage}] {len(examples)} examples, {tr.num_workers} workers x batch {tr.batch_size_per_worker}, "
           f"ZeRO-{tr.deepspeed.zero_stage}; run folder {out}", flush=True)
     trainer = TorchTrainer(

@@ -47,17 +47,23 @@ def curve(run_dir: Path) -> dict[int, dict]:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_killed_run_resumes_at_its_checkpoint_and_continues_the_same_curve(ray_node, synthetic_root, tmp_path):
+    from aurora_rl.model.sam_pretrain import pretrain_tiny_sam
+
     env = {**os.environ, **ray_node.client_env()}
-    code, out = run(sft_command(ray_node, synthetic_root, tmp_path / "full"), env)
+    # a pretrained SAM named by a path relative to where the command runs, as a user types it: the
+    # train workers run elsewhere
+    pretrain_tiny_sam(synthetic_root, tmp_path / "tiny-sam", steps=2, batch=4, max_clips=4)
+    sam = f"model.sam.path={os.path.relpath(tmp_path / 'tiny-sam', ROOT)}"
+    code, out = run(sft_command(ray_node, synthetic_root, tmp_path / "full", sam), env)
     assert code == 0, out[-3000:]
     reference = curve(tmp_path / "full" / "tiny-sft")
     assert sorted(reference) == [1, 2, 3, 4, 5, 6]
     assert (tmp_path / "full" / "tiny-sft" / "checkpoint" / "aurora_model.json").exists()
     assert reference[6]["ce"] < reference[1]["ce"]
 
-    code, out = run(sft_command(ray_node, synthetic_root, tmp_path / "killed"), env, kill_after_step=3)
+    code, out = run(sft_command(ray_node, synthetic_root, tmp_path / "killed", sam), env, kill_after_step=3)
     assert code == -signal.SIGKILL
-    code, out = run(sft_command(ray_node, synthetic_root, tmp_path / "killed", "--resume"), env)
+    code, out = run(sft_command(ray_node, synthetic_root, tmp_path / "killed", "--resume", sam), env)
     assert code == 0, out[-3000:]
     assert "resumed at step 2" in out
     resumed = curve(tmp_path / "killed" / "tiny-sft")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from aurora_rl.model.policy import PolicyOutput
 from learner.lr_schedule import lr_multiplier
 from learner.sft_data import SFTBatcher, SFTExample
 from learner.sft_loss import sft_loss
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def output(logprobs, mask, has_seg, seg_emb, mask_logits):
@@ -87,3 +90,19 @@ def test_pick_mask_frames_gathers_the_chosen_frames():
         assert torch.equal(g[b], gt[b, frames[b]]) and torch.equal(v[b], valid[b, frames[b]])
     assert pick_mask_frames(gt, valid, None, np.random.default_rng(0))[0] is None
     assert pick_mask_frames(gt, valid, 10, np.random.default_rng(0))[1] is gt
+
+
+def test_local_paths_become_absolute_for_the_train_workers(tmp_path, monkeypatch):
+    from aurora_rl.config import load_config
+    from learner.sft_job import with_absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(ROOT / "configs/tiny/sft.yaml", ["data.root=data", "model.sam.path=sams/tiny",
+                                                       "model.path=ckpt", "teacher_path=../teacher"])
+    fixed = with_absolute_paths(cfg)
+    assert fixed.data.root == str(tmp_path / "data")
+    assert fixed.model.sam.path == str(tmp_path / "sams" / "tiny")
+    assert fixed.model.path == str(tmp_path / "ckpt")
+    assert fixed.teacher_path == str(tmp_path.parent / "teacher")
+    assert fixed.cot.path is None  # unset paths stay unset
+    assert fixed.trainer == cfg.trainer and cfg.model.sam.path == "sams/tiny"  # the rest as given; cfg untouched
