@@ -1,0 +1,149 @@
+"""Can the tiny LLM learn to look its answer up in its own step 1? A text-only check.
+
+The main job's answers read the scene right in step 1 and then, in step 3, name the position of
+an object that step 1 does not put there (bench/grpo_diagnostics.py consistency). This check takes
+the media out: the tiny Qwen2 of the main job (2 layers, hidden 128) gets a referring expression
+and a correct step 1 as text, and learns to write step 3, the object the expression asks for and
+its position. It trains on a fixed set of rows (the main job's training split has 2,800 videos,
+about 8,400 rows) and is scored, greedily, on fresh scenes.
+
+Two ways to write where an object is, side by side:
+- ``phrase``, the chain of thought's: "a yellow piano on the left , ..." ... "which is the piano on
+  the left". After the class, "on" / "in" is one token of lookup; "left" / "right" then follows
+  "on the", which every object on a side shares, and is told apart only by the class three tokens
+  back.
+- ``word``: "a yellow piano left , ..." ... "which is the piano left". The position is the token
+  right after the class in step 1: one copy, the pattern a two-layer transformer learns first.
+
+    PYTHONPATH=. .venv/bin/python bench/lookup_probe.py --rows 8400 --steps 3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+import torch
+
+from aurora_rl.data.synthetic.catalog import COLORS, POSITIONS, SEEN_CLASSES
+
+WHERE = {"phrase": {"left": "on the left", "center": "in the center", "right": "on the right"},
+         "word": {p: p for p in POSITIONS}}
+TEMPLATES = ("class", "color", "color_class")
+
+
+def scene_row(rng: random.Random, style: str) -> dict:
+    """One scene of 2-3 objects (distinct classes and colours, one per column) and one expression."""
+    columns = sorted(rng.sample(POSITIONS, rng.choice((2, 3))), key=POSITIONS.index)
+    classes = rng.sample([c.name for c in SEEN_CLASSES], len(columns))
+    colors = rng.sample(sorted(COLORS), len(columns))
+    objects = list(zip(colors, classes, columns))
+    color, cls, where = rng.choice(objects)
+    template = rng.choice(TEMPLATES)
+    expression = {"class": f"the {cls} .", "color": f"the {color} object .",
+                  "color_class": f"the {color} {cls} ."}[template]
+    step1 = " , ".join(f"a {c} {k} {WHERE[style][p]}" for c, k, p in objects) + " ."
+    asked = expression.rstrip(" .")
+    context = f"the reference is : {expression} step 1 : {step1} step 3 : the reference asks for {asked} , which is"
+    return {"context": context, "answer": f"the {cls} {WHERE[style][where]} .", "template": template}
+
+
+class Vocab:
+    def __init__(self, rows: list[dict]):
+        words = sorted({w for r in rows for w in (r["context"] + " " + r["answer"]).split()})
+        self.ids = {w: i + 1 for i, w in enumerate(words)}  # 0 pads
+        self.words = {i: w for w, i in self.ids.items()}
+
+    def encode(self, text: str) -> list[int]:
+        return [self.ids[w] for w in text.split()]
+
+
+def build_llm(vocab_size: int, layers: int, seed: int):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen2Config(vocab_size=vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         tie_word_embeddings=False, pad_token_id=0)
+    return Qwen2ForCausalLM(config)
+
+
+def batch(vocab: Vocab, rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and labels that score only the answer's tokens."""
+    seqs = [(vocab.encode(r["context"]), vocab.encode(r["answer"])) for r in rows]
+    n = max(len(c) + len(a) for c, a in seqs)
+    ids = torch.zeros(len(rows), n, dtype=torch.long)
+    labels = torch.full((len(rows), n), -100, dtype=torch.long)
+    for i, (c, a) in enumerate(seqs):
+        ids[i, :len(c) + len(a)] = torch.tensor(c + a)
+        labels[i, len(c):len(c) + len(a)] = torch.tensor(a)
+    return ids, labels
+
+
+@torch.no_grad()
+def exact_match(llm, vocab: Vocab, rows: list[dict]) -> dict[str, float]:
+    """Greedy answers (as long as the true one) against the true answer, by template."""
+    llm.eval()
+    hits: dict[str, list[int]] = {t: [] for t in TEMPLATES}
+    for r in rows:
+        ids = torch.tensor([vocab.encode(r["context"])])
+        want = vocab.encode(r["answer"])
+        out = llm.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=len(want), do_sample=False,
+                           pad_token_id=0)
+        hits[r["template"]].append(int(out[0, ids.shape[1]:].tolist() == want))
+    llm.train()
+    scores = {t: sum(h) / len(h) for t, h in hits.items() if h}
+    scores["all"] = sum(sum(h) for h in hits.values()) / sum(len(h) for h in hits.values())
+    return scores
+
+
+def run(style: str, args) -> dict:
+    rng = random.Random(args.seed)
+    train = [scene_row(rng, style) for _ in range(args.rows)]
+    fresh = [scene_row(rng, style) for _ in range(args.eval_rows)]
+    vocab = Vocab(train + fresh)
+    llm = build_llm(len(vocab.ids) + 1, args.layers, args.seed)
+    opt = torch.optim.AdamW(llm.parameters(), lr=args.lr, weight_decay=0.0)
+    started = time.monotonic()
+    for step in range(1, args.steps + 1):
+        ids, labels = batch(vocab, rng.sample(train, args.batch))
+        loss = llm(input_ids=ids, attention_mask=(ids > 0).long(), labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % args.log_every == 0 or step == args.steps:
+            rate = step / (time.monotonic() - started)
+            print(f"[lookup] {style}: step {step}/{args.steps} loss {loss.item():.4f} | {rate:.1f} steps/s | "
+                  f"ETA {(args.steps - step) / rate:.0f} s", flush=True)
+    return {"style": style, "train": exact_match(llm, vocab, train[:args.eval_rows]), "fresh": exact_match(llm, vocab, fresh)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=8400, help="fixed training rows (fresh scenes are scored)")
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--eval-rows", type=int, default=600)
+    ap.add_argument("--styles", nargs="+", default=list(WHERE), choices=list(WHERE))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--log-every", type=int, default=500)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    results = [run(style, args) for style in args.styles]
+    print(f"\n{args.rows} training rows, {args.steps} steps x {args.batch}, lr {args.lr}, {args.layers} layers; "
+          f"exact step-3 answers, greedy")
+    print("| where | rows | " + " | ".join(TEMPLATES) + " | all |")
+    print("|---|---|" + "---|" * (len(TEMPLATES) + 1))
+    for r in results:
+        for name in ("train", "fresh"):
+            s = r[name]
+            print(f"| {r['style']} | {name} | " + " | ".join(f"{s[t]:.2f}" for t in (*TEMPLATES, "all")) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,38 @@
+"""bench/lookup_probe.py: its rows are right by construction, and a short run scores them."""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.lookup_probe import WHERE, run, scene_row  # noqa: E402
+
+
+@pytest.mark.parametrize("style", list(WHERE))
+def test_the_answer_is_the_object_step_1_puts_where_the_expression_points(style):
+    rng = random.Random(3)
+    for _ in range(200):
+        row = scene_row(rng, style)
+        expression = row["context"].split(" step 1 : ")[0].removeprefix("the reference is : the ").removesuffix(" .")
+        step1 = row["context"].split(" step 1 : ")[1].split(" step 3 : ")[0].rstrip(" .").split(" , ")
+        cls_where = row["answer"].removeprefix("the ").removesuffix(" .")
+        # exactly one object of step 1 fits the expression, and the answer gives its class and place
+        words = expression.split()
+        fitting = [o for o in step1 if all(w in o.split() for w in words if w != "object")]
+        assert len(fitting) == 1, (row, fitting)
+        assert fitting[0].split(" ", 2)[2] == cls_where
+
+
+def test_a_short_run_scores_train_and_fresh_rows_by_template():
+    args = argparse.Namespace(seed=0, rows=40, eval_rows=9, layers=1, lr=1e-3, steps=3, batch=4, log_every=3)
+    result = run("word", args)
+    for name in ("train", "fresh"):
+        scores = result[name]
+        assert set(scores) <= {"class", "color", "color_class", "all"} and "all" in scores
+        assert all(0.0 <= v <= 1.0 for v in scores.values())
