@@ -116,7 +116,8 @@ def run(style: str, args) -> dict:
             rate = step / (time.monotonic() - started)
             print(f"[lookup] {style}: step {step}/{args.steps} loss {loss.item():.4f} | {rate:.1f} steps/s | "
                   f"ETA {(args.steps - step) / rate:.0f} s", flush=True)
-    return {"style": style, "train": exact_match(llm, vocab, train[:args.eval_rows]), "fresh": exact_match(llm, vocab, fresh)}
+    return {"style": style, "train": exact_match(llm, vocab, train[:args.eval_rows]),
+            "fresh": exact_match(llm, vocab, fresh)}
 
 
 def main() -> int:
