@@ -33,8 +33,12 @@ WHERE = {"phrase": {"left": "on the left", "center": "in the center", "right": "
 TEMPLATES = ("class", "color", "color_class")
 
 
-def scene_row(rng: random.Random, style: str) -> dict:
-    """One scene of 2-3 objects (distinct classes and colours, one per column) and one expression."""
+def scene_row(rng: random.Random, style: str, step2: bool = False) -> dict:
+    """One scene of 2-3 objects (distinct classes and colours, one per column) and one expression.
+
+    With ``step2`` the context also holds the answer's step 2 between step 1 and step 3: the
+    sounding objects' classes again, by onset, as the chain of thought writes them.
+    """
     columns = sorted(rng.sample(POSITIONS, rng.choice((2, 3))), key=POSITIONS.index)
     classes = rng.sample([c.name for c in SEEN_CLASSES], len(columns))
     colors = rng.sample(sorted(COLORS), len(columns))
@@ -44,8 +48,14 @@ def scene_row(rng: random.Random, style: str) -> dict:
     expression = {"class": f"the {cls} .", "color": f"the {color} object .",
                   "color_class": f"the {color} {cls} ."}[template]
     step1 = " , ".join(f"a {c} {k} {WHERE[style][p]}" for c, k, p in objects) + " ."
+    middle = ""
+    if step2:  # the sounding objects in onset order (a sample comes in random order)
+        sounding = rng.sample(classes, rng.randint(0, len(classes)))
+        sounds = " , ".join(f"the {k} sounds from frame {i * 3 + rng.randint(0, 2)}" for i, k in enumerate(sounding))
+        middle = f" step 2 : {sounds or 'nothing sounds'} ."
     asked = expression.rstrip(" .")
-    context = f"the reference is : {expression} step 1 : {step1} step 3 : the reference asks for {asked} , which is"
+    context = (f"the reference is : {expression} step 1 : {step1}{middle} step 3 : the reference asks for {asked} ,"
+               " which is")
     return {"context": context, "answer": f"the {cls} {WHERE[style][where]} .", "template": template}
 
 
@@ -100,8 +110,8 @@ def exact_match(llm, vocab: Vocab, rows: list[dict]) -> dict[str, float]:
 
 def run(style: str, args) -> dict:
     rng = random.Random(args.seed)
-    train = [scene_row(rng, style) for _ in range(args.rows)]
-    fresh = [scene_row(rng, style) for _ in range(args.eval_rows)]
+    train = [scene_row(rng, style, args.step2) for _ in range(args.rows)]
+    fresh = [scene_row(rng, style, args.step2) for _ in range(args.eval_rows)]
     vocab = Vocab(train + fresh)
     llm = build_llm(len(vocab.ids) + 1, args.layers, args.seed)
     opt = torch.optim.AdamW(llm.parameters(), lr=args.lr, weight_decay=0.0)
@@ -129,6 +139,7 @@ def main() -> int:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--eval-rows", type=int, default=600)
     ap.add_argument("--styles", nargs="+", default=list(WHERE), choices=list(WHERE))
+    ap.add_argument("--step2", action="store_true", help="put step 2 (the sounding classes again) before step 3")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--log-every", type=int, default=500)
@@ -136,7 +147,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     results = [run(style, args) for style in args.styles]
     print(f"\n{args.rows} training rows, {args.steps} steps x {args.batch}, lr {args.lr}, {args.layers} layers; "
-          f"exact step-3 answers, greedy")
+          f"exact step-3 answers, greedy{'; step 2 in the context' if args.step2 else ''}")
     print("| where | rows | " + " | ".join(TEMPLATES) + " | all |")
     print("|---|---|" + "---|" * (len(TEMPLATES) + 1))
     for r in results:

@@ -15,12 +15,14 @@ from bench.lookup_probe import WHERE, run, scene_row  # noqa: E402
 
 
 @pytest.mark.parametrize("style", list(WHERE))
-def test_the_answer_is_the_object_step_1_puts_where_the_expression_points(style):
+@pytest.mark.parametrize("step2", [False, True])
+def test_the_answer_is_the_object_step_1_puts_where_the_expression_points(style, step2):
     rng = random.Random(3)
     for _ in range(200):
-        row = scene_row(rng, style)
+        row = scene_row(rng, style, step2)
         expression = row["context"].split(" step 1 : ")[0].removeprefix("the reference is : the ").removesuffix(" .")
-        step1 = row["context"].split(" step 1 : ")[1].split(" step 3 : ")[0].rstrip(" .").split(" , ")
+        step1 = row["context"].split(" step 1 : ")[1].split(" step ")[0].rstrip(" .").split(" , ")
+        assert (" step 2 : " in row["context"]) == step2
         cls_where = row["answer"].removeprefix("the ").removesuffix(" .")
         # exactly one object of step 1 fits the expression, and the answer gives its class and place
         words = expression.split()
@@ -30,7 +32,8 @@ def test_the_answer_is_the_object_step_1_puts_where_the_expression_points(style)
 
 
 def test_a_short_run_scores_train_and_fresh_rows_by_template():
-    args = argparse.Namespace(seed=0, rows=40, eval_rows=9, layers=1, lr=1e-3, steps=3, batch=4, log_every=3)
+    args = argparse.Namespace(seed=0, rows=40, eval_rows=9, layers=1, lr=1e-3, steps=3, batch=4, log_every=3,
+                              step2=True)
     result = run("word", args)
     for name in ("train", "fresh"):
         scores = result[name]
