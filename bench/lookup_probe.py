@@ -4,8 +4,8 @@ The main job's answers read the scene right in step 1 and then, in step 3, name 
 an object that step 1 does not put there (bench/grpo_diagnostics.py consistency). This check takes
 the media out: the tiny Qwen2 of the main job (2 layers, hidden 128) gets a referring expression
 and a correct step 1 as text, and learns to write step 3, the object the expression asks for and
-its position. It trains on a fixed set of rows (the main job's training split has 2,800 videos,
-about 8,400 rows) and is scored, greedily, on fresh scenes.
+its position. It trains on a fixed set of rows (the 4,000-video set's training split has 2,800
+videos, 8,400 rows) and is scored, greedily, on fresh scenes.
 
 Two ways to write where an object is, side by side:
 - ``phrase``, the chain of thought's: "a yellow piano on the left , ..." ... "which is the piano on
@@ -27,9 +27,9 @@ import time
 import torch
 
 from aurora_rl.data.synthetic.catalog import COLORS, POSITIONS, SEEN_CLASSES
+from aurora_rl.prompts import scene_cot
 
-WHERE = {"phrase": {"left": "on the left", "center": "in the center", "right": "on the right"},
-         "word": {p: p for p in POSITIONS}}
+WHERE = {"phrase": scene_cot.WHERE, "word": {p: p for p in POSITIONS}}
 TEMPLATES = ("class", "color", "color_class")
 
 
@@ -63,7 +63,6 @@ class Vocab:
     def __init__(self, rows: list[dict]):
         words = sorted({w for r in rows for w in (r["context"] + " " + r["answer"]).split()})
         self.ids = {w: i + 1 for i, w in enumerate(words)}  # 0 pads
-        self.words = {i: w for w, i in self.ids.items()}
 
     def encode(self, text: str) -> list[int]:
         return [self.ids[w] for w in text.split()]
