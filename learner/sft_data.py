@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+import torch
 
 from aurora_rl.data.clip_sample import ClipSample, collate_clips
 from aurora_rl.model.mask_loss import pick_mask_frames
 from aurora_rl.model.policy import PolicyInputs
-from aurora_rl.prompts.answer_format import build_prompt, direct_answer
+from aurora_rl.prompts.answer_format import build_prompt, direct_answer, step1_spans
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class SFTBatcher:
     """Turns examples into per-rank batches of policy inputs and targets."""
 
     def __init__(self, examples: list[SFTExample], clips, tokenizer, batch_size: int, world_size: int, rank: int,
-                 seed: int):
+                 seed: int, blind_video_fraction: float = 0.0):
         if not examples:
             raise ValueError("no training examples (all CoT rejected, or an empty split)")
         self.examples = examples
@@ -40,6 +41,7 @@ class SFTBatcher:
         self.world_size = world_size
         self.rank = rank
         self.seed = seed
+        self.blind_video_fraction = blind_video_fraction
 
     @property
     def steps_per_epoch(self) -> int:
@@ -57,6 +59,20 @@ class SFTBatcher:
     def ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
+    def blind_rows(self, rows: list[SFTExample], rng) -> tuple[list[bool], list[list[bool]]]:
+        """Which rows are trained blind (video tokens blanked), and per row which answer tokens
+        carry CE: all of them, except the step-1 tokens of a blind row, which the blanked frames
+        can no longer tell. Only rows whose answer has a step 1 are drawn."""
+        blind, learned = [], []
+        for row in rows:
+            ids = self.tokenizer(row.answer, add_special_tokens=False, return_offsets_mapping=True)
+            spans = step1_spans(row.answer)
+            hidden = bool(spans) and self.blind_video_fraction > 0 and rng.random() < self.blind_video_fraction
+            blind.append(hidden)
+            learned.append([not (hidden and any(a <= start < b for a, b in spans))
+                            for start, _ in ids.offset_mapping] + [True])  # + the appended eos
+        return blind, learned
+
     def batch(self, epoch: int, step: int, mask_frames: Optional[int] = None) -> dict:
         """Inputs and targets of this rank's rows; ``mask_frames`` picks k random frames per clip
         (the same ones for every rerun of this step) whose masks are predicted and supervised."""
@@ -68,10 +84,18 @@ class SFTBatcher:
         rng = np.random.default_rng([self.seed, epoch, step, self.rank])
         frames, masks, valid = pick_mask_frames(stacked["masks"], stacked["mask_valid"], mask_frames, rng)
         media = (stacked["frames"], stacked["fbank"], stacked["fbank_lengths"], stacked["vid"])  # SAM cache by video
-        return {
-            "student": PolicyInputs(prompts, [self.ids(r.answer) + eos for r in rows], *media, mask_frames=frames),
+        answers = [self.ids(r.answer) + eos for r in rows]
+        out = {
+            "student": PolicyInputs(prompts, answers, *media, mask_frames=frames),
             "teacher": PolicyInputs(prompts, [self.ids(direct_answer(r.target_class)) + eos for r in rows], *media),
             "masks": masks,
             "mask_valid": valid,
             "uids": [r.uid for r in rows],
         }
+        if self.blind_video_fraction > 0:  # drawn after the mask frames: a run without it is unchanged
+            blind, learned = self.blind_rows(rows, rng)
+            out["student"].blank_video = torch.tensor(blind)
+            out["ce_mask"] = torch.zeros(len(rows), max(map(len, answers)), dtype=torch.bool)
+            for i, keep in enumerate(learned):
+                out["ce_mask"][i, : len(keep)] = torch.tensor(keep)
+        return out

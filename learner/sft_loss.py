@@ -20,18 +20,19 @@ from aurora_rl.model.policy import PolicyOutput
 
 
 def sft_loss(out: PolicyOutput, gt_masks: torch.Tensor, mask_valid: torch.Tensor, weights: SFTLossConfig,
-             teacher_seg: Optional[torch.Tensor] = None, teacher_has_seg: Optional[torch.Tensor] = None
-             ) -> tuple[torch.Tensor, dict[str, float]]:
+             teacher_seg: Optional[torch.Tensor] = None, teacher_has_seg: Optional[torch.Tensor] = None,
+             ce_mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict[str, float]]:
     """
     Args:
         out: the student's PolicyOutput (answer_logprobs [B, A], mask_logits [B, T, M, M], ...).
         gt_masks: [B, T, M, M] in {0, 1}. mask_valid: [B, T] bool.
         teacher_seg: [B, D] the frozen teacher's [SEG] embeddings (None: no distillation).
+        ce_mask: [B, A] bool, the answer tokens that carry CE (None: all of them).
     Returns:
         (total loss, {"ce", "bce", "dice", "distill", "total"} as floats).
     """
-    n_tokens = out.answer_mask.sum().clamp(min=1)
-    ce = -(out.answer_logprobs * out.answer_mask).sum() / n_tokens
+    learned = out.answer_mask if ce_mask is None else out.answer_mask & ce_mask.to(out.answer_mask.device)
+    ce = -(out.answer_logprobs * learned).sum() / learned.sum().clamp(min=1)
     masked, bce, dice = mask_loss(out.mask_logits, gt_masks, mask_valid, weights.bce, weights.dice)
     distill = ce.new_zeros(())
     if teacher_seg is not None and weights.distill > 0:

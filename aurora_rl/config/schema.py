@@ -152,6 +152,9 @@ class TrainerConfig:
     log_every: int = field(1, ge=1)
     checkpoint_every: int = field(50, ge=1)
     mask_frames_per_clip: Optional[int] = field(None, ge=1)  # supervise k random frames per clip (None: all)
+    # Fraction of rows (those whose answer has a step 1) trained with their video tokens blanked and
+    # no CE on step 1: what follows step 1 must then come from its text, not the frames.
+    blind_video_fraction: float = field(0.0, ge=0.0, le=1.0)
     deepspeed: DeepSpeedConfig = field(factory=DeepSpeedConfig)
     optim: OptimConfig = field(factory=OptimConfig)
 
