@@ -23,6 +23,9 @@ def register(sub) -> None:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--frame-size", type=int, default=64, help="frame width and height in pixels (default 64)")
     synth.add_argument("--audio-seconds", type=float, default=2.0, help="clip length in seconds (default 2)")
+    synth.add_argument("--unseen-distractors", type=float, default=0.0, metavar="FRACTION",
+                       help="share of videos outside test_u given one unseen-class object that no expression "
+                            "refers to (default 0: unseen classes only in test_u)")
     synth.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
     synth.set_defaults(handler=synth_command)
 
@@ -48,10 +51,12 @@ def validate_command(args) -> int:
 def synth_command(args) -> int:
     from aurora_rl.data.synthetic import SynthConfig, generate_benchmark
 
-    if args.videos < 1 or args.frame_size < 32 or args.audio_seconds <= 0:
-        print("aurora-rl data synth: need --videos >= 1, --frame-size >= 32, --audio-seconds > 0", file=sys.stderr)
+    if args.videos < 1 or args.frame_size < 32 or args.audio_seconds <= 0 or not 0 <= args.unseen_distractors <= 1:
+        print("aurora-rl data synth: need --videos >= 1, --frame-size >= 32, --audio-seconds > 0, "
+              "--unseen-distractors in [0, 1]", file=sys.stderr)
         return 2
-    cfg = SynthConfig(frame_size=args.frame_size, audio_seconds=args.audio_seconds)
+    cfg = SynthConfig(frame_size=args.frame_size, audio_seconds=args.audio_seconds,
+                      unseen_distractor_fraction=args.unseen_distractors)
     try:
         summary = generate_benchmark(args.out, args.videos, args.seed, cfg, overwrite=args.overwrite)
     except FileExistsError as e:

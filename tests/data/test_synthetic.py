@@ -81,6 +81,27 @@ def test_facts_cover_every_row_and_follow_the_split_rules(synth):
             assert o["position"] in ("left", "center", "right") and (o["onset_frame"] is not None) == o["sounds"]
 
 
+def test_unseen_distractors_are_named_by_step_1_and_never_referred_to(tmp_path, capsys):
+    from aurora_rl.prompts.scene_cot import scene_cot
+
+    assert main(["data", "synth", "--out", str(tmp_path), "--videos", "30", "--seed", "3",
+                 "--unseen-distractors", "1"]) == 0
+    assert validate_refavs(tmp_path).problems == []
+    facts = load_scene_facts(tmp_path)
+    for f in facts.values():
+        unseen = [o for o in f["objects"] if o["class"] in UNSEEN]
+        assert len(unseen) == 1  # every video has one unseen object, test_u's as before
+        if f["split"] == "test_u":
+            assert f["target_class"] == unseen[0]["class"]
+        else:
+            assert f["target_class"] is None or f["target_class"] in SEEN  # no row refers to the distractor
+            step1 = scene_cot(f).answer.split(" step 2 ")[0]
+            assert f"{unseen[0]['color']} {unseen[0]['class']}" in step1
+    assert {f["split"] for f in facts.values()} == {"train", "val", "test_s", "test_u", "test_n"}
+    assert main(["data", "synth", "--out", str(tmp_path / "x"), "--unseen-distractors", "1.5"]) == 2
+    assert "--unseen-distractors in [0, 1]" in capsys.readouterr().err
+
+
 def test_masks_follow_the_target_described_by_the_facts(synth):
     ds = RefAVSDataset(synth, "train", mask_size=64)
     for i in range(0, len(ds), 7):

@@ -51,6 +51,10 @@ class SynthConfig:
     train_null_fraction: float = 0.1  # train videos that also get one null row
     silent_fraction: float = 0.05  # train scenes where nothing sounds (teaches the "no_sound" null)
     test_n_silent_fraction: float = 0.3
+    # Share of the videos outside test_u that also hold one object of an unseen class, which no
+    # expression refers to (the chain of thought's step 1 still names it): a stand-in for what a
+    # pretrained model knows of classes the referring training never asks about.
+    unseen_distractor_fraction: float = 0.0
     jpeg_quality: int = 95
 
 
@@ -76,8 +80,10 @@ def _choose_null(rng, nulls: list[Expression], taken: list[Expression]) -> Expre
     return _choose(rng, [e for e in left if e.template == template])
 
 
-def _pick_expressions(rng, scene: Scene, split: str, cfg: SynthConfig, target: Optional[int]) -> list[Expression]:
-    """The rows of one video. ``target`` restricts non-null rows to one object (test_u)."""
+def _pick_expressions(rng, scene: Scene, split: str, cfg: SynthConfig, target: Optional[int],
+                      exclude: Optional[int] = None) -> list[Expression]:
+    """The rows of one video. ``target`` restricts non-null rows to one object (test_u);
+    ``exclude`` keeps them off one (an unseen-class distractor)."""
     silent_scene = not scene.sounding()
     if split == "test_n":
         nulls = null_expressions(scene, SEEN_CLASSES)
@@ -95,6 +101,8 @@ def _pick_expressions(rng, scene: Scene, split: str, cfg: SynthConfig, target: O
     }
     if target is not None:
         by_kind = {k: [e for e in v if e.target == target] for k, v in by_kind.items()}
+    if exclude is not None:
+        by_kind = {k: [e for e in v if e.target != exclude] for k, v in by_kind.items()}
     rows: list[Expression] = []
     want_null = split == "train" and (silent_scene or rng.random() < cfg.train_null_fraction)
     n_rows = cfg.expressions_per_video - int(want_null)
@@ -143,18 +151,24 @@ def _write_video(root: Path, vid: str, split: str, index: int, seed: int, cfg: S
     """Render, write media and masks of one video; return its (csv rows, facts records)."""
     rng = np.random.default_rng([seed, index])
     required = _choose(rng, list(UNSEEN_CLASSES)) if split == "test_u" else None
+    distractor = None  # drawn only when asked for: without it a seed writes the same bytes as before
+    if required is None and cfg.unseen_distractor_fraction > 0 and rng.random() < cfg.unseen_distractor_fraction:
+        distractor = _choose(rng, list(UNSEEN_CLASSES))
     silent_p = {"train": cfg.silent_fraction, "test_n": cfg.test_n_silent_fraction}.get(split, 0.0)
     scene = sample_scene(
         rng,
         SEEN_CLASSES,
         size=cfg.frame_size,
         num_frames=cfg.num_frames,
-        required=required,
+        required=required or distractor,
         num_sounding=0 if rng.random() < silent_p else None,
-        required_sounds_first_prob=0.6,
+        required_sounds_first_prob=0.6 if required else 0.0,
     )
-    target = None if required is None else next(o.index for o in scene.objects if o.cls.name == required.name)
-    expressions = _pick_expressions(rng, scene, split, cfg, target)
+
+    def index_of(cls) -> Optional[int]:
+        return None if cls is None else next(o.index for o in scene.objects if o.cls.name == cls.name)
+
+    expressions = _pick_expressions(rng, scene, split, cfg, index_of(required), exclude=index_of(distractor))
     frames, masks = render_scene(scene, rng)
     audio = synthesize_audio(scene, cfg.audio_seconds, cfg.sample_rate, rng)
 
