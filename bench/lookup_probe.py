@@ -15,6 +15,13 @@ Two ways to write where an object is, side by side:
 - ``word``: "a yellow piano left , ..." ... "which is the piano left". The position is the token
   right after the class in step 1: one copy, the pattern a two-layer transformer learns first.
 
+Unseen classes (`--unseen-distractors F`): a share F of the training scenes also holds one object
+of an unseen class that no expression asks for, as `aurora-rl data synth --unseen-distractors`
+writes them. The ``unseen`` rows are then fresh scenes whose expression asks for that object: can
+the lookup copy a class that was never an answer? `--pretrain-steps N` first trains N steps on
+rows whose answers range over every class, unseen ones included (a stand-in for a language model
+that already knows the words), and then the seen-only rows as before.
+
     PYTHONPATH=. .venv/bin/python bench/lookup_probe.py --rows 8400 --steps 3000
 """
 
@@ -26,24 +33,36 @@ import time
 
 import torch
 
-from aurora_rl.data.synthetic.catalog import COLORS, POSITIONS, SEEN_CLASSES
+from aurora_rl.data.synthetic.catalog import COLORS, POSITIONS, SEEN_CLASSES, UNSEEN_CLASSES
 from aurora_rl.prompts import scene_cot
 
 WHERE = {"phrase": scene_cot.WHERE, "word": {p: p for p in POSITIONS}}
 TEMPLATES = ("class", "color", "color_class")
 
 
-def scene_row(rng: random.Random, style: str, step2: bool = False) -> dict:
+def scene_row(rng: random.Random, style: str, step2: bool = False, distractor_p: float = 0.0,
+              target: str = "seen") -> dict:
     """One scene of 2-3 objects (distinct classes and colours, one per column) and one expression.
 
     With ``step2`` the context also holds the answer's step 2 between step 1 and step 3: the
     sounding objects' classes again, by onset, as the chain of thought writes them.
+    ``target``: "seen" asks for a seen-class object (a share ``distractor_p`` of the scenes also
+    holds an unseen-class one); "unseen" asks for the scene's one unseen-class object; "all"
+    draws the classes from every class and asks for any object.
     """
     columns = sorted(rng.sample(POSITIONS, rng.choice((2, 3))), key=POSITIONS.index)
-    classes = rng.sample([c.name for c in SEEN_CLASSES], len(columns))
+    pool = [c.name for c in SEEN_CLASSES + (UNSEEN_CLASSES if target == "all" else ())]
+    classes = rng.sample(pool, len(columns))
+    unseen_slot = None
+    if target == "unseen" or (distractor_p > 0 and rng.random() < distractor_p):
+        unseen_slot = rng.randrange(len(columns))
+        classes[unseen_slot] = rng.choice([c.name for c in UNSEEN_CLASSES])
     colors = rng.sample(sorted(COLORS), len(columns))
     objects = list(zip(colors, classes, columns))
-    color, cls, where = rng.choice(objects)
+    if target == "unseen":
+        color, cls, where = objects[unseen_slot]
+    else:
+        color, cls, where = rng.choice([o for i, o in enumerate(objects) if i != unseen_slot])
     template = rng.choice(TEMPLATES)
     expression = {"class": f"the {cls} .", "color": f"the {color} object .",
                   "color_class": f"the {color} {cls} ."}[template]
@@ -107,26 +126,39 @@ def exact_match(llm, vocab: Vocab, rows: list[dict]) -> dict[str, float]:
     return scores
 
 
-def run(style: str, args) -> dict:
-    rng = random.Random(args.seed)
-    train = [scene_row(rng, style, args.step2) for _ in range(args.rows)]
-    fresh = [scene_row(rng, style, args.step2) for _ in range(args.eval_rows)]
-    vocab = Vocab(train + fresh)
-    llm = build_llm(len(vocab.ids) + 1, args.layers, args.seed)
+def train_steps(llm, vocab: Vocab, rows: list[dict], steps: int, rng: random.Random, args, label: str) -> None:
     opt = torch.optim.AdamW(llm.parameters(), lr=args.lr, weight_decay=0.0)
     started = time.monotonic()
-    for step in range(1, args.steps + 1):
-        ids, labels = batch(vocab, rng.sample(train, args.batch))
+    for step in range(1, steps + 1):
+        ids, labels = batch(vocab, rng.sample(rows, args.batch))
         loss = llm(input_ids=ids, attention_mask=(ids > 0).long(), labels=labels).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if step % args.log_every == 0 or step == args.steps:
+        if step % args.log_every == 0 or step == steps:
             rate = step / (time.monotonic() - started)
-            print(f"[lookup] {style}: step {step}/{args.steps} loss {loss.item():.4f} | {rate:.1f} steps/s | "
-                  f"ETA {(args.steps - step) / rate:.0f} s", flush=True)
-    return {"style": style, "train": exact_match(llm, vocab, train[:args.eval_rows]),
-            "fresh": exact_match(llm, vocab, fresh)}
+            print(f"[lookup] {label}: step {step}/{steps} loss {loss.item():.4f} | {rate:.1f} steps/s | "
+                  f"ETA {(steps - step) / rate:.0f} s", flush=True)
+
+
+def run(style: str, args) -> dict:
+    rng = random.Random(args.seed)
+    p = getattr(args, "unseen_distractors", 0.0)
+    pretrain_steps = getattr(args, "pretrain_steps", 0)
+    train = [scene_row(rng, style, args.step2, p) for _ in range(args.rows)]
+    fresh = [scene_row(rng, style, args.step2, p) for _ in range(args.eval_rows)]
+    unseen = [scene_row(rng, style, args.step2, target="unseen") for _ in range(args.eval_rows)] if p else []
+    everything = [scene_row(rng, style, args.step2, target="all") for _ in range(args.rows)] if pretrain_steps else []
+    vocab = Vocab(train + fresh + unseen + everything)
+    llm = build_llm(len(vocab.ids) + 1, args.layers, args.seed)
+    if pretrain_steps:
+        train_steps(llm, vocab, everything, pretrain_steps, rng, args, f"{style}, every class")
+    train_steps(llm, vocab, train, args.steps, rng, args, style)
+    out = {"style": style, "train": exact_match(llm, vocab, train[:args.eval_rows]),
+           "fresh": exact_match(llm, vocab, fresh)}
+    if unseen:
+        out["unseen"] = exact_match(llm, vocab, unseen)
+    return out
 
 
 def main() -> int:
@@ -139,6 +171,11 @@ def main() -> int:
     ap.add_argument("--eval-rows", type=int, default=600)
     ap.add_argument("--styles", nargs="+", default=list(WHERE), choices=list(WHERE))
     ap.add_argument("--step2", action="store_true", help="put step 2 (the sounding classes again) before step 3")
+    ap.add_argument("--unseen-distractors", type=float, default=0.0, metavar="F",
+                    help="share of training scenes with one unseen-class object never asked for; adds the unseen "
+                         "rows (fresh scenes asking for it) to the table")
+    ap.add_argument("--pretrain-steps", type=int, default=0,
+                    help="steps on rows whose answers range over every class before the seen-only rows")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--log-every", type=int, default=500)
@@ -146,11 +183,15 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     results = [run(style, args) for style in args.styles]
     print(f"\n{args.rows} training rows, {args.steps} steps x {args.batch}, lr {args.lr}, {args.layers} layers; "
-          f"exact step-3 answers, greedy{'; step 2 in the context' if args.step2 else ''}")
+          f"exact step-3 answers, greedy{'; step 2 in the context' if args.step2 else ''}"
+          f"{f'; unseen distractors {args.unseen_distractors}' if args.unseen_distractors else ''}"
+          f"{f'; first {args.pretrain_steps} steps on every class' if args.pretrain_steps else ''}")
     print("| where | rows | " + " | ".join(TEMPLATES) + " | all |")
     print("|---|---|" + "---|" * (len(TEMPLATES) + 1))
     for r in results:
-        for name in ("train", "fresh"):
+        for name in ("train", "fresh", "unseen"):
+            if name not in r:
+                continue
             s = r[name]
             print(f"| {r['style']} | {name} | " + " | ".join(f"{s[t]:.2f}" for t in (*TEMPLATES, "all")) + " |")
     return 0

@@ -39,3 +39,28 @@ def test_a_short_run_scores_train_and_fresh_rows_by_template():
         scores = result[name]
         assert set(scores) <= {"class", "color", "color_class", "all"} and "all" in scores
         assert all(0.0 <= v <= 1.0 for v in scores.values())
+
+
+def test_unseen_rows_ask_for_the_one_unseen_object_and_seen_rows_never_do():
+    from aurora_rl.data.synthetic.catalog import UNSEEN_CLASSES
+
+    unseen = {c.name for c in UNSEEN_CLASSES}
+    rng = random.Random(5)
+    with_distractor = 0
+    for _ in range(300):
+        seen_row = scene_row(rng, "phrase", distractor_p=0.5)
+        step1 = seen_row["context"].split(" step 1 : ")[1]
+        with_distractor += any(f" {u} " in step1 for u in unseen)
+        assert seen_row["answer"].split()[1] not in unseen
+        row = scene_row(rng, "phrase", target="unseen")
+        assert row["answer"].split()[1] in unseen
+        assert sum(f" {u} " in row["context"].split(" step 1 : ")[1] for u in unseen) == 1
+    assert 100 < with_distractor < 200
+
+
+def test_pretraining_and_unseen_rows_show_in_a_short_run():
+    args = argparse.Namespace(seed=0, rows=40, eval_rows=9, layers=1, lr=1e-3, steps=2, batch=4, log_every=2,
+                              step2=False, unseen_distractors=0.3, pretrain_steps=2)
+    result = run("phrase", args)
+    assert set(result) == {"style", "train", "fresh", "unseen"}
+    assert all(0.0 <= v <= 1.0 for v in result["unseen"].values())
