@@ -20,7 +20,10 @@ of an unseen class that no expression asks for, as `aurora-rl data synth --unsee
 writes them. The ``unseen`` rows are then fresh scenes whose expression asks for that object: can
 the lookup copy a class that was never an answer? `--pretrain-steps N` first trains N steps on
 rows whose answers range over every class, unseen ones included (a stand-in for a language model
-that already knows the words), and then the seen-only rows as before.
+that already knows the words), and then the seen-only rows as before. `--replay F` mixes into the
+seen-only rows F times as many rows of another task that names every class: "name every object",
+answered by step 1's classes in order, unseen ones included (a stand-in for training that keeps
+answering those words outside the referring task, captioning say).
 
     PYTHONPATH=. .venv/bin/python bench/lookup_probe.py --rows 8400 --steps 3000
 """
@@ -48,10 +51,11 @@ def scene_row(rng: random.Random, style: str, step2: bool = False, distractor_p:
     sounding objects' classes again, by onset, as the chain of thought writes them.
     ``target``: "seen" asks for a seen-class object (a share ``distractor_p`` of the scenes also
     holds an unseen-class one); "unseen" asks for the scene's one unseen-class object; "all"
-    draws the classes from every class and asks for any object.
+    draws the classes from every class and asks for any object; "list" draws them from every
+    class and asks for all of them, in step 1's order (not a referring row: template "list").
     """
     columns = sorted(rng.sample(POSITIONS, rng.choice((2, 3))), key=POSITIONS.index)
-    pool = [c.name for c in SEEN_CLASSES + (UNSEEN_CLASSES if target == "all" else ())]
+    pool = [c.name for c in SEEN_CLASSES + (UNSEEN_CLASSES if target in ("all", "list") else ())]
     classes = rng.sample(pool, len(columns))
     unseen_slot = None
     if target == "unseen" or (distractor_p > 0 and rng.random() < distractor_p):
@@ -72,6 +76,9 @@ def scene_row(rng: random.Random, style: str, step2: bool = False, distractor_p:
         sounding = rng.sample(classes, rng.randint(0, len(classes)))
         sounds = " , ".join(f"the {k} sounds from frame {i * 3 + rng.randint(0, 2)}" for i, k in enumerate(sounding))
         middle = f" step 2 : {sounds or 'nothing sounds'} ."
+    if target == "list":
+        return {"context": f"the reference is : name every object . step 1 : {step1}{middle} step 3 : they are",
+                "answer": " , ".join(f"the {k}" for k in classes) + " .", "template": "list"}
     asked = expression.rstrip(" .")
     context = (f"the reference is : {expression} step 1 : {step1}{middle} step 3 : the reference asks for {asked} ,"
                " which is")
@@ -87,13 +94,13 @@ class Vocab:
         return [self.ids[w] for w in text.split()]
 
 
-def build_llm(vocab_size: int, layers: int, seed: int):
+def build_llm(vocab_size: int, layers: int, seed: int, hidden: int = 128):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
-    config = Qwen2Config(vocab_size=vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=layers,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         tie_word_embeddings=False, pad_token_id=0)
+    config = Qwen2Config(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=256, tie_word_embeddings=False, pad_token_id=0)
     return Qwen2ForCausalLM(config)
 
 
@@ -115,7 +122,7 @@ def exact_match(llm, vocab: Vocab, rows: list[dict]) -> dict[str, float]:
     llm.eval()
     hits: dict[str, list[int]] = {t: [] for t in TEMPLATES}
     for r in rows:
-        ids = torch.tensor([vocab.encode(r["context"])])
+        ids = torch.tensor([vocab.encode(r["context"])], device=llm.device)
         want = vocab.encode(r["answer"])
         out = llm.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=len(want), do_sample=False,
                            pad_token_id=0)
@@ -130,7 +137,7 @@ def train_steps(llm, vocab: Vocab, rows: list[dict], steps: int, rng: random.Ran
     opt = torch.optim.AdamW(llm.parameters(), lr=args.lr, weight_decay=0.0)
     started = time.monotonic()
     for step in range(1, steps + 1):
-        ids, labels = batch(vocab, rng.sample(rows, args.batch))
+        ids, labels = (t.to(llm.device) for t in batch(vocab, rng.sample(rows, args.batch)))
         loss = llm(input_ids=ids, attention_mask=(ids > 0).long(), labels=labels).loss
         opt.zero_grad()
         loss.backward()
@@ -143,18 +150,18 @@ def train_steps(llm, vocab: Vocab, rows: list[dict], steps: int, rng: random.Ran
 
 def run(style: str, args) -> dict:
     rng = random.Random(args.seed)
-    p = getattr(args, "unseen_distractors", 0.0)
-    pretrain_steps = getattr(args, "pretrain_steps", 0)
+    p, pretrain_steps = args.unseen_distractors, args.pretrain_steps
     train = [scene_row(rng, style, args.step2, p) for _ in range(args.rows)]
+    train += [scene_row(rng, style, args.step2, target="list") for _ in range(int(args.replay * args.rows))]
     fresh = [scene_row(rng, style, args.step2, p) for _ in range(args.eval_rows)]
     unseen = [scene_row(rng, style, args.step2, target="unseen") for _ in range(args.eval_rows)] if p else []
     everything = [scene_row(rng, style, args.step2, target="all") for _ in range(args.rows)] if pretrain_steps else []
     vocab = Vocab(train + fresh + unseen + everything)
-    llm = build_llm(len(vocab.ids) + 1, args.layers, args.seed)
+    llm = build_llm(len(vocab.ids) + 1, args.layers, args.seed, args.hidden).to(args.device)
     if pretrain_steps:
         train_steps(llm, vocab, everything, pretrain_steps, rng, args, f"{style}, every class")
     train_steps(llm, vocab, train, args.steps, rng, args, style)
-    out = {"style": style, "train": exact_match(llm, vocab, train[:args.eval_rows]),
+    out = {"style": style, "train": exact_match(llm, vocab, train[:args.eval_rows]),  # list rows come last
            "fresh": exact_match(llm, vocab, fresh)}
     if unseen:
         out["unseen"] = exact_match(llm, vocab, unseen)
@@ -176,6 +183,10 @@ def main() -> int:
                          "rows (fresh scenes asking for it) to the table")
     ap.add_argument("--pretrain-steps", type=int, default=0,
                     help="steps on rows whose answers range over every class before the seen-only rows")
+    ap.add_argument("--replay", type=float, default=0.0, metavar="F",
+                    help="add F x rows of the name-every-object task (every class) to the seen-only rows")
+    ap.add_argument("--hidden", type=int, default=128, help="LLM width (the main job's: 128)")
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--log-every", type=int, default=500)
@@ -185,7 +196,9 @@ def main() -> int:
     print(f"\n{args.rows} training rows, {args.steps} steps x {args.batch}, lr {args.lr}, {args.layers} layers; "
           f"exact step-3 answers, greedy{'; step 2 in the context' if args.step2 else ''}"
           f"{f'; unseen distractors {args.unseen_distractors}' if args.unseen_distractors else ''}"
-          f"{f'; first {args.pretrain_steps} steps on every class' if args.pretrain_steps else ''}")
+          f"{f'; first {args.pretrain_steps} steps on every class' if args.pretrain_steps else ''}"
+          f"{f'; name-every-object rows {args.replay} x' if args.replay else ''}"
+          f"{f'; hidden {args.hidden}' if args.hidden != 128 else ''}")
     print("| where | rows | " + " | ".join(TEMPLATES) + " | all |")
     print("|---|---|" + "---|" * (len(TEMPLATES) + 1))
     for r in results:

@@ -33,8 +33,10 @@ def test_the_answer_is_the_object_step_1_puts_where_the_expression_points(style,
 
 def test_a_short_run_scores_train_and_fresh_rows_by_template():
     args = argparse.Namespace(seed=0, rows=40, eval_rows=9, layers=1, lr=1e-3, steps=3, batch=4, log_every=3,
-                              step2=True)
+                              step2=True, unseen_distractors=0.0, pretrain_steps=0, replay=0.0,
+                              hidden=128, device="cpu")
     result = run("word", args)
+    assert "unseen" not in result  # no distractors: no unseen rows
     for name in ("train", "fresh"):
         scores = result[name]
         assert set(scores) <= {"class", "color", "color_class", "all"} and "all" in scores
@@ -60,7 +62,16 @@ def test_unseen_rows_ask_for_the_one_unseen_object_and_seen_rows_never_do():
 
 def test_pretraining_and_unseen_rows_show_in_a_short_run():
     args = argparse.Namespace(seed=0, rows=40, eval_rows=9, layers=1, lr=1e-3, steps=2, batch=4, log_every=2,
-                              step2=False, unseen_distractors=0.3, pretrain_steps=2)
+                              step2=False, unseen_distractors=0.3, pretrain_steps=2, replay=0.5,
+                              hidden=64, device="cpu")
     result = run("phrase", args)
     assert set(result) == {"style", "train", "fresh", "unseen"}
     assert all(0.0 <= v <= 1.0 for v in result["unseen"].values())
+
+
+def test_list_rows_name_every_object_of_step_1_in_order():
+    rng = random.Random(2)
+    for _ in range(100):
+        row = scene_row(rng, "phrase", target="list")
+        step1 = row["context"].split(" step 1 : ")[1].split(" step 3 : ")[0].rstrip(" .").split(" , ")
+        assert row["answer"] == " , ".join(f"the {o.split()[2]}" for o in step1) + " ." and row["template"] == "list"
