@@ -23,7 +23,9 @@ rows whose answers range over every class, unseen ones included (a stand-in for 
 that already knows the words), and then the seen-only rows as before. `--replay F` mixes into the
 seen-only rows F times as many rows of another task that names every class: "name every object",
 answered by step 1's classes in order, unseen ones included (a stand-in for training that keeps
-answering those words outside the referring task, captioning say).
+answering those words outside the referring task, captioning say). `--replay-task describe` makes
+those rows write step 1 itself ("describe the clip ."), for scenes drawn like the training ones,
+unseen distractors included: what the chain of thought's own step 1 gives.
 
     PYTHONPATH=. .venv/bin/python bench/lookup_probe.py --rows 8400 --steps 3000
 """
@@ -52,7 +54,8 @@ def scene_row(rng: random.Random, style: str, step2: bool = False, distractor_p:
     ``target``: "seen" asks for a seen-class object (a share ``distractor_p`` of the scenes also
     holds an unseen-class one); "unseen" asks for the scene's one unseen-class object; "all"
     draws the classes from every class and asks for any object; "list" draws them from every
-    class and asks for all of them, in step 1's order (not a referring row: template "list").
+    class and asks for all of them, in step 1's order (not a referring row: template "list");
+    "describe" asks for step 1 itself, of a scene drawn as for "seen" (template "describe").
     """
     columns = sorted(rng.sample(POSITIONS, rng.choice((2, 3))), key=POSITIONS.index)
     pool = [c.name for c in SEEN_CLASSES + (UNSEEN_CLASSES if target in ("all", "list") else ())]
@@ -79,6 +82,8 @@ def scene_row(rng: random.Random, style: str, step2: bool = False, distractor_p:
     if target == "list":
         return {"context": f"the reference is : name every object . step 1 : {step1}{middle} step 3 : they are",
                 "answer": " , ".join(f"the {k}" for k in classes) + " .", "template": "list"}
+    if target == "describe":
+        return {"context": "the reference is : describe the clip . step 1 :", "answer": step1, "template": "describe"}
     asked = expression.rstrip(" .")
     context = (f"the reference is : {expression} step 1 : {step1}{middle} step 3 : the reference asks for {asked} ,"
                " which is")
@@ -152,7 +157,8 @@ def run(style: str, args) -> dict:
     rng = random.Random(args.seed)
     p, pretrain_steps = args.unseen_distractors, args.pretrain_steps
     train = [scene_row(rng, style, args.step2, p) for _ in range(args.rows)]
-    train += [scene_row(rng, style, args.step2, target="list") for _ in range(int(args.replay * args.rows))]
+    train += [scene_row(rng, style, args.step2, p, target=args.replay_task)
+              for _ in range(int(args.replay * args.rows))]
     fresh = [scene_row(rng, style, args.step2, p) for _ in range(args.eval_rows)]
     unseen = [scene_row(rng, style, args.step2, target="unseen") for _ in range(args.eval_rows)] if p else []
     everything = [scene_row(rng, style, args.step2, target="all") for _ in range(args.rows)] if pretrain_steps else []
@@ -185,6 +191,8 @@ def main() -> int:
                     help="steps on rows whose answers range over every class before the seen-only rows")
     ap.add_argument("--replay", type=float, default=0.0, metavar="F",
                     help="add F x rows of the name-every-object task (every class) to the seen-only rows")
+    ap.add_argument("--replay-task", choices=["list", "describe"], default="list",
+                    help="what the --replay rows ask for: every object's class, or step 1 itself")
     ap.add_argument("--hidden", type=int, default=128, help="LLM width (the main job's: 128)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
@@ -197,7 +205,7 @@ def main() -> int:
           f"exact step-3 answers, greedy{'; step 2 in the context' if args.step2 else ''}"
           f"{f'; unseen distractors {args.unseen_distractors}' if args.unseen_distractors else ''}"
           f"{f'; first {args.pretrain_steps} steps on every class' if args.pretrain_steps else ''}"
-          f"{f'; name-every-object rows {args.replay} x' if args.replay else ''}"
+          f"{f'; {args.replay_task} rows {args.replay} x' if args.replay else ''}"
           f"{f'; hidden {args.hidden}' if args.hidden != 128 else ''}")
     print("| where | rows | " + " | ".join(TEMPLATES) + " | all |")
     print("|---|---|" + "---|" * (len(TEMPLATES) + 1))

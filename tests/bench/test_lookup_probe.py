@@ -33,7 +33,7 @@ def test_the_answer_is_the_object_step_1_puts_where_the_expression_points(style,
 
 def test_a_short_run_scores_train_and_fresh_rows_by_template():
     args = argparse.Namespace(seed=0, rows=40, eval_rows=9, layers=1, lr=1e-3, steps=3, batch=4, log_every=3,
-                              step2=True, unseen_distractors=0.0, pretrain_steps=0, replay=0.0,
+                              step2=True, unseen_distractors=0.0, pretrain_steps=0, replay=0.0, replay_task="list",
                               hidden=128, device="cpu")
     result = run("word", args)
     assert "unseen" not in result  # no distractors: no unseen rows
@@ -62,7 +62,7 @@ def test_unseen_rows_ask_for_the_one_unseen_object_and_seen_rows_never_do():
 
 def test_pretraining_and_unseen_rows_show_in_a_short_run():
     args = argparse.Namespace(seed=0, rows=40, eval_rows=9, layers=1, lr=1e-3, steps=2, batch=4, log_every=2,
-                              step2=False, unseen_distractors=0.3, pretrain_steps=2, replay=0.5,
+                              step2=False, unseen_distractors=0.3, pretrain_steps=2, replay=0.5, replay_task="describe",
                               hidden=64, device="cpu")
     result = run("phrase", args)
     assert set(result) == {"style", "train", "fresh", "unseen"}
@@ -75,3 +75,13 @@ def test_list_rows_name_every_object_of_step_1_in_order():
         row = scene_row(rng, "phrase", target="list")
         step1 = row["context"].split(" step 1 : ")[1].split(" step 3 : ")[0].rstrip(" .").split(" , ")
         assert row["answer"] == " , ".join(f"the {o.split()[2]}" for o in step1) + " ." and row["template"] == "list"
+
+
+def test_describe_rows_answer_with_step_1_of_a_scene_drawn_like_the_training_ones():
+    from aurora_rl.data.synthetic.catalog import UNSEEN_CLASSES
+
+    rng = random.Random(4)
+    rows = [scene_row(rng, "phrase", distractor_p=0.5, target="describe") for _ in range(200)]
+    assert all(r["context"].endswith("step 1 :") and r["answer"].startswith("a ") for r in rows)
+    with_unseen = sum(any(f" {c.name} " in r["answer"] for c in UNSEEN_CLASSES) for r in rows)
+    assert 60 < with_unseen < 140
