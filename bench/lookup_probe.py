@@ -167,7 +167,7 @@ def run(style: str, args) -> dict:
     if pretrain_steps:
         train_steps(llm, vocab, everything, pretrain_steps, rng, args, f"{style}, every class")
     train_steps(llm, vocab, train, args.steps, rng, args, style)
-    out = {"style": style, "train": exact_match(llm, vocab, train[:args.eval_rows]),  # list rows come last
+    out = {"style": style, "train": exact_match(llm, vocab, train[:args.eval_rows]),  # the --replay rows come last
            "fresh": exact_match(llm, vocab, fresh)}
     if unseen:
         out["unseen"] = exact_match(llm, vocab, unseen)
