@@ -25,6 +25,17 @@ class SFTExample:
     dataset_index: int  # row in the clip dataset
     answer: str  # the text the student learns (CoT, reflective or direct)
     target_class: Optional[str]
+    expression: Optional[str] = None  # the prompt's expression when not the clip's ("every object .")
+    segment: bool = True  # False: the answer has no [SEG]; the clip's masks are not a target
+
+
+def check_teacher_vocabulary(teacher_tokenizer, tokenizer, teacher_dir) -> None:
+    """The teacher reads the student's token ids (``batch["teacher"]``): their vocabularies must agree."""
+    if teacher_tokenizer.get_vocab() != tokenizer.get_vocab():
+        theirs, ours = set(teacher_tokenizer.get_vocab()), set(tokenizer.get_vocab())
+        differ = sorted(theirs ^ ours)[:5] or ["(the same words, other ids)"]
+        raise ValueError(f"the teacher {teacher_dir} has another vocabulary than the student ({', '.join(differ)}); "
+                         "train the teacher with this version, or set loss.distill=0")
 
 
 class SFTBatcher:
@@ -80,9 +91,10 @@ class SFTBatcher:
         clips: list[ClipSample] = [self.clips[r.dataset_index] for r in rows]
         stacked = collate_clips(clips)
         eos = [self.tokenizer.eos_token_id]
-        prompts = [self.ids(build_prompt(c.expression)) for c in clips]
+        prompts = [self.ids(build_prompt(r.expression or c.expression)) for r, c in zip(rows, clips)]
         rng = np.random.default_rng([self.seed, epoch, step, self.rank])
         frames, masks, valid = pick_mask_frames(stacked["masks"], stacked["mask_valid"], mask_frames, rng)
+        valid = valid & torch.tensor([r.segment for r in rows])[:, None]
         media = (stacked["frames"], stacked["fbank"], stacked["fbank_lengths"], stacked["vid"])  # SAM cache by video
         answers = [self.ids(r.answer) + eos for r in rows]
         out = {

@@ -4,7 +4,8 @@
 
 1. reads the training split and its CoT (or the direct answers), validates and counts them;
 2. writes the run's initial checkpoint (a tiny random policy with a tokenizer over the
-   corpus, or a pretrained backbone from ``model.path``; an aurora_rl checkpoint at
+   corpus, its LLM text-pretrained when ``model.tiny.text_pretrain.steps`` > 0, or a pretrained
+   backbone from ``model.path``; an aurora_rl checkpoint at
    ``model.path`` is used as it is) so every rank starts from identical weights;
 3. runs ``TorchTrainer`` (N workers, DeepSpeed inside) under ``runs/<name>/ray_train``;
 4. copies the final policy to ``runs/<name>/checkpoint``.
@@ -44,7 +45,38 @@ def build_examples(cfg: SFTConfig) -> list[SFTExample]:
     cot, report = load_cot(cfg.cot.source, [r.uid for r in rows], facts=facts, path=cfg.cot.path,
                            max_tokens=cfg.cot.max_tokens)
     print(report.summary(), flush=True)
-    return [SFTExample(r.uid, i, cot[r.uid].answer, cot[r.uid].target_class) for i, r in enumerate(rows) if r.uid in cot]
+    examples = [SFTExample(r.uid, i, cot[r.uid].answer, cot[r.uid].target_class)
+                for i, r in enumerate(rows) if r.uid in cot]
+    return examples + every_object_examples(rows, facts, round(cfg.cot.every_object_share * len(examples)),
+                                            cfg.run.seed)
+
+
+def every_object_examples(rows, facts: dict, count: int, seed: int) -> list[SFTExample]:
+    """``count`` "every object ." rows on distinct videos of ``rows`` (when there are fewer videos,
+    each once per round), each answered by ``scene_cot.list_cot`` from the video's scene facts."""
+    import numpy as np
+
+    from aurora_rl.prompts.scene_cot import EVERY_OBJECT, list_cot
+
+    if count == 0:
+        return []
+    first_row: dict[str, int] = {}
+    for i, r in enumerate(rows):
+        if r.uid in facts:
+            first_row.setdefault(r.vid, i)
+    if not first_row:
+        raise ValueError("cot.every_object_share needs the scene facts of the training videos; none were found "
+                         "(data/scene_facts.jsonl)")
+    videos = sorted(first_row)
+    rng = np.random.default_rng([seed, 11])
+    rounds = -(-count // len(videos))  # each video once per round: as even as the count allows
+    picked = np.concatenate([rng.permutation(len(videos)) for _ in range(rounds)])[:count]
+    out = []
+    for k in picked:
+        i = first_row[videos[k]]
+        out.append(SFTExample(f"{videos[k]}/every_object", i, list_cot(facts[rows[i].uid]), None,
+                              expression=EVERY_OBJECT, segment=False))
+    return out
 
 
 def with_absolute_paths(cfg: SFTConfig) -> SFTConfig:
@@ -79,7 +111,8 @@ def latest_complete_checkpoint(train_dir: Path, world_size: int) -> Path | None:
 
 def initial_checkpoint(model: ModelConfig, data: DataConfig, corpus: list[str], folder: Path, seed: int) -> Path:
     """The starting weights: ``model.path`` if it is an aurora_rl checkpoint; a pretrained backbone
-    loaded from ``model.path``; else a tiny random policy over the corpus's words."""
+    loaded from ``model.path``; else a tiny random policy over the corpus's words, whose LLM is
+    first trained on text over every class when ``model.tiny.text_pretrain.steps`` > 0."""
     from aurora_rl.data.synthetic import synthetic_words
     from aurora_rl.model.backbones import AUDIO_FEATURES
     from aurora_rl.model.build import MediaShape
@@ -97,7 +130,15 @@ def initial_checkpoint(model: ModelConfig, data: DataConfig, corpus: list[str], 
         tokenizer = build_word_tokenizer(set(synthetic_words()) | set(COT_WORDS) | words_of(corpus)
                                          | words_of([REFLECT_TRIGGER, build_prompt("")]))
     policy, tokenizer = build_policy(model, shape, seed=seed, tokenizer=tokenizer)
-    return save_policy(policy, tokenizer, model, shape, folder)
+    report = None
+    if model.backbone == "tiny" and model.tiny.text_pretrain.steps > 0:
+        from aurora_rl.model.text_pretrain import pretrain_text
+
+        report = pretrain_text(policy.llm, tokenizer, model.tiny.text_pretrain, seed, data.num_frames)
+    saved = save_policy(policy, tokenizer, model, shape, folder)
+    if report is not None:
+        (saved / "text_pretraining.json").write_text(json.dumps(report, indent=1))
+    return saved
 
 
 def run_sft(cfg: SFTConfig, resume: bool = False, stage: str = "sft", examples: list[SFTExample] | None = None) -> Path:

@@ -30,7 +30,7 @@ def sft_train_loop(config: dict) -> None:
     from aurora_rl.model.checkpoint import load_policy, save_policy
     from learner.deepspeed_config import deepspeed_config
     from learner.lr_schedule import lr_multiplier
-    from learner.sft_data import SFTBatcher, SFTExample
+    from learner.sft_data import SFTBatcher, SFTExample, check_teacher_vocabulary
     from learner.sft_loss import sft_loss
     from learner.train_log import TrainLogger, say
 
@@ -42,8 +42,9 @@ def sft_train_loop(config: dict) -> None:
     policy, tokenizer, model_cfg, shape = load_policy(config["init_dir"])
     teacher = None
     if config["teacher_dir"]:
-        teacher, *_ = load_policy(config["teacher_dir"])
+        teacher, teacher_tokenizer, *_ = load_policy(config["teacher_dir"])
         teacher.eval().requires_grad_(False)
+        check_teacher_vocabulary(teacher_tokenizer, tokenizer, config["teacher_dir"])
 
     examples = [SFTExample(**json.loads(line)) for line in Path(config["examples"]).read_text().splitlines()]
     clips = RefAVSDataset.from_config(cfg.data, cfg.data.train_split, features=shape.audio_features)

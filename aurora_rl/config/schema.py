@@ -45,6 +45,17 @@ class DataConfig:
 
 
 @dataclass
+class TextPretrainConfig:
+    """Next-token training of the tiny LLM on text over every class before stage 1
+    (aurora_rl/model/text_pretrain.py): what a released LLM knows before it sees a clip."""
+
+    steps: int = field(0, ge=0)  # 0: the LLM starts random
+    batch_size: int = field(32, ge=1)
+    lr: float = field(1e-3, gt=0.0)
+    list_share: float = field(0.2, ge=0.0, le=1.0)  # texts naming every object ("every object .")
+
+
+@dataclass
 class TinyBackboneConfig:
     """Random-initialised small backbone that trains on a CPU (vLLM-CPU needs head_dim >= 32)."""
 
@@ -64,6 +75,7 @@ class TinyBackboneConfig:
     sam_hidden: int = field(64, ge=16)  # tiny SAM's image-encoder width
     sam_layers: int = field(2, ge=1)
     sam_patch: int = field(8, ge=2)
+    text_pretrain: TextPretrainConfig = field(factory=TextPretrainConfig)
 
     def check(self):
         if self.hidden_size % self.num_heads:
@@ -115,6 +127,11 @@ class ModelConfig:
     def check(self):
         if self.backbone != "tiny" and not self.path:
             yield "path", f"backbone {self.backbone!r} needs a local weights folder (nothing is downloaded)"
+        if self.tiny.text_pretrain.steps > 0 and self.backbone != "tiny":
+            yield "tiny", "text_pretrain is for the random tiny backbone; a pretrained one has read its text already"
+        elif self.tiny.text_pretrain.steps > 0 and self.lora.enabled:
+            yield "lora", ("tiny.text_pretrain trains the whole tiny LLM, and a LoRA checkpoint stores only the "
+                           "adapters: set lora.enabled=false")
 
 
 @dataclass
@@ -174,6 +191,9 @@ class CoTConfig:
     source: Literal["scene", "jsonl", "teacher"] = "scene"
     path: Optional[str] = None  # the JSONL file (jsonl) or the teacher model folder (teacher)
     max_tokens: int = field(150, ge=8)
+    # "every object ." rows added, as a share of the referring rows: one per training video drawn,
+    # answered by scene_cot.list_cot (no [SEG], no mask loss). Needs the scene facts.
+    every_object_share: float = field(0.0, ge=0.0)
 
     def check(self):
         if self.source in ("jsonl", "teacher") and not self.path:

@@ -19,7 +19,10 @@ from aurora_rl.prompts.cot_source import CoTEntry
 
 POSITION_ORDER = {"left": 0, "center": 1, "right": 2}
 WHERE = {"left": "on the left", "center": "in the center", "right": "on the right"}
-COT_WORDS = "a , on the left right in center sounds from frame nothing reference asks for which is not clip".split()
+COT_WORDS = ("a , on the left right in center sounds from frame nothing reference asks for which is not clip "
+             "every").split()
+# The "name every object" task (``list_cot``): not a referring expression, so never in the benchmark's rows.
+EVERY_OBJECT = "every object ."
 
 
 def describe_images(objects: list[dict]) -> str:
@@ -41,6 +44,26 @@ def describe_reference(facts: dict) -> str:
     # classes are distinct within a scene, so the class finds the object where no index is given
     target = next(o for o in facts["objects"] if o["class"] == facts["target_class"])
     return f"the reference asks for {asked} , which is the {facts['target_class']} {WHERE[target['position']]} ."
+
+
+def list_cot(facts: dict) -> str:
+    """The answer to "every object ." for a clip: steps 1-2 as ``scene_cot`` writes them, then every
+    object left to right where a referring answer names its one target, and no [SEG] (nothing is
+    segmented)::
+
+        step 1 : a yellow piano on the left , a red siren on the right . step 2 : ...
+        step 3 : the reference asks for every object , which is the piano on the left , the siren on the right .
+        step 4 : the target is piano , siren .
+
+    It names every object in the answer's own words, unseen-class distractors included: the
+    stand-in for training that keeps writing class names outside the referring task.
+    """
+    ordered = sorted(facts["objects"], key=lambda o: POSITION_ORDER[o["position"]])
+    found = " , ".join(f"the {o['class']} {WHERE[o['position']]}" for o in ordered)
+    classes = " , ".join(o["class"] for o in ordered)
+    steps = (describe_images(facts["objects"]), describe_audio(facts["objects"]),
+             f"the reference asks for {EVERY_OBJECT.rstrip(' .')} , which is {found} .", f"the target is {classes} .")
+    return " ".join(f"step {i} : {text}" for i, text in enumerate(steps, start=1))
 
 
 def scene_cot(facts: dict) -> CoTEntry:

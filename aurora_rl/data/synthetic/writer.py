@@ -121,7 +121,7 @@ def _pick_expressions(rng, scene: Scene, split: str, cfg: SynthConfig, target: O
     return rows
 
 
-def _object_facts(scene: Scene) -> list[dict]:
+def object_facts(scene: Scene) -> list[dict]:
     return [
         {
             "index": o.index,
@@ -187,7 +187,7 @@ def _write_video(root: Path, vid: str, split: str, index: int, seed: int, cfg: S
             layout.mask_path(root, vid, fid, t).write_bytes(data)
 
     rows, facts, per_token = [], [], {}
-    objects = _object_facts(scene)
+    objects = object_facts(scene)
     for e in expressions:
         token = scene.objects[e.target].cls.name if e.target is not None else (e.referred_class or "null")
         per_token[token] = per_token.get(token, 0) + 1

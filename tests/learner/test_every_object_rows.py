@@ -1,0 +1,90 @@
+"""The "every object ." rows of the SFT stages (`cot.every_object_share`) and the teacher's vocabulary check."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from aurora_rl.config.schema import CoTConfig, DataConfig, RunConfig, SFTConfig
+from aurora_rl.data import refavs_layout as layout
+from aurora_rl.data.refavs_dataset import RefAVSDataset
+from aurora_rl.data.scene_facts import load_scene_facts
+from aurora_rl.data.synthetic import UNSEEN_CLASSES
+from aurora_rl.data.synthetic.writer import SynthConfig, generate_benchmark
+from aurora_rl.model.tokenizer import build_word_tokenizer
+from aurora_rl.prompts.answer_format import build_prompt, parse_answer
+from aurora_rl.prompts.scene_cot import COT_WORDS, EVERY_OBJECT, POSITION_ORDER, list_cot
+from learner.sft_data import SFTBatcher, check_teacher_vocabulary
+from learner.sft_job import build_examples
+
+UNSEEN = {c.name for c in UNSEEN_CLASSES}
+
+
+def test_list_cot_names_every_object_left_to_right_and_segments_nothing():
+    objects = [{"class": "siren", "color": "red", "position": "right", "sounds": True, "onset_frame": 3, "index": 0},
+               {"class": "piano", "color": "blue", "position": "left", "sounds": False, "onset_frame": None,
+                "index": 1}]
+    assert list_cot({"objects": objects}) == (
+        "step 1 : a blue piano on the left , a red siren on the right . step 2 : the siren sounds from frame 3 . "
+        "step 3 : the reference asks for every object , which is the piano on the left , the siren on the right . "
+        "step 4 : the target is piano , siren .")
+    assert parse_answer(list_cot({"objects": objects})).seg_count == 0
+
+
+@pytest.fixture(scope="module")
+def distractor_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distractors")
+    generate_benchmark(root, videos=30, seed=1, cfg=SynthConfig(unseen_distractor_fraction=1.0))
+    return root
+
+
+def config(root, share: float) -> SFTConfig:
+    return SFTConfig(stage="sft", run=RunConfig(seed=0), data=DataConfig(root=str(root)),
+                     cot=CoTConfig(every_object_share=share), teacher_path="unused")
+
+
+def test_every_object_rows_are_added_on_distinct_videos_and_name_the_unseen_distractor(distractor_root):
+    plain = build_examples(config(distractor_root, 0.0))
+    examples = build_examples(config(distractor_root, 0.25))
+    assert examples[: len(plain)] == plain  # the referring rows are unchanged, the new ones come after
+    extra = examples[len(plain):]
+    assert len(extra) == round(0.25 * len(plain))
+    rows = [r for r in layout.read_metadata(distractor_root) if r.split == "train"]
+    videos = [rows[e.dataset_index].vid for e in extra]
+    assert len(set(videos)) == len(videos) == len(extra)  # fewer rows than videos: no video twice
+    facts = load_scene_facts(distractor_root)
+    for e in extra:
+        assert e.expression == EVERY_OBJECT and not e.segment and e.target_class is None
+        objects = facts[rows[e.dataset_index].uid]["objects"]
+        unseen = [o["class"] for o in objects if o["class"] in UNSEEN]
+        assert len(unseen) == 1 and f"the {unseen[0]} " in e.answer  # the distractor is named in the answer's form
+        in_order = sorted(objects, key=lambda o: POSITION_ORDER[o["position"]])
+        assert e.answer.endswith(f"step 4 : the target is {' , '.join(o['class'] for o in in_order)} .")
+    more = build_examples(config(distractor_root, 1.0))[len(plain):]  # more rows than videos: each once a round
+    counts = Counter(rows[e.dataset_index].vid for e in more)
+    assert len(more) == len(plain) and set(counts) == {r.vid for r in rows}
+    assert max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_batches_prompt_every_object_and_leave_its_masks_out_of_the_loss(distractor_root):
+    examples = build_examples(config(distractor_root, 1.0))
+    words = set(COT_WORDS) | {w for e in examples for w in (e.answer + " " + build_prompt(EVERY_OBJECT)).split()}
+    tokenizer = build_word_tokenizer(words | {w for r in layout.read_metadata(distractor_root) for w in r.exp.split()})
+    clips = RefAVSDataset(distractor_root, "train", mask_size=16, image_size=16)
+    batcher = SFTBatcher(examples, clips, tokenizer, batch_size=len(examples), world_size=1, rank=0, seed=0)
+    batch = batcher.batch(0, 0)
+    listing = [i for i, uid in enumerate(batch["uids"]) if uid.endswith("/every_object")]
+    referring = [i for i in range(len(examples)) if i not in listing]
+    assert listing and referring
+    every = tokenizer(build_prompt(EVERY_OBJECT), add_special_tokens=False).input_ids
+    assert all(batch["student"].prompt_ids[i] == every for i in listing)
+    assert not batch["mask_valid"][listing].any()
+    assert batch["mask_valid"][referring].any()  # the referring rows' masks still count
+    assert all(batch["student"].prompt_ids[i] != every for i in referring)
+
+
+def test_a_teacher_with_another_vocabulary_is_refused():
+    ours = build_word_tokenizer(["drum", "bell"])
+    check_teacher_vocabulary(build_word_tokenizer(["bell", "drum"]), ours, "t")  # same words: same ids
+    with pytest.raises(ValueError, match=r"the teacher t has another vocabulary than the student \(every\)"):
+        check_teacher_vocabulary(build_word_tokenizer(["drum", "bell", "every"]), ours, "t")
