@@ -394,6 +394,8 @@ class GRPOJob:
             out[f"reward_{kind}"] = float(np.mean([r.rewards[kind] for r in records]))
         for key in ("loss", "policy_loss", "kl", "clip_fraction", "mask_bce", "mask_dice", "grad_norm"):
             out[key] = float(np.mean([s[key] for s in stats]))
+        if "every_object_ce" in stats[0]:
+            out["every_object_ce"] = float(np.mean([s["every_object_ce"] for s in stats]))
         tokens = sum(r["tokens"] for r in rollouts)
         sample_s = max(r["sample_s"] for r in rollouts)
         out["tokens_per_s"] = tokens / sample_s if sample_s > 0 else 0.0

@@ -8,6 +8,8 @@ computes new log-probabilities and masks, and takes one optimizer step of
            + mask_bce * BCE + mask_dice * Dice      (rollout masks with a [SEG], against the GT;
                                                      with mask_min_iou, only those whose rollout IoU
                                                      reached it)
+           + every_object_ce * CE                   (with every_object_rows: that many "every
+                                                     object ." rows of the training split per rank)
 
 DeepSpeed averages gradients across ranks. Rank 0 also owns the weight broadcast.
 """
@@ -62,6 +64,9 @@ class LearnerRank:
             self.policy.vision.requires_grad_(False)
             self.policy.audio.requires_grad_(False)
         self.dataset = RefAVSDataset.from_config(cfg.data, cfg.data.train_split, features=self.shape.audio_features)
+        self.every_object = None
+        if cfg.learner.every_object_rows > 0:
+            self.every_object = self._every_object_batcher()
         lr = cfg.learner.optim
         params = [p for p in self.policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=lr.lr, weight_decay=lr.weight_decay)
@@ -97,6 +102,11 @@ class LearnerRank:
             # only the last chunk runs through the engine, whose backward hooks belong to its one backward
             model = self.engine if k == len(chunks) - 1 else self.engine.module
             loss, parts = self._chunk_loss(model, records, chunk, data)
+            if self.every_object is not None and k == len(chunks) - 1:  # once a step, in the engine's backward
+                ce = self._every_object_loss(model, step)
+                loss = loss + self.cfg.learner.every_object_ce * ce
+                parts.update(every_object_ce=float(ce.detach()), loss=parts["loss"] + float(ce.detach()) *
+                             self.cfg.learner.every_object_ce)
             for key, value in parts.items():
                 totals[key] = totals.get(key, 0.0) + value
             finite = bool(torch.isfinite(loss.detach()))
@@ -124,6 +134,29 @@ class LearnerRank:
             "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
             "micro_batches": len(chunks), "learn_s": time.monotonic() - t0,
         }
+
+    def _every_object_batcher(self):
+        """The "every object ." rows of the training split, one per video, in SFT batches."""
+        from pathlib import Path
+
+        from aurora_rl.data import refavs_layout as layout
+        from aurora_rl.data.scene_facts import load_scene_facts
+        from learner.sft_data import SFTBatcher
+        from learner.sft_job import every_object_examples
+
+        data = self.cfg.data
+        rows = [r for r in layout.read_metadata(Path(data.root)) if r.split == data.train_split][: data.max_samples]
+        facts = load_scene_facts(Path(data.root))
+        videos = len({r.vid for r in rows})
+        examples = every_object_examples(rows, facts, videos, self.cfg.run.seed)
+        return SFTBatcher(examples, self.dataset, self.tokenizer, self.cfg.learner.every_object_rows,
+                          self.world_size, self.rank, self.cfg.run.seed)
+
+    def _every_object_loss(self, model, step: int):
+        """CE of this rank's "every object ." rows of ``step`` (no masks: they have no [SEG])."""
+        epoch, in_epoch = divmod(step, self.every_object.steps_per_epoch)
+        out = model(self.every_object.batch(epoch, in_epoch)["student"], with_masks=False)
+        return -(out.answer_logprobs * out.answer_mask).sum() / out.answer_mask.sum().clamp(min=1)
 
     def _step_data(self, records: list, advantages: list[float], step: int) -> dict:
         """The clips, supervised mask frames and loss weights of one step's completions."""

@@ -257,6 +257,10 @@ class LearnerConfig:
     # (tests/grpo/test_grpo_job.py::test_micro_batches_add_up_to_the_step_of_the_whole_batch)
     micro_batch: Optional[int] = field(None, ge=1)
     max_policy_lag: int = field(0, ge=0)  # 0 = strictly on-policy
+    # "every object ." rows (as stage 1's cot.every_object_share) each rank also learns by CE in
+    # every step, weighted every_object_ce: keeps the model writing the classes it is never rewarded for
+    every_object_rows: int = field(0, ge=0)
+    every_object_ce: float = field(1.0, ge=0.0)
     checkpoint_every: int = field(10, ge=1)
     deepspeed: DeepSpeedConfig = field(factory=DeepSpeedConfig)
     optim: OptimConfig = field(factory=lambda: OptimConfig(lr=1e-5, schedule="constant"))

@@ -311,3 +311,37 @@ def test_micro_batches_add_up_to_the_step_of_the_whole_batch(ray_node, synthetic
     assert any(not torch.equal(v, start[k]) for k, v in w_gated.items() if "lm_head" in k)  # the LLM learned
     with pytest.raises(ConfigError, match="micro_batch"):  # ZeRO-2, the default: refused
         job_config(tmp_path, synthetic_root, checkpoint, "learner.micro_batch=2")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_every_object_rows_add_their_ce_to_each_rank_step(ray_node, synthetic_root, tmp_path, start_checkpoint):
+    """learner.every_object_rows: each rank also learns that many "every object ." rows by CE, weighted
+    learner.every_object_ce; with the weight 0 the step is the plain GRPO step."""
+    from aurora_rl.prompts.answer_format import build_prompt, compose_answer
+    from aurora_rl.records import RolloutRecord, encode
+
+    tok = load_policy(start_checkpoint)[1]
+    prompt = np.array(tok(build_prompt("the red object ."), add_special_tokens=False).input_ids)
+    answer = tok(compose_answer("a red dog .", "b .", "c .", "dog"), add_special_tokens=False).input_ids
+
+    def shares():
+        return [[encode(RolloutRecord(uid="u", group_id="g", sample_index=k, group_size=2, policy_version=0,
+                                      prompt_token_ids=prompt, completion_token_ids=np.array(answer),
+                                      sampling_logprobs=np.full(len(answer), -1.0), completion_text="",
+                                      meta={"dataset_index": k}))] for k in range(2)]
+
+    def step(*overrides):
+        return learner_step(job_config(tmp_path, synthetic_root, start_checkpoint, *overrides), start_checkpoint,
+                            shares(), [[1.0], [-1.0]])
+
+    plain, w_plain = step()
+    mixed, w_mixed = step("learner.every_object_rows=2", "learner.every_object_ce=0.5")
+    off, w_off = step("learner.every_object_rows=2", "learner.every_object_ce=0")
+    assert "every_object_ce" not in plain[0]
+    for a, b in zip(plain, mixed):
+        assert b["every_object_ce"] > 0.1
+        assert b["loss"] == pytest.approx(a["loss"] + 0.5 * b["every_object_ce"], rel=1e-5)
+        assert b["policy_loss"] == pytest.approx(a["policy_loss"], rel=1e-5)
+    assert sum(float((w_mixed[k] - w_plain[k]).abs().sum()) for k in w_plain) > 1e-3
+    assert all(torch.allclose(w_off[k], w_plain[k], atol=1e-6) for k in w_plain)
