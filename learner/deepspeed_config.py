@@ -29,3 +29,15 @@ def deepspeed_config(ds: DeepSpeedConfig, micro_batch: int, grad_accum: int, dty
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+
+
+def with_every_parameter(loss, module):
+    """``loss`` plus 0 x every trainable parameter of ``module``: the same value, and a gradient
+    (zero where the batch did not reach) for every parameter.
+
+    ZeRO-2 reduces gradients in buckets filled as they arrive, so every rank must produce the same
+    ones. A rank whose rows have no [SEG] ("every object ." rows, cut-off completions) never
+    reaches the projector and the mask decoder, and gloo then aborts on a size mismatch.
+    """
+    return loss + 0.0 * sum(p.sum() for p in module.parameters() if p.requires_grad)
+

@@ -194,6 +194,7 @@ class LearnerRank:
         from aurora_rl.grpo.policy_loss import clipped_policy_loss
         from aurora_rl.model.mask_loss import mask_loss
         from aurora_rl.model.policy import PolicyInputs
+        from learner.deepspeed_config import with_every_parameter
 
         cfg = self.cfg.learner
         batch, frames = data["batch"], data["frames"]
@@ -224,10 +225,7 @@ class LearnerRank:
                                               cfg.mask_bce, cfg.mask_dice)
             loss = loss + w_mask * mask_total
             parts.update(mask_bce=w_mask * float(bce.detach()), mask_dice=w_mask * float(dice.detach()))
-        # Every rank must produce a gradient for every trainable parameter, or ZeRO's gradient
-        # reductions differ between ranks and the collective breaks: a rank whose completions
-        # have no [SEG] never reaches the projector and mask decoder, so touch them with weight 0.
-        loss = loss + 0.0 * sum(p.sum() for p in self.engine.module.parameters() if p.requires_grad)
+        loss = with_every_parameter(loss, self.engine.module)  # a rank without [SEG]s must reduce the same grads
         parts["loss"] = float(loss.detach())
         return loss, parts
 

@@ -28,7 +28,7 @@ def sft_train_loop(config: dict) -> None:
     from aurora_rl.config.schema import SFTConfig
     from aurora_rl.data.refavs_dataset import RefAVSDataset
     from aurora_rl.model.checkpoint import load_policy, save_policy
-    from learner.deepspeed_config import deepspeed_config
+    from learner.deepspeed_config import deepspeed_config, with_every_parameter
     from learner.lr_schedule import lr_multiplier
     from learner.sft_data import SFTBatcher, SFTExample, check_teacher_vocabulary
     from learner.sft_loss import sft_loss
@@ -84,6 +84,7 @@ def sft_train_loop(config: dict) -> None:
             teacher_seg, teacher_has = t_out.seg_embedding, t_out.has_seg
         loss, parts = sft_loss(out, batch["masks"], batch["mask_valid"], cfg.loss, teacher_seg, teacher_has,
                                batch.get("ce_mask"))
+        loss = with_every_parameter(loss, engine.module)  # a rank whose rows have no [SEG] reduces the same grads
         engine.backward(loss)
         engine.step()
         step += 1

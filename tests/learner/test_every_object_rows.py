@@ -88,3 +88,36 @@ def test_a_teacher_with_another_vocabulary_is_refused():
     check_teacher_vocabulary(build_word_tokenizer(["bell", "drum"]), ours, "t")  # same words: same ids
     with pytest.raises(ValueError, match=r"the teacher t has another vocabulary than the student \(every\)"):
         check_teacher_vocabulary(build_word_tokenizer(["drum", "bell", "every"]), ours, "t")
+
+
+def test_a_batch_without_seg_still_gives_every_trainable_parameter_a_gradient():
+    """Data-parallel ranks reduce the same gradients (ZeRO-2 over gloo aborts otherwise): a rank
+    whose rows are all "every object ." rows (no [SEG]) must still reach the projector and SAM."""
+    import torch
+
+    from aurora_rl.config.schema import SFTLossConfig
+    from learner.deepspeed_config import with_every_parameter
+    from learner.sft_loss import sft_loss
+    from tests.model.tiny_policy import make_inputs, make_policy
+
+    policy, tok = make_policy()
+    policy.eval()  # no LoRA dropout: both passes compute the same function
+    inputs = make_inputs(tok, batch=2)
+    seg = policy.ids.seg
+    inputs.answer_ids = [[t for t in ids if t != seg] for ids in inputs.answer_ids]
+    gt = torch.zeros(2, inputs.frames.shape[1], 64, 64)
+    valid = torch.zeros(2, inputs.frames.shape[1], dtype=torch.bool)
+
+    def grads(touch: bool) -> dict:
+        policy.zero_grad(set_to_none=True)
+        loss, _ = sft_loss(policy(inputs), gt, valid, SFTLossConfig(distill=0.0))
+        (with_every_parameter(loss, policy) if touch else loss).backward()
+        return {n: p.grad for n, p in policy.named_parameters() if p.requires_grad}
+
+    without = grads(touch=False)
+    assert any(g is None for n, g in without.items() if n.startswith("projector"))  # the failure it prevents
+    touched = grads(touch=True)
+    assert all(g is not None for g in touched.values())
+    for n, g in touched.items():  # the value is unchanged: what the rows reached gets the same gradient
+        if without[n] is not None:
+            assert torch.allclose(g, without[n])
