@@ -156,11 +156,14 @@ class LocalRayNode:
         """Stop every process this node started; returns PIDs that needed SIGKILL.
 
         SIGTERM to ``ray start --block`` makes it shut its own processes down (about 2 s);
-        anything of ours still running after that is stopped by PID.
+        anything of ours still running after that is stopped by PID. A node whose ``ray start``
+        had already exited died on its own: its temp dir (``ray-start.log``, ``session_*/logs``)
+        is kept for a post-mortem, less the auth token, and its path printed.
         """
         if self.proc is None:
             return []
         self.pids()
+        died = self.proc.poll()
         self.proc.terminate()
         try:
             self.proc.wait(timeout=30)
@@ -170,7 +173,13 @@ class LocalRayNode:
         leftover = [psutil.Process(p) for p in alive(self._pids)]
         killed = stop_pids(leftover, grace_s=5) if leftover else []
         self.proc = None
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        if died is None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+        else:
+            if self.token_path.parent == self.temp_dir:
+                self.token_path.unlink(missing_ok=True)
+            print(f"[services] the Ray node in {self.temp_dir} had exited on its own (code {died}); its logs are "
+                  "kept there", file=sys.stderr, flush=True)
         return killed
 
     def __enter__(self) -> "LocalRayNode":

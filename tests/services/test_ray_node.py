@@ -45,3 +45,23 @@ def test_stop_leaves_no_process_behind():
     assert not temp_dir.exists()
     ours = [p for p in psutil.process_iter(["cmdline"]) if str(temp_dir) in " ".join(p.info["cmdline"] or [])]
     assert ours == []
+
+
+def test_a_node_that_died_on_its_own_keeps_its_logs(capsys):
+    """`ray start --block` gone before stop() (killed here; it also ends when its raylet dies):
+    stop() still stops the rest by PID, and keeps the node's temp dir (its logs; not its token)."""
+    node = LocalRayNode(num_cpus=1, include_dashboard=False).start()
+    pids = node.pids()
+    node.proc.kill()
+    node.proc.wait()
+    temp_dir = node.temp_dir
+    try:
+        node.stop()
+        assert alive(pids) == []
+        assert (temp_dir / "ray-start.log").exists() and any(temp_dir.glob("session_*/logs/raylet*"))
+        assert not (temp_dir / "auth_token").exists()
+        assert f"the Ray node in {temp_dir} had exited on its own" in capsys.readouterr().err
+    finally:
+        import shutil
+
+        shutil.rmtree(temp_dir, ignore_errors=True)
