@@ -141,8 +141,7 @@ class LearnerRank:
 
         from aurora_rl.data import refavs_layout as layout
         from aurora_rl.data.scene_facts import load_scene_facts
-        from learner.sft_data import SFTBatcher
-        from learner.sft_job import every_object_examples
+        from learner.sft_data import SFTBatcher, every_object_examples
 
         data = self.cfg.data
         rows = [r for r in layout.read_metadata(Path(data.root)) if r.split == data.train_split][: data.max_samples]
@@ -154,9 +153,10 @@ class LearnerRank:
 
     def _every_object_loss(self, model, step: int):
         """CE of this rank's "every object ." rows of ``step`` (no masks: they have no [SEG])."""
+        from learner.sft_loss import answer_ce
+
         epoch, in_epoch = divmod(step, self.every_object.steps_per_epoch)
-        out = model(self.every_object.batch(epoch, in_epoch)["student"], with_masks=False)
-        return -(out.answer_logprobs * out.answer_mask).sum() / out.answer_mask.sum().clamp(min=1)
+        return answer_ce(model(self.every_object.batch(epoch, in_epoch)["student"], with_masks=False))
 
     def _step_data(self, records: list, advantages: list[float], step: int) -> dict:
         """The clips, supervised mask frames and loss weights of one step's completions."""

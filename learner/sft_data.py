@@ -17,6 +17,7 @@ from aurora_rl.data.clip_sample import ClipSample, collate_clips
 from aurora_rl.model.mask_loss import pick_mask_frames
 from aurora_rl.model.policy import PolicyInputs
 from aurora_rl.prompts.answer_format import build_prompt, direct_answer, step1_spans
+from aurora_rl.prompts.scene_cot import EVERY_OBJECT, list_cot
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,30 @@ class SFTExample:
     target_class: Optional[str]
     expression: Optional[str] = None  # the prompt's expression when not the clip's ("every object .")
     segment: bool = True  # False: the answer has no [SEG]; the clip's masks are not a target
+
+
+def every_object_examples(rows, facts: dict, count: int, seed: int) -> list[SFTExample]:
+    """``count`` "every object ." rows on distinct videos of ``rows`` (when there are fewer videos,
+    each once per round), each answered by ``scene_cot.list_cot`` from the video's scene facts."""
+    if count == 0:
+        return []
+    first_row: dict[str, int] = {}
+    for i, r in enumerate(rows):
+        if r.uid in facts:
+            first_row.setdefault(r.vid, i)
+    if not first_row:
+        raise ValueError("cot.every_object_share needs the scene facts of the training videos; none were found "
+                         "(data/scene_facts.jsonl)")
+    videos = sorted(first_row)
+    rng = np.random.default_rng([seed, 11])
+    rounds = -(-count // len(videos))  # each video once per round: as even as the count allows
+    picked = np.concatenate([rng.permutation(len(videos)) for _ in range(rounds)])[:count]
+    out = []
+    for k in picked:
+        i = first_row[videos[k]]
+        out.append(SFTExample(f"{videos[k]}/every_object", i, list_cot(facts[rows[i].uid]), None,
+                              expression=EVERY_OBJECT, segment=False))
+    return out
 
 
 def check_teacher_vocabulary(teacher_tokenizer, tokenizer, teacher_dir) -> None:

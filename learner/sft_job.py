@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from aurora_rl.config.schema import DataConfig, ModelConfig, SFTConfig
-from learner.sft_data import SFTExample
+from learner.sft_data import SFTExample, every_object_examples
 
 
 def run_dir(cfg) -> Path:
@@ -49,34 +49,6 @@ def build_examples(cfg: SFTConfig) -> list[SFTExample]:
                 for i, r in enumerate(rows) if r.uid in cot]
     return examples + every_object_examples(rows, facts, round(cfg.cot.every_object_share * len(examples)),
                                             cfg.run.seed)
-
-
-def every_object_examples(rows, facts: dict, count: int, seed: int) -> list[SFTExample]:
-    """``count`` "every object ." rows on distinct videos of ``rows`` (when there are fewer videos,
-    each once per round), each answered by ``scene_cot.list_cot`` from the video's scene facts."""
-    import numpy as np
-
-    from aurora_rl.prompts.scene_cot import EVERY_OBJECT, list_cot
-
-    if count == 0:
-        return []
-    first_row: dict[str, int] = {}
-    for i, r in enumerate(rows):
-        if r.uid in facts:
-            first_row.setdefault(r.vid, i)
-    if not first_row:
-        raise ValueError("cot.every_object_share needs the scene facts of the training videos; none were found "
-                         "(data/scene_facts.jsonl)")
-    videos = sorted(first_row)
-    rng = np.random.default_rng([seed, 11])
-    rounds = -(-count // len(videos))  # each video once per round: as even as the count allows
-    picked = np.concatenate([rng.permutation(len(videos)) for _ in range(rounds)])[:count]
-    out = []
-    for k in picked:
-        i = first_row[videos[k]]
-        out.append(SFTExample(f"{videos[k]}/every_object", i, list_cot(facts[rows[i].uid]), None,
-                              expression=EVERY_OBJECT, segment=False))
-    return out
 
 
 def with_absolute_paths(cfg: SFTConfig) -> SFTConfig:

@@ -19,6 +19,12 @@ from aurora_rl.model.mask_loss import mask_loss
 from aurora_rl.model.policy import PolicyOutput
 
 
+def answer_ce(out: PolicyOutput, ce_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean CE over the batch's answer tokens (token-level); ``ce_mask`` [B, A] bool keeps only some."""
+    learned = out.answer_mask if ce_mask is None else out.answer_mask & ce_mask.to(out.answer_mask.device)
+    return -(out.answer_logprobs * learned).sum() / learned.sum().clamp(min=1)
+
+
 def sft_loss(out: PolicyOutput, gt_masks: torch.Tensor, mask_valid: torch.Tensor, weights: SFTLossConfig,
              teacher_seg: Optional[torch.Tensor] = None, teacher_has_seg: Optional[torch.Tensor] = None,
              ce_mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict[str, float]]:
@@ -31,8 +37,7 @@ def sft_loss(out: PolicyOutput, gt_masks: torch.Tensor, mask_valid: torch.Tensor
     Returns:
         (total loss, {"ce", "bce", "dice", "distill", "total"} as floats).
     """
-    learned = out.answer_mask if ce_mask is None else out.answer_mask & ce_mask.to(out.answer_mask.device)
-    ce = -(out.answer_logprobs * learned).sum() / learned.sum().clamp(min=1)
+    ce = answer_ce(out, ce_mask)
     masked, bce, dice = mask_loss(out.mask_logits, gt_masks, mask_valid, weights.bce, weights.dice)
     distill = ce.new_zeros(())
     if teacher_seg is not None and weights.distill > 0:

@@ -16,6 +16,7 @@ video is learned (or not) from the benchmark's own clips.
 from __future__ import annotations
 
 import time
+
 import numpy as np
 import torch
 
