@@ -71,10 +71,10 @@ def test_batches_prompt_every_object_and_leave_its_masks_out_of_the_loss(distrac
     words = set(COT_WORDS) | {w for e in examples for w in (e.answer + " " + build_prompt(EVERY_OBJECT)).split()}
     tokenizer = build_word_tokenizer(words | {w for r in layout.read_metadata(distractor_root) for w in r.exp.split()})
     clips = RefAVSDataset(distractor_root, "train", mask_size=16, image_size=16)
-    batcher = SFTBatcher(examples, clips, tokenizer, batch_size=len(examples), world_size=1, rank=0, seed=0)
+    batcher = SFTBatcher(examples, clips, tokenizer, batch_size=16, world_size=1, rank=0, seed=0)  # both kinds
     batch = batcher.batch(0, 0)
     listing = [i for i, uid in enumerate(batch["uids"]) if uid.endswith("/every_object")]
-    referring = [i for i in range(len(examples)) if i not in listing]
+    referring = [i for i in range(len(batch["uids"])) if i not in listing]
     assert listing and referring
     every = tokenizer(build_prompt(EVERY_OBJECT), add_special_tokens=False).input_ids
     assert all(batch["student"].prompt_ids[i] == every for i in listing)
