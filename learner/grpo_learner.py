@@ -104,9 +104,9 @@ class LearnerRank:
             loss, parts = self._chunk_loss(model, records, chunk, data)
             if self.every_object is not None and k == len(chunks) - 1:  # once a step, in the engine's backward
                 ce = self._every_object_loss(model, step)
-                loss = loss + self.cfg.learner.every_object_ce * ce
-                parts.update(every_object_ce=float(ce.detach()), loss=parts["loss"] + float(ce.detach()) *
-                             self.cfg.learner.every_object_ce)
+                extra = self.cfg.learner.every_object_ce * ce
+                loss = loss + extra
+                parts.update(every_object_ce=float(ce.detach()), loss=parts["loss"] + float(extra.detach()))
             for key, value in parts.items():
                 totals[key] = totals.get(key, 0.0) + value
             finite = bool(torch.isfinite(loss.detach()))
