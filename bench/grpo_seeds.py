@@ -46,6 +46,10 @@ def main() -> int:
                         help="greedy evaluation length (the main job's; room for reflective answers)")
     parser.add_argument("--start-results", default=None,
                         help="results.json of an earlier evaluation of --start with the same data and length (reused)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a seed's run that stopped short of --steps from its last checkpoint (exact "
+                             "resume; with the constant lr schedule, the same as one longer run). Its evaluation at "
+                             "the earlier step is kept as eval/seedN-stepK and it is evaluated again")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra overrides of configs/tiny/grpo.yaml for every seed (e.g. learner.optim.lr=3e-4)")
     args = parser.parse_args()
@@ -78,8 +82,12 @@ def main() -> int:
                 f"model.path={Path(args.start).resolve()}", f"learner.steps={args.steps}",
                 f"learner.prompts_per_step={args.prompts}", "learner.mask_frames_per_clip=2",
                 f"learner.checkpoint_every={args.steps}", *args.set])
-            final = (out / f"seed{seed}" / "checkpoint")
-            if not (final / "aurora_model.json").exists():
+            final = out / f"seed{seed}" / "checkpoint"
+            done = trained_steps(out / f"seed{seed}")
+            if done and done < args.steps and args.resume:
+                keep_earlier_evaluation(out / "eval" / f"seed{seed}", done)
+                final = run_grpo(cfg, services.redis_url, resume=True)
+            elif not (final / "aurora_model.json").exists():
                 final = run_grpo(cfg, services.redis_url)
             results[f"seed{seed}"] = evaluate(str(final), f"seed{seed}")
             if args.more_eval:
@@ -92,6 +100,20 @@ def main() -> int:
     (out / "grpo_seeds.md").write_text(table + "\n")
     (out / "grpo_seeds.json").write_text(json.dumps(results, indent=2, default=float))
     return 0
+
+
+def trained_steps(run_dir: Path) -> int:
+    """The step of a GRPO run's last checkpoint (0 when it has none)."""
+    latest = run_dir / "checkpoints" / "latest"
+    if not latest.exists():
+        return 0
+    return json.loads((run_dir / "checkpoints" / latest.read_text().strip() / "job_state.json").read_text())["step"]
+
+
+def keep_earlier_evaluation(folder: Path, step: int) -> None:
+    """Move a seed's evaluation at ``step`` aside (to ``<folder>-step<step>``) before its run goes on."""
+    if folder.exists():
+        folder.rename(folder.with_name(f"{folder.name}-step{step}"))
 
 
 def evaluate_held_out(checkpoint: str, data, out: Path, actors: int, max_new_tokens: int,

@@ -58,3 +58,22 @@ def test_interval_table_pairs_seeds_with_the_start_clip_by_clip():
     rows = {line.split(" | ")[0].strip("| "): line for line in render_intervals(start, seeds).splitlines()[2:]}
     assert rows["test_s clip J"] == "| test_s clip J | 40 | +0.0300 | [+0.0300, +0.0300] | yes |"
     assert rows["test_u class_acc"] == "| test_u class_acc | 40 | +1.0000 | [+1.0000, +1.0000] | yes |"
+
+
+def test_a_seed_run_short_of_the_steps_is_found_and_its_earlier_evaluation_kept(tmp_path):
+    from bench.grpo_seeds import keep_earlier_evaluation, trained_steps
+
+    run = tmp_path / "seed0"
+    assert trained_steps(run) == 0  # never started
+    (run / "checkpoints" / "step_000100").mkdir(parents=True)
+    (run / "checkpoints" / "step_000100" / "job_state.json").write_text(json.dumps({"step": 100, "version": 100}))
+    (run / "checkpoints" / "latest").write_text("step_000100\n")
+    assert trained_steps(run) == 100
+    evaluation = tmp_path / "eval" / "seed0"
+    evaluation.mkdir(parents=True)
+    (evaluation / "results.json").write_text('{"test_s": {"J": 0.5}}')
+    keep_earlier_evaluation(evaluation, 100)
+    assert not evaluation.exists()  # evaluated again after the run goes on
+    assert (tmp_path / "eval" / "seed0-step100" / "results.json").read_text() == '{"test_s": {"J": 0.5}}'
+    keep_earlier_evaluation(tmp_path / "eval" / "seed1", 100)  # nothing evaluated yet: nothing to move
+    assert not (tmp_path / "eval" / "seed1-step100").exists()
