@@ -385,6 +385,7 @@ class GRPOJob:
         import torch
 
         from aurora_rl.grpo.advantages import group_spread_shares
+        from aurora_rl.grpo.completions import completion_shares
 
         kinds = sorted({k for r in records for k in (r.rewards or {}) if k != "total"})
         flat, small = group_spread_shares(torch.from_numpy(rewards))
@@ -394,6 +395,9 @@ class GRPOJob:
             out[f"reward_{kind}"] = float(np.mean([r.rewards[kind] for r in records]))
         for key in ("loss", "policy_loss", "kl", "clip_fraction", "mask_bce", "mask_dice", "grad_norm"):
             out[key] = float(np.mean([s[key] for s in stats]))
+        out.update(completion_shares([r.completion_text for r in records],
+                                     [len(r.completion_token_ids) for r in records],
+                                     self.cfg.rollout.sampling.max_new_tokens))
         if "every_object_ce" in stats[0]:
             out["every_object_ce"] = float(np.mean([s["every_object_ce"] for s in stats]))
         tokens = sum(r["tokens"] for r in rollouts)

@@ -80,17 +80,19 @@ def run_sharded(workers: list, split: str, n: int, log, label: str, sampling: di
 
 
 def score_predictions(predictions: dict[str, list[dict]], metrics: MetricsConfig) -> dict:
-    """Official metrics per split (+ Mix), class accuracy, format rate and failure counts."""
+    """Official metrics per split (+ Mix), class accuracy, format rate, the share of reflective
+    answers (more than one reasoning path) and failure counts."""
     convention = MetricConvention.from_config(metrics)
     evaluator = RefAVSEvaluator(convention)
     extra: dict[str, dict] = {}
     for split, preds in predictions.items():
-        correct = known = well_formed = 0
+        correct = known = well_formed = reflective = 0
         failures: dict[str, int] = {}
         for p in preds:
             evaluator.add(split, probs_to_logits(p["mask_probs"]), p["gt_masks"])
             parsed = parse_answer(p["text"])
             well_formed += parsed.well_formed
+            reflective += parsed.attempts > 1
             if p["gt_class"] is not None or p["is_null"]:
                 known += 1
                 correct += parsed.target_class == (p["gt_class"] or NULL_CLASS)
@@ -100,6 +102,7 @@ def score_predictions(predictions: dict[str, list[dict]], metrics: MetricsConfig
         extra[split] = {
             "class_acc": correct / known if known else float("nan"),
             "format_rate": well_formed / len(preds) if preds else float("nan"),
+            "reflect_rate": reflective / len(preds) if preds else float("nan"),
             "failures": failures,
         }
     results = evaluator.summary()
@@ -146,7 +149,7 @@ def _fmt(v) -> str:
 
 def results_table(results: dict, baseline: dict | None = None) -> str:
     """Markdown table: one row per split; with ``baseline``, the difference per metric."""
-    cols = ["J", "F", "S", "class_acc", "format_rate", "clips"]
+    cols = ["J", "F", "S", "class_acc", "format_rate", "reflect_rate", "clips"]
     head = "| split | " + " | ".join(cols) + " |"
     lines = [head, "|" + "---|" * (len(cols) + 1)]
     for split in [s for s in results if s != "mix"] + ["mix"]:

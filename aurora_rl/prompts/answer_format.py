@@ -62,6 +62,7 @@ class ParsedAnswer:
     target_class: Optional[str] = None  # from "the target is X", None when absent
     seg_count: int = 0
     ends_with_seg: bool = False  # the answer ends with "it is [SEG] ."
+    attempts: int = 0  # reasoning paths ("step 1 :" marks); more than 1: a reflective answer
     problems: list[str] = field(default_factory=list)  # what is malformed, in words
 
     @property
@@ -91,6 +92,7 @@ def parse_answer(text: str) -> ParsedAnswer:
     if targets:
         out.target_class = normalize(targets[-1])
     last_attempt = flat[flat.lower().rfind("step 1") :] if "step 1" in flat.lower() else flat
+    out.attempts = sum(m.group(1) == "1" for m in _STEP.finditer(flat))
     marks = list(_STEP.finditer(last_attempt))
     for i, mark in enumerate(marks):
         end = marks[i + 1].start() if i + 1 < len(marks) else len(last_attempt)

@@ -67,3 +67,24 @@ def test_avsbench_s4_layout_is_evaluated_with_the_same_metrics(ray_node, tmp_pat
     for probs, gt in zip(saved["mask_probs"], saved["gt_masks"]):
         direct.add("test", probs_to_logits(probs), gt)
     assert direct.summary()["test"]["J"] == pytest.approx(results["test"]["J"], abs=1e-12)
+
+
+def test_scores_count_reflective_answers_and_classes_by_the_last_attempt():
+    from aurora_rl.evaluation.evaluate import score_predictions
+    from aurora_rl.prompts.answer_format import REFLECT_TRIGGER, compose_answer
+
+    gt = np.zeros((2, 8, 8), dtype=np.uint8)
+    gt[:, 2:6, 2:6] = 1
+
+    def pred(text: str) -> dict:
+        return {"text": text, "gt_class": "dog", "is_null": False, "mask_probs": gt.astype(np.float16), "gt_masks": gt}
+
+    plain = compose_answer("a dog .", "the dog barks .", "the dog .", "dog")
+    first = compose_answer("a .", "b .", "c .", "cat").removesuffix(" it is [SEG] .")
+    wrong_then_right = f"{first} {REFLECT_TRIGGER} {plain}"
+    preds = [pred(plain), pred(wrong_then_right), pred(plain), pred("")]
+    results = score_predictions({"test_s": preds}, MetricsConfig())
+    split = results["test_s"]
+    assert split["reflect_rate"] == 0.25 and split["format_rate"] == 0.75
+    assert split["class_acc"] == 0.75  # the reflective answer is judged by its corrected path
+    assert split["failures"] == {"malformed answer": 1}

@@ -98,6 +98,10 @@ def test_every_record_sampled_scored_and_learned_once(ray_node, redis_server, sy
         assert all(r.reward is not None and set(r.rewards) >= {"format", "iou", "cls"} for r in scored)
         assert {r.policy_version for r in sampled} == {0, 1, 2}
         assert job.counters["learned"] == expected
+        for step, row in metrics_by_step(tmp_path / cfg.run.name).items():  # each step's cut / long answers
+            lengths = [len(r.completion_token_ids) for r in sampled if r.policy_version == step - 1]
+            assert row["completion_tokens"] == pytest.approx(np.mean(lengths))
+            assert row["truncated"] == pytest.approx(np.mean([n >= 12 for n in lengths]))
         assert job.collector.counters == {"stale_dropped": 0, "duplicates_dropped": 0, "foreign_dropped": 0,
                                           "incomplete_groups": 0, "abandoned_dropped": 0, "oversized_dropped": 0,
                                           "nan_dropped": 0}

@@ -85,3 +85,16 @@ def test_sequence_mean_ignores_padding_and_empty_rows():
     v = torch.tensor([[1.0, 3.0, 100.0], [5.0, 100.0, 100.0], [7.0, 7.0, 7.0]])
     m = torch.tensor([[True, True, False], [True, False, False], [False, False, False]])
     assert float(sequence_mean(v, m)) == pytest.approx((2.0 + 5.0) / 2)
+
+
+def test_completion_shares_count_cut_and_reflective_answers():
+    from aurora_rl.grpo.completions import completion_shares
+
+    plain = "step 1 : a . step 2 : b . step 3 : c . step 4 : the target is dog . it is [SEG] ."
+    first = "step 1 : a . step 2 : b . step 3 : c . step 4 : the target is cat . wait , let me reconsider ."
+    reflective, cut = f"{first} {plain}", f"{first} step 1 : a"
+    shares = completion_shares([plain, reflective, cut, plain], [20, 40, 50, 30], max_new_tokens=50)
+    assert shares == {"completion_tokens": 35.0, "truncated": 0.25, "reflective": 0.5}
+    assert completion_shares([], [], 50)["truncated"] == 0.0
+    with pytest.raises(ValueError, match="2 completion texts but 1 lengths"):
+        completion_shares([plain, plain], [3], 50)

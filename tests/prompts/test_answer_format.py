@@ -37,6 +37,7 @@ def test_reflective_answer_is_judged_by_its_last_attempt():
     second = compose_answer("a .", "b .", "c .", "bird")
     parsed = parse_answer(f"{first} wait , let me reconsider . {second}")
     assert parsed.target_class == "bird" and parsed.well_formed
+    assert parsed.attempts == 2 and parse_answer(second).attempts == 1 and parse_answer("it is [SEG] .").attempts == 0
 
 
 def test_malformed_outputs_report_every_problem_and_never_raise():
