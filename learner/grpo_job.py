@@ -107,6 +107,8 @@ class GRPOJob:
         cfg = self.cfg
         cfg_dict = dataclasses.asdict(cfg)
         cfg_dict["data"] = dataclasses.asdict(self.data)
+        if cfg.learner.every_object_data:
+            cfg_dict["learner"]["every_object_data"] = str(Path(cfg.learner.every_object_data).resolve())
         k = cfg.learner.num_ranks
         self.placement.release("learner")
         ranks = self.placement.reserve("learner", "learner", k, cfg.placement.learner_strategy)

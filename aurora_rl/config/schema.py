@@ -261,6 +261,9 @@ class LearnerConfig:
     # every step, weighted every_object_ce: keeps the model writing the classes it is never rewarded for
     every_object_rows: int = field(0, ge=0)
     every_object_ce: float = field(1.0, ge=0.0)
+    # dataset root whose training split gives those rows (None: data.root), e.g. videos that hold
+    # objects of classes the prompts' videos lack
+    every_object_data: Optional[str] = None
     checkpoint_every: int = field(10, ge=1)
     deepspeed: DeepSpeedConfig = field(factory=DeepSpeedConfig)
     optim: OptimConfig = field(factory=lambda: OptimConfig(lr=1e-5, schedule="constant"))
@@ -271,6 +274,8 @@ class LearnerConfig:
             # had a norm 1-5 % off the whole batch's; under ZeRO-1 they match to float precision.
             yield "micro_batch", ("micro-batches need deepspeed.zero_stage 0 or 1 (ZeRO-2 and 3 reduce gradients "
                                   f"during the backward), got zero_stage {self.deepspeed.zero_stage}")
+        if self.every_object_data and not self.every_object_rows:
+            yield "every_object_data", "gives the every-object rows; set learner.every_object_rows > 0 as well"
 
 
 @dataclass

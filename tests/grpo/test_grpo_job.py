@@ -317,27 +317,28 @@ def test_micro_batches_add_up_to_the_step_of_the_whole_batch(ray_node, synthetic
         job_config(tmp_path, synthetic_root, checkpoint, "learner.micro_batch=2")
 
 
+def one_answer_per_rank(checkpoint) -> list[list[bytes]]:
+    """One encoded completion for each of 2 ranks (a group of 2 on clips 0 and 1)."""
+    from aurora_rl.prompts.answer_format import build_prompt, compose_answer
+    from aurora_rl.records import RolloutRecord, encode
+
+    tok = load_policy(checkpoint)[1]
+    prompt = np.array(tok(build_prompt("the red object ."), add_special_tokens=False).input_ids)
+    answer = tok(compose_answer("a red dog .", "b .", "c .", "dog"), add_special_tokens=False).input_ids
+    return [[encode(RolloutRecord(uid="u", group_id="g", sample_index=k, group_size=2, policy_version=0,
+                                  prompt_token_ids=prompt, completion_token_ids=np.array(answer),
+                                  sampling_logprobs=np.full(len(answer), -1.0), completion_text="",
+                                  meta={"dataset_index": k}))] for k in range(2)]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_every_object_rows_add_their_ce_to_each_rank_step(ray_node, synthetic_root, tmp_path, start_checkpoint):
     """learner.every_object_rows: each rank also learns that many "every object ." rows by CE, weighted
     learner.every_object_ce, on top of the same GRPO loss."""
-    from aurora_rl.prompts.answer_format import build_prompt, compose_answer
-    from aurora_rl.records import RolloutRecord, encode
-
-    tok = load_policy(start_checkpoint)[1]
-    prompt = np.array(tok(build_prompt("the red object ."), add_special_tokens=False).input_ids)
-    answer = tok(compose_answer("a red dog .", "b .", "c .", "dog"), add_special_tokens=False).input_ids
-
-    def shares():
-        return [[encode(RolloutRecord(uid="u", group_id="g", sample_index=k, group_size=2, policy_version=0,
-                                      prompt_token_ids=prompt, completion_token_ids=np.array(answer),
-                                      sampling_logprobs=np.full(len(answer), -1.0), completion_text="",
-                                      meta={"dataset_index": k}))] for k in range(2)]
-
     def step(*overrides):
         return learner_step(job_config(tmp_path, synthetic_root, start_checkpoint, *overrides), start_checkpoint,
-                            shares(), [[1.0], [-1.0]])
+                            one_answer_per_rank(start_checkpoint), [[1.0], [-1.0]])
 
     plain, w_plain = step()
     mixed, w_mixed = step("learner.every_object_rows=2", "learner.every_object_ce=0.5")
@@ -347,3 +348,35 @@ def test_every_object_rows_add_their_ce_to_each_rank_step(ray_node, synthetic_ro
         assert b["loss"] == pytest.approx(a["loss"] + 0.5 * b["every_object_ce"], rel=1e-5)
         assert b["policy_loss"] == pytest.approx(a["policy_loss"], rel=1e-5)
     assert sum(float((w_mixed[k] - w_plain[k]).abs().sum()) for k in w_plain) > 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_every_object_rows_come_from_the_dataset_named_by_every_object_data(ray_node, synthetic_root, tmp_path,
+                                                                          start_checkpoint):
+    """learner.every_object_data: the rows (media and answers) come from that root's training split; the
+    prompts' dataset is unchanged. A copy of the prompts' dataset gives the same CE; a copy whose scene
+    facts put every object on the other side gives another."""
+    import shutil
+
+    from aurora_rl.config.loader import ConfigError
+
+    same, mirrored = tmp_path / "same", tmp_path / "mirrored"
+    shutil.copytree(synthetic_root, same)
+    shutil.copytree(synthetic_root, mirrored)
+    facts = (mirrored / "scene_facts.jsonl").read_text()
+    swapped = facts.replace('"left"', '"@"').replace('"right"', '"left"').replace('"@"', '"right"')
+    assert swapped != facts
+    (mirrored / "scene_facts.jsonl").write_text(swapped)
+
+    def ce(*overrides):
+        cfg = job_config(tmp_path, synthetic_root, start_checkpoint, "learner.every_object_rows=2", *overrides)
+        stats = learner_step(cfg, start_checkpoint, one_answer_per_rank(start_checkpoint), [[1.0], [-1.0]])[0]
+        return [s["every_object_ce"] for s in stats]
+
+    default = ce()
+    assert ce(f"learner.every_object_data={same}") == pytest.approx(default, rel=1e-5)
+    other = ce(f"learner.every_object_data={mirrored}")
+    assert all(abs(a - b) > 1e-4 for a, b in zip(other, default))
+    with pytest.raises(ConfigError, match="every_object_rows"):
+        job_config(tmp_path, synthetic_root, start_checkpoint, f"learner.every_object_data={same}")
