@@ -335,7 +335,18 @@ def one_answer_per_rank(checkpoint) -> list[list[bytes]]:
 @pytest.mark.timeout(900)
 def test_every_object_rows_add_their_ce_to_each_rank_step(ray_node, synthetic_root, tmp_path, start_checkpoint):
     """learner.every_object_rows: each rank also learns that many "every object ." rows by CE, weighted
-    learner.every_object_ce, on top of the same GRPO loss."""
+    learner.every_object_ce, on top of the same GRPO loss. With learner.every_object_data the rows come
+    from that dataset's training split: here a copy whose scene facts put every object on the other side."""
+    import shutil
+
+    from aurora_rl.config.loader import ConfigError
+
+    mirrored = tmp_path / "mirrored"
+    shutil.copytree(synthetic_root, mirrored)
+    facts = (mirrored / "scene_facts.jsonl").read_text()
+    swapped = facts.replace('"left"', '"@"').replace('"right"', '"left"').replace('"@"', '"right"')
+    assert swapped != facts
+    (mirrored / "scene_facts.jsonl").write_text(swapped)
     def step(*overrides):
         return learner_step(job_config(tmp_path, synthetic_root, start_checkpoint, *overrides), start_checkpoint,
                             one_answer_per_rank(start_checkpoint), [[1.0], [-1.0]])
@@ -349,34 +360,10 @@ def test_every_object_rows_add_their_ce_to_each_rank_step(ray_node, synthetic_ro
         assert b["policy_loss"] == pytest.approx(a["policy_loss"], rel=1e-5)
     assert sum(float((w_mixed[k] - w_plain[k]).abs().sum()) for k in w_plain) > 1e-3
 
-
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_every_object_rows_come_from_the_dataset_named_by_every_object_data(ray_node, synthetic_root, tmp_path,
-                                                                          start_checkpoint):
-    """learner.every_object_data: the rows (media and answers) come from that root's training split; the
-    prompts' dataset is unchanged. A copy of the prompts' dataset gives the same CE; a copy whose scene
-    facts put every object on the other side gives another."""
-    import shutil
-
-    from aurora_rl.config.loader import ConfigError
-
-    same, mirrored = tmp_path / "same", tmp_path / "mirrored"
-    shutil.copytree(synthetic_root, same)
-    shutil.copytree(synthetic_root, mirrored)
-    facts = (mirrored / "scene_facts.jsonl").read_text()
-    swapped = facts.replace('"left"', '"@"').replace('"right"', '"left"').replace('"@"', '"right"')
-    assert swapped != facts
-    (mirrored / "scene_facts.jsonl").write_text(swapped)
-
-    def ce(*overrides):
-        cfg = job_config(tmp_path, synthetic_root, start_checkpoint, "learner.every_object_rows=2", *overrides)
-        stats = learner_step(cfg, start_checkpoint, one_answer_per_rank(start_checkpoint), [[1.0], [-1.0]])[0]
-        return [s["every_object_ce"] for s in stats]
-
-    default = ce()
-    assert ce(f"learner.every_object_data={same}") == pytest.approx(default, rel=1e-5)
-    other = ce(f"learner.every_object_data={mirrored}")
-    assert all(abs(a - b) > 1e-4 for a, b in zip(other, default))
+    other, _ = step("learner.every_object_rows=2", "learner.every_object_ce=0.5",
+                    f"learner.every_object_data={mirrored}")
+    for a, b in zip(mixed, other):
+        assert abs(b["every_object_ce"] - a["every_object_ce"]) > 1e-4  # the mirrored answers
+        assert b["policy_loss"] == pytest.approx(a["policy_loss"], rel=1e-5)  # the same prompts' dataset
     with pytest.raises(ConfigError, match="every_object_rows"):
-        job_config(tmp_path, synthetic_root, start_checkpoint, f"learner.every_object_data={same}")
+        job_config(tmp_path, synthetic_root, start_checkpoint, f"learner.every_object_data={mirrored}")
