@@ -98,10 +98,11 @@ def test_every_record_sampled_scored_and_learned_once(ray_node, redis_server, sy
         assert all(r.reward is not None and set(r.rewards) >= {"format", "iou", "cls"} for r in scored)
         assert {r.policy_version for r in sampled} == {0, 1, 2}
         assert job.counters["learned"] == expected
+        budget = cfg.rollout.sampling.max_new_tokens
         for step, row in metrics_by_step(tmp_path / cfg.run.name).items():  # each step's cut / long answers
             lengths = [len(r.completion_token_ids) for r in sampled if r.policy_version == step - 1]
             assert row["completion_tokens"] == pytest.approx(np.mean(lengths))
-            assert row["truncated"] == pytest.approx(np.mean([n >= 12 for n in lengths]))
+            assert row["truncated"] == pytest.approx(np.mean([n >= budget for n in lengths]))
         assert job.collector.counters == {"stale_dropped": 0, "duplicates_dropped": 0, "foreign_dropped": 0,
                                           "incomplete_groups": 0, "abandoned_dropped": 0, "oversized_dropped": 0,
                                           "nan_dropped": 0}
@@ -347,6 +348,7 @@ def test_every_object_rows_add_their_ce_to_each_rank_step(ray_node, synthetic_ro
     swapped = facts.replace('"left"', '"@"').replace('"right"', '"left"').replace('"@"', '"right"')
     assert swapped != facts
     (mirrored / "scene_facts.jsonl").write_text(swapped)
+
     def step(*overrides):
         return learner_step(job_config(tmp_path, synthetic_root, start_checkpoint, *overrides), start_checkpoint,
                             one_answer_per_rank(start_checkpoint), [[1.0], [-1.0]])
