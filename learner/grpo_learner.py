@@ -139,21 +139,17 @@ class LearnerRank:
         """The "every object ." rows of the training split (of ``learner.every_object_data`` when
         set), one per video, in SFT batches."""
         import dataclasses
-        from pathlib import Path
 
-        from aurora_rl.data import refavs_layout as layout
         from aurora_rl.data.refavs_dataset import RefAVSDataset
         from aurora_rl.data.scene_facts import load_scene_facts
         from learner.sft_data import SFTBatcher, every_object_examples
 
-        data, dataset = self.cfg.data, self.dataset
+        dataset = self.dataset
         if self.cfg.learner.every_object_data:
-            data = dataclasses.replace(data, root=self.cfg.learner.every_object_data)
+            data = dataclasses.replace(self.cfg.data, root=self.cfg.learner.every_object_data)
             dataset = RefAVSDataset.from_config(data, data.train_split, features=self.shape.audio_features)
-        rows = [r for r in layout.read_metadata(Path(data.root)) if r.split == data.train_split][: data.max_samples]
-        facts = load_scene_facts(Path(data.root))
-        videos = len({r.vid for r in rows})
-        examples = every_object_examples(rows, facts, videos, self.cfg.run.seed)
+        videos = len({r.vid for r in dataset.rows})
+        examples = every_object_examples(dataset.rows, load_scene_facts(dataset.root), videos, self.cfg.run.seed)
         return SFTBatcher(examples, dataset, self.tokenizer, self.cfg.learner.every_object_rows,
                           self.world_size, self.rank, self.cfg.run.seed)
 
