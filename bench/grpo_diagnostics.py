@@ -1,4 +1,4 @@
-"""Why does a GRPO run move held-out J the way it does? Two checks on finished runs.
+"""Why does a GRPO run move held-out J the way it does? Three checks on finished runs.
 
     # a random step as large as GRPO's: is GRPO's direction better or worse than chance on held-out?
     .venv/bin/python bench/grpo_diagnostics.py random-step --start runs/demo/runs/tiny-reflect/checkpoint \
@@ -6,6 +6,10 @@
 
     # does step 3 of an answer pick the object its own step 1 describes? (synthetic benchmark)
     .venv/bin/python bench/grpo_diagnostics.py consistency --data runs/demo/data \
+        runs/grpo_seeds/eval/start/samples.jsonl runs/grpo_seeds/eval/seed0/samples.jsonl
+
+    # which expressions does class accuracy come from, and does step 1 see the target's class?
+    .venv/bin/python bench/grpo_diagnostics.py classes --data runs/demo/data \
         runs/grpo_seeds/eval/start/samples.jsonl runs/grpo_seeds/eval/seed0/samples.jsonl
 
 random-step writes copies of --start in which every tensor has moved as far (L2) as --moved moved
@@ -16,6 +20,10 @@ step 1 it finds the object the expression names (by colour, class and position w
 checks whether step 3 names that object's position, and whether the mask hit the target
 (IoU > 0.5). Where step 3 follows step 1 and step 1 is right, the mask hits. A model that reads
 the scene right but does not look its answer up fails there.
+
+classes reads the same samples of every non-null expression and gives, per split and template,
+the class accuracy and how often step 1 names the target's class at the target's position ("sees
+it"). Class accuracy below "sees it" is lost to the lookup; "sees it" below 1 is lost to perception.
 """
 
 from __future__ import annotations
@@ -143,6 +151,40 @@ def consistency(args) -> int:
     return 0
 
 
+def step1_sees_target(text: str, fact: dict) -> bool:
+    """The answer's step 1 names the target's class at the target's position."""
+    target = next((o for o in fact["objects"] if o["index"] == fact.get("target_index")), None)
+    if target is None:
+        return False
+    seen = {POSITION_OF[w]: k for _, k, w in _OBJECT.findall(parse_answer(text).steps.get("images", ""))}
+    return seen.get(target["position"]) == target["class"]
+
+
+def classes(args) -> int:
+    from aurora_rl.data.scene_facts import load_scene_facts
+
+    facts = load_scene_facts(args.data)
+    if not facts:
+        raise SystemExit(f"{args.data} has no scene_facts.jsonl (a synthetic benchmark's ground truth)")
+    lines = ["| samples | split | template | clips | class acc | step 1 sees it |", "|---|---|---|---|---|---|"]
+    for path in args.samples:
+        counts = defaultdict(Counter)
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                sample = json.loads(line)
+                fact = facts.get(sample["uid"])
+                if fact is None or not fact.get("target_class"):
+                    continue
+                c = counts[(fact["split"], fact["template"])]
+                c.update(clips=1, right=sample["target_class"] == fact["target_class"],
+                         sees=step1_sees_target(sample["text"], fact))
+        for (split, template), c in sorted(counts.items()):
+            n = c["clips"]
+            lines.append(f"| {path} | {split} | {template} | {n} | {c['right'] / n:.3f} | {c['sees'] / n:.3f} |")
+    print("\n".join(lines))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -157,8 +199,11 @@ def main() -> int:
     cs = sub.add_parser("consistency", help="does step 3 pick the object step 1 describes?")
     cs.add_argument("--data", required=True, help="root of the evaluated synthetic dataset (its scene_facts.jsonl)")
     cs.add_argument("samples", nargs="+", help="samples.jsonl files of evaluations")
+    cl = sub.add_parser("classes", help="class accuracy per template; does step 1 see the target's class?")
+    cl.add_argument("--data", required=True, help="root of the evaluated synthetic dataset (its scene_facts.jsonl)")
+    cl.add_argument("samples", nargs="+", help="samples.jsonl files of evaluations")
     args = parser.parse_args()
-    return random_step(args) if args.command == "random-step" else consistency(args)
+    return {"random-step": random_step, "consistency": consistency, "classes": classes}[args.command](args)
 
 
 if __name__ == "__main__":

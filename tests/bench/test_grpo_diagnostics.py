@@ -1,4 +1,4 @@
-"""bench/grpo_diagnostics.py: the random step's size and the step-1 / step-3 consistency check."""
+"""bench/grpo_diagnostics.py: the random step's size, the step-1 / step-3 consistency check, classes per template."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from aurora_rl.data.scene_facts import write_scene_facts  # noqa: E402
-from bench.grpo_diagnostics import consistency, random_step_weights, step3_follows_step1  # noqa: E402
+from bench.grpo_diagnostics import (  # noqa: E402
+    classes, consistency, random_step_weights, step1_sees_target, step3_follows_step1,
+)
 
 COLORS = {"red", "blue", "green", "yellow"}
 IMAGES = "step 1 : a red piano on the left , a blue drum in the center , a green bell on the right ."
@@ -50,6 +52,28 @@ def test_consistency_table_counts_by_split_and_template(tmp_path, capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if "| test_s |" in line]
     assert len(rows) == 1  # the audio row is not a visual expression
     assert rows[0].endswith("| test_s | color | 2 | 1.00 | 0.50 | 0.50 | 0.50 |")
+
+
+def test_class_accuracy_per_template_is_split_into_what_step_1_sees(tmp_path, capsys):
+    scene = [{"index": 0, "class": "piano", "position": "left"}, {"index": 1, "class": "drum", "position": "center"},
+             {"index": 2, "class": "violin", "position": "right"}]  # IMAGES sees piano, drum; not the violin
+    rows = [("a", "color", 1, "drum"), ("b", "color", 1, "drum"), ("c", "position", 2, "violin"),
+            ("d", "absent_class", None, None)]
+    facts = [{"uid": uid, "split": "test_s", "template": template, "target_index": target, "target_class": cls,
+              "expression": "", "expression_kind": "visual", "objects": scene} for uid, template, target, cls in rows]
+    samples = [{"uid": "a", "text": answer("the drum in the center"), "target_class": "drum"},
+               {"uid": "b", "text": answer("the bell on the right"), "target_class": "bell"},
+               {"uid": "c", "text": answer("the bell on the right"), "target_class": "violin"},
+               {"uid": "d", "text": answer("the bell on the right"), "target_class": "bell"}]
+    assert step1_sees_target(samples[0]["text"], facts[0])
+    assert not step1_sees_target(samples[2]["text"], facts[2])  # step 1 says "green bell" where the violin is
+    assert not step1_sees_target(samples[3]["text"], facts[3])  # no target at all
+    write_scene_facts(tmp_path, facts)
+    (tmp_path / "samples.jsonl").write_text("\n".join(json.dumps(s) for s in samples) + "\n")
+    args = type("Args", (), {"data": str(tmp_path), "samples": [str(tmp_path / "samples.jsonl")]})
+    assert classes(args) == 0
+    rows = [line.split(" | ")[1:] for line in capsys.readouterr().out.splitlines() if "| test_s |" in line]
+    assert rows == [["test_s", "color", "2", "0.500", "1.000 |"], ["test_s", "position", "1", "1.000", "0.000 |"]]
 
 
 def test_random_step_moves_each_tensor_as_far_as_the_run_in_another_direction():
