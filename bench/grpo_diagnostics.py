@@ -121,28 +121,42 @@ def step3_follows_step1(text: str, expression: str, colors: set[str]) -> tuple[b
     return unique, unique and pick is not None and POSITION_OF[pick.group(2)] == fits[0][2]
 
 
-def consistency(args) -> int:
+def scene_facts_of(root: str) -> dict:
+    """The synthetic benchmark's ground truth, by uid; exits with a message if ``root`` has none."""
     from aurora_rl.data.scene_facts import load_scene_facts
+
+    facts = load_scene_facts(root)
+    if not facts:
+        raise SystemExit(f"{root} has no scene_facts.jsonl (a synthetic benchmark's ground truth)")
+    return facts
+
+
+def samples_with_facts(path: str, facts: dict):
+    """(sample, its scene facts) for each evaluation sample in ``path`` the facts know."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            sample = json.loads(line)
+            fact = facts.get(sample["uid"])
+            if fact is not None:
+                yield sample, fact
+
+
+def consistency(args) -> int:
     from aurora_rl.data.synthetic.catalog import COLORS
 
-    facts = load_scene_facts(args.data)
-    if not facts:
-        raise SystemExit(f"{args.data} has no scene_facts.jsonl (a synthetic benchmark's ground truth)")
+    facts = scene_facts_of(args.data)
     colors = set(COLORS)
     lines = ["| samples | split | template | clips | step 1 names one fitting object | step 3 follows it | hit | "
              "hit and follows |", "|---|---|---|---|---|---|---|---|"]
     for path in args.samples:
         counts = defaultdict(Counter)
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                sample = json.loads(line)
-                fact = facts.get(sample["uid"])
-                if fact is None or fact["expression_kind"] != "visual":
-                    continue
-                unique, follows = step3_follows_step1(sample["text"], fact["expression"], colors)
-                hit = sample["iou"] > 0.5
-                c = counts[(fact["split"], fact["template"])]
-                c.update(clips=1, unique=unique, follows=follows, hit=hit, both=hit and follows)
+        for sample, fact in samples_with_facts(path, facts):
+            if fact["expression_kind"] != "visual":
+                continue
+            unique, follows = step3_follows_step1(sample["text"], fact["expression"], colors)
+            hit = sample["iou"] > 0.5
+            c = counts[(fact["split"], fact["template"])]
+            c.update(clips=1, unique=unique, follows=follows, hit=hit, both=hit and follows)
         for (split, template), c in sorted(counts.items()):
             n = c["clips"]
             lines.append(f"| {path} | {split} | {template} | {n} | " +
@@ -161,23 +175,16 @@ def step1_sees_target(text: str, fact: dict) -> bool:
 
 
 def classes(args) -> int:
-    from aurora_rl.data.scene_facts import load_scene_facts
-
-    facts = load_scene_facts(args.data)
-    if not facts:
-        raise SystemExit(f"{args.data} has no scene_facts.jsonl (a synthetic benchmark's ground truth)")
+    facts = scene_facts_of(args.data)
     lines = ["| samples | split | template | clips | class acc | step 1 sees it |", "|---|---|---|---|---|---|"]
     for path in args.samples:
         counts = defaultdict(Counter)
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                sample = json.loads(line)
-                fact = facts.get(sample["uid"])
-                if fact is None or not fact.get("target_class"):
-                    continue
-                c = counts[(fact["split"], fact["template"])]
-                c.update(clips=1, right=sample["target_class"] == fact["target_class"],
-                         sees=step1_sees_target(sample["text"], fact))
+        for sample, fact in samples_with_facts(path, facts):
+            if not fact.get("target_class"):
+                continue
+            c = counts[(fact["split"], fact["template"])]
+            c.update(clips=1, right=sample["target_class"] == fact["target_class"],
+                     sees=step1_sees_target(sample["text"], fact))
         for (split, template), c in sorted(counts.items()):
             n = c["clips"]
             lines.append(f"| {path} | {split} | {template} | {n} | {c['right'] / n:.3f} | {c['sees'] / n:.3f} |")
@@ -196,12 +203,11 @@ def main() -> int:
     rs.add_argument("--out", default="runs/random_step")
     rs.add_argument("--eval-actors", type=int, default=2)
     rs.add_argument("--max-new-tokens", type=int, default=EVAL_MAX_NEW_TOKENS)
-    cs = sub.add_parser("consistency", help="does step 3 pick the object step 1 describes?")
-    cs.add_argument("--data", required=True, help="root of the evaluated synthetic dataset (its scene_facts.jsonl)")
-    cs.add_argument("samples", nargs="+", help="samples.jsonl files of evaluations")
-    cl = sub.add_parser("classes", help="class accuracy per template; does step 1 see the target's class?")
-    cl.add_argument("--data", required=True, help="root of the evaluated synthetic dataset (its scene_facts.jsonl)")
-    cl.add_argument("samples", nargs="+", help="samples.jsonl files of evaluations")
+    for name, help_text in (("consistency", "does step 3 pick the object step 1 describes?"),
+                            ("classes", "class accuracy per template; does step 1 see the target's class?")):
+        cs = sub.add_parser(name, help=help_text)
+        cs.add_argument("--data", required=True, help="root of the evaluated synthetic dataset (its scene_facts.jsonl)")
+        cs.add_argument("samples", nargs="+", help="samples.jsonl files of evaluations")
     args = parser.parse_args()
     return {"random-step": random_step, "consistency": consistency, "classes": classes}[args.command](args)
 
