@@ -106,10 +106,15 @@ def random_step(args) -> int:
     return 0
 
 
+def step1_objects(steps: dict) -> list[tuple[str, str, str]]:
+    """(colour, class, position) of every object an answer's step 1 describes, in its order."""
+    return [(c, k, POSITION_OF[w]) for c, k, w in _OBJECT.findall(steps.get("images", ""))]
+
+
 def step3_follows_step1(text: str, expression: str, colors: set[str]) -> tuple[bool, bool]:
     """(the answer's step 1 names exactly one object the expression fits, step 3 gives its position)."""
     steps = parse_answer(text).steps
-    seen = [(c, k, POSITION_OF[w]) for c, k, w in _OBJECT.findall(steps.get("images", ""))]
+    seen = step1_objects(steps)
     words = expression.split()
     named_color = next((w for w in words if w in colors), None)
     fits = [o for o in seen if (named_color is None or o[0] == named_color) and ("object" in words or o[1] in words)]
@@ -170,7 +175,7 @@ def step1_sees_target(text: str, fact: dict) -> bool:
     target = next((o for o in fact["objects"] if o["index"] == fact.get("target_index")), None)
     if target is None:
         return False
-    seen = {POSITION_OF[w]: k for _, k, w in _OBJECT.findall(parse_answer(text).steps.get("images", ""))}
+    seen = {position: k for _, k, position in step1_objects(parse_answer(text).steps)}
     return seen.get(target["position"]) == target["class"]
 
 
