@@ -1,4 +1,4 @@
-"""Why does a GRPO run move held-out J the way it does? Three checks on finished runs.
+"""Why does a GRPO run move held-out J the way it does? Four checks on finished runs.
 
     # a random step as large as GRPO's: is GRPO's direction better or worse than chance on held-out?
     .venv/bin/python bench/grpo_diagnostics.py random-step --start runs/demo/runs/tiny-reflect/checkpoint \
@@ -6,6 +6,10 @@
 
     # does step 3 of an answer pick the object its own step 1 describes? (synthetic benchmark)
     .venv/bin/python bench/grpo_diagnostics.py consistency --data runs/demo/data \
+        runs/grpo_seeds/eval/start/samples.jsonl runs/grpo_seeds/eval/seed0/samples.jsonl
+
+    # does step 3 give the position of the class it names? which side do wrong picks fall on?
+    .venv/bin/python bench/grpo_diagnostics.py positions --data runs/demo/data \
         runs/grpo_seeds/eval/start/samples.jsonl runs/grpo_seeds/eval/seed0/samples.jsonl
 
     # which expressions does class accuracy come from, and does step 1 see the target's class?
@@ -20,6 +24,12 @@ step 1 it finds the object the expression names (by colour, class and position w
 checks whether step 3 names that object's position, and whether the mask hit the target
 (IoU > 0.5). Where step 3 follows step 1 and step 1 is right, the mask hits. A model that reads
 the scene right but does not look its answer up fails there.
+
+positions reads the same samples and asks where step 3's last pick puts the target: among the
+answers whose pick names the target's class, how often the position is the target's too (the
+class -> position lookup of step 3), and, over all answers that pick an object at a wrong
+position, which side they pick. A model that cannot look a position up falls back on a side; a run
+that moves that side moves J on a split whose targets sit more often elsewhere.
 
 classes reads the same samples of every non-null expression and gives, per split and template,
 the class accuracy and how often step 1 names the target's class at the target's position ("sees
@@ -111,6 +121,12 @@ def step1_objects(steps: dict) -> list[tuple[str, str, str]]:
     return [(c, k, POSITION_OF[w]) for c, k, w in _OBJECT.findall(steps.get("images", ""))]
 
 
+def step3_pick(steps: dict) -> tuple[str, str] | None:
+    """(class, position) of the object an answer's step 3 picks ("which is the drum in the center"), or None."""
+    pick = _PICK.search(steps.get("reference", ""))
+    return (pick.group(1), POSITION_OF[pick.group(2)]) if pick else None
+
+
 def step3_follows_step1(text: str, expression: str, colors: set[str]) -> tuple[bool, bool]:
     """(the answer's step 1 names exactly one object the expression fits, step 3 gives its position)."""
     steps = parse_answer(text).steps
@@ -121,9 +137,9 @@ def step3_follows_step1(text: str, expression: str, colors: set[str]) -> tuple[b
     for phrase, position in POSITION_OF.items():
         if phrase in expression:
             fits = [o for o in fits if o[2] == position]
-    pick = _PICK.search(steps.get("reference", ""))
+    pick = step3_pick(steps)
     unique = len(fits) == 1
-    return unique, unique and pick is not None and POSITION_OF[pick.group(2)] == fits[0][2]
+    return unique, unique and pick is not None and pick[1] == fits[0][2]
 
 
 def scene_facts_of(root: str) -> dict:
@@ -197,6 +213,34 @@ def classes(args) -> int:
     return 0
 
 
+def positions(args) -> int:
+    facts = scene_facts_of(args.data)
+    sides = list(WHERE)
+    lines = ["| samples | split | targets at " + " / ".join(sides) + " | class named | its position right | "
+             "wrong picks at " + " / ".join(sides) + " |", "|---|---|---|---|---|---|"]
+    for path in args.samples:
+        counts = defaultdict(Counter)
+        for sample, fact in samples_with_facts(path, facts):
+            target = next((o for o in fact["objects"] if o["index"] == fact.get("target_index")), None)
+            if target is None:
+                continue
+            c = counts[fact["split"]]
+            c["at " + target["position"]] += 1
+            pick = step3_pick(parse_answer(sample["text"]).steps)
+            if pick is None:
+                continue
+            named, position = pick
+            c.update(named=named == target["class"], both=named == target["class"] and position == target["position"])
+            if position != target["position"]:
+                c["wrong " + position] += 1
+        for split, c in sorted(counts.items()):
+            at = " / ".join(str(c["at " + side]) for side in sides)
+            wrong = " / ".join(str(c["wrong " + side]) for side in sides)
+            lines.append(f"| {path} | {split} | {at} | {c['named']} | {c['both'] / max(c['named'], 1):.3f} | {wrong} |")
+    print("\n".join(lines))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -209,12 +253,14 @@ def main() -> int:
     rs.add_argument("--eval-actors", type=int, default=2)
     rs.add_argument("--max-new-tokens", type=int, default=EVAL_MAX_NEW_TOKENS)
     for name, help_text in (("consistency", "does step 3 pick the object step 1 describes?"),
-                            ("classes", "class accuracy per template; does step 1 see the target's class?")):
+                            ("classes", "class accuracy per template; does step 1 see the target's class?"),
+                            ("positions", "does step 3 give the position of the class it names?")):
         cs = sub.add_parser(name, help=help_text)
         cs.add_argument("--data", required=True, help="root of the evaluated synthetic dataset (its scene_facts.jsonl)")
         cs.add_argument("samples", nargs="+", help="samples.jsonl files of evaluations")
     args = parser.parse_args()
-    return {"random-step": random_step, "consistency": consistency, "classes": classes}[args.command](args)
+    commands = {"random-step": random_step, "consistency": consistency, "classes": classes, "positions": positions}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

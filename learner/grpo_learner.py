@@ -149,7 +149,8 @@ class LearnerRank:
             data = dataclasses.replace(self.cfg.data, root=self.cfg.learner.every_object_data)
             dataset = RefAVSDataset.from_config(data, data.train_split, features=self.shape.audio_features)
         videos = len({r.vid for r in dataset.rows})
-        examples = every_object_examples(dataset.rows, load_scene_facts(dataset.root), videos, self.cfg.run.seed)
+        examples = every_object_examples(dataset.rows, load_scene_facts(dataset.root), videos, self.cfg.run.seed,
+                                         self.cfg.learner.every_object_order)
         return SFTBatcher(examples, dataset, self.tokenizer, self.cfg.learner.every_object_rows,
                           self.world_size, self.rank, self.cfg.run.seed)
 

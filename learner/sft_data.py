@@ -30,9 +30,10 @@ class SFTExample:
     segment: bool = True  # False: the answer has no [SEG]; the clip's masks are not a target
 
 
-def every_object_examples(rows, facts: dict, count: int, seed: int) -> list[SFTExample]:
+def every_object_examples(rows, facts: dict, count: int, seed: int, order: str = "left_to_right") -> list[SFTExample]:
     """``count`` "every object ." rows on distinct videos of ``rows`` (when there are fewer videos,
-    each once per round), each answered by ``scene_cot.list_cot`` from the video's scene facts."""
+    each once per round), each answered by ``scene_cot.list_cot`` from the video's scene facts;
+    ``order`` "shuffled" names each row's objects in step 3 in an order of its own."""
     if count == 0:
         return []
     first_row: dict[str, int] = {}
@@ -49,7 +50,9 @@ def every_object_examples(rows, facts: dict, count: int, seed: int) -> list[SFTE
     out = []
     for k in picked:
         i = first_row[videos[k]]
-        out.append(SFTExample(f"{videos[k]}/every_object", i, list_cot(facts[rows[i].uid]), None,
+        fact = facts[rows[i].uid]
+        named = rng.permutation(len(fact["objects"])).tolist() if order == "shuffled" else None
+        out.append(SFTExample(f"{videos[k]}/every_object", i, list_cot(fact, named), None,
                               expression=EVERY_OBJECT, segment=False))
     return out
 

@@ -48,7 +48,7 @@ def build_examples(cfg: SFTConfig) -> list[SFTExample]:
     examples = [SFTExample(r.uid, i, cot[r.uid].answer, cot[r.uid].target_class)
                 for i, r in enumerate(rows) if r.uid in cot]
     return examples + every_object_examples(rows, facts, round(cfg.cot.every_object_share * len(examples)),
-                                            cfg.run.seed)
+                                            cfg.run.seed, cfg.cot.every_object_order)
 
 
 def with_absolute_paths(cfg: SFTConfig) -> SFTConfig:

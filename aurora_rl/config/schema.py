@@ -194,6 +194,9 @@ class CoTConfig:
     # "every object ." rows added, as a share of the referring rows: one per training video drawn,
     # answered by scene_cot.list_cot (no [SEG], no mask loss). Needs the scene facts.
     every_object_share: float = field(0.0, ge=0.0)
+    # the order step 3 of those rows names the objects in: "shuffled" (per row) makes each position a
+    # lookup by the class just written, as in a referring answer, for every class the rows name
+    every_object_order: Literal["left_to_right", "shuffled"] = "left_to_right"
 
     def check(self):
         if self.source in ("jsonl", "teacher") and not self.path:
@@ -264,6 +267,7 @@ class LearnerConfig:
     # dataset root whose training split gives those rows (None: data.root), e.g. videos that hold
     # objects of classes the prompts' videos lack
     every_object_data: Optional[str] = None
+    every_object_order: Literal["left_to_right", "shuffled"] = "left_to_right"  # as cot.every_object_order
     checkpoint_every: int = field(10, ge=1)
     deepspeed: DeepSpeedConfig = field(factory=DeepSpeedConfig)
     optim: OptimConfig = field(factory=lambda: OptimConfig(lr=1e-5, schedule="constant"))

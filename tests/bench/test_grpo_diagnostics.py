@@ -1,4 +1,5 @@
-"""bench/grpo_diagnostics.py: the random step's size, the step-1 / step-3 consistency check, classes per template."""
+"""bench/grpo_diagnostics.py: the random step's size, the step-1 / step-3 consistency check, classes per
+template, step 3's positions."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from aurora_rl.data.scene_facts import write_scene_facts  # noqa: E402
 from bench.grpo_diagnostics import (  # noqa: E402
-    classes, consistency, random_step_weights, step1_sees_target, step3_follows_step1,
+    classes, consistency, positions, random_step_weights, step1_sees_target, step3_follows_step1,
 )
 
 COLORS = {"red", "blue", "green", "yellow"}
@@ -74,6 +75,29 @@ def test_class_accuracy_per_template_is_split_into_what_step_1_sees(tmp_path, ca
     assert classes(args) == 0
     rows = [line.split(" | ")[1:] for line in capsys.readouterr().out.splitlines() if "| test_s |" in line]
     assert rows == [["test_s", "color", "2", "0.500", "1.000 |"], ["test_s", "position", "1", "1.000", "0.000 |"]]
+
+
+def test_positions_count_the_lookup_of_the_named_class_and_the_side_of_wrong_picks(tmp_path, capsys):
+    scene = [{"index": 0, "class": "piano", "position": "left"}, {"index": 1, "class": "drum", "position": "center"},
+             {"index": 2, "class": "bell", "position": "right"}]
+    rows = [("a", "test_u", 1), ("b", "test_u", 1), ("c", "test_u", 2), ("d", "test_u", 2), ("e", "test_u", None),
+            ("f", "test_s", 0)]
+    facts = [{"uid": uid, "split": split, "template": "color", "target_index": target, "expression": "",
+              "expression_kind": "visual", "target_class": None if target is None else scene[target]["class"],
+              "objects": scene} for uid, split, target in rows]
+    samples = [{"uid": "a", "text": answer("the drum in the center")},  # class and position right
+               {"uid": "b", "text": answer("the drum on the left")},  # class right, position not: a wrong left
+               {"uid": "c", "text": answer("the piano on the left")},  # another object: a wrong left
+               {"uid": "d", "text": IMAGES},  # no step 3: no pick, but the target counts
+               {"uid": "e", "text": answer("the piano on the left")},  # no target: not counted
+               {"uid": "f", "text": "wait " + answer("the drum on the right")}]
+    write_scene_facts(tmp_path, facts)
+    (tmp_path / "samples.jsonl").write_text("\n".join(json.dumps(s) for s in samples) + "\n")
+    args = type("Args", (), {"data": str(tmp_path), "samples": [str(tmp_path / "samples.jsonl")]})
+    assert positions(args) == 0
+    rows = [line.split(" | ")[1:] for line in capsys.readouterr().out.splitlines() if "| test_" in line]
+    assert rows == [["test_s", "1 / 0 / 0", "0", "0.000", "0 / 0 / 1 |"],
+                    ["test_u", "0 / 2 / 2", "2", "0.500", "2 / 0 / 0 |"]]
 
 
 def test_random_step_moves_each_tensor_as_far_as_the_run_in_another_direction():

@@ -66,6 +66,32 @@ def test_every_object_rows_are_added_on_distinct_videos_and_name_the_unseen_dist
     assert max(counts.values()) - min(counts.values()) <= 1
 
 
+def test_shuffled_rows_name_each_object_with_its_own_position_in_an_order_of_their_own(distractor_root):
+    """cot.every_object_order=shuffled: step 3 cannot copy step 1's positions in turn; each position
+    goes with the class written before it, unseen distractors included. Same seed, same rows."""
+    plain = build_examples(config(distractor_root, 0.0))
+    cfg = config(distractor_root, 1.0)
+    cfg.cot.every_object_order = "shuffled"
+    rows = [r for r in layout.read_metadata(distractor_root) if r.split == "train"]
+    facts = load_scene_facts(distractor_root)
+    extra = build_examples(cfg)[len(plain):]
+    assert [e.answer for e in extra] == [e.answer for e in build_examples(cfg)[len(plain):]]
+    assert [e.dataset_index for e in extra] == [e.dataset_index for e in build_examples(config(distractor_root, 1.0))
+                                                [len(plain):]]  # the same videos as left to right
+    orders = Counter()
+    for e in extra:
+        objects = facts[rows[e.dataset_index].uid]["objects"]
+        step3 = e.answer.split("which is ")[1].split(" . step 4")[0]
+        named = [part.split() for part in step3.split(" , ")]  # "the siren on the right" -> words
+        assert sorted(words[1] for words in named) == sorted(o["class"] for o in objects)
+        where = {o["class"]: o["position"] for o in objects}
+        assert all(words[-1] == where[words[1]] for words in named)
+        assert e.answer.endswith(f"step 4 : the target is {' , '.join(words[1] for words in named)} .")
+        in_order = [o["class"] for o in sorted(objects, key=lambda o: POSITION_ORDER[o["position"]])]
+        orders["left to right" if [words[1] for words in named] == in_order else "other"] += 1
+    assert orders["other"] > len(extra) // 3 and orders["left to right"] > 0
+
+
 def test_batches_prompt_every_object_and_leave_its_masks_out_of_the_loss(distractor_root):
     examples = build_examples(config(distractor_root, 1.0))
     words = set(COT_WORDS) | {w for e in examples for w in (e.answer + " " + build_prompt(EVERY_OBJECT)).split()}
