@@ -53,6 +53,7 @@ class TextPretrainConfig:
     batch_size: int = field(32, ge=1)
     lr: float = field(1e-3, gt=0.0)
     list_share: float = field(0.2, ge=0.0, le=1.0)  # texts naming every object ("every object .")
+    list_order: Literal["left_to_right", "shuffled"] = "left_to_right"  # their step 3, as cot.every_object_order
 
 
 @dataclass

@@ -35,13 +35,14 @@ def text_prompt(expression: str) -> str:
     return " ".join(w for w in build_prompt(expression).split() if w not in (VIDEO, AUDIO))
 
 
-def scene_text(rng: np.random.Generator, num_frames: int, list_share: float) -> str:
+def scene_text(rng: np.random.Generator, num_frames: int, list_share: float, list_order: str = "left_to_right") -> str:
     """One pretraining text: a random scene over every class, one expression, its answer."""
     pool = list(CLASSES.values())
     scene = sample_scene(rng, pool, size=64, num_frames=num_frames)
     objects = object_facts(scene)
     if rng.random() < list_share:
-        return f"{text_prompt(EVERY_OBJECT)} {list_cot({'objects': objects})}"
+        order = rng.permutation(len(objects)).tolist() if list_order == "shuffled" else None
+        return f"{text_prompt(EVERY_OBJECT)} {list_cot({'objects': objects}, order)}"
     kinds = [k for k in (audio_expressions(scene), visual_expressions(scene), audio_visual_expressions(scene),
                          null_expressions(scene, pool)) if k]
     options = kinds[int(rng.integers(len(kinds)))]
@@ -83,7 +84,7 @@ def pretrain_text(llm: torch.nn.Module, tokenizer, cfg: TextPretrainConfig, seed
         torch.manual_seed(seed)
         for step in range(1, cfg.steps + 1):
             ids, attention, labels = text_batch(
-                tokenizer, [scene_text(rng, num_frames, cfg.list_share) for _ in range(cfg.batch_size)])
+                tokenizer, [scene_text(rng, num_frames, cfg.list_share, cfg.list_order) for _ in range(cfg.batch_size)])
             if unknown is not None and bool((ids == unknown).any()):
                 raise ValueError("text pretraining wrote a word the tokenizer does not hold; the tokenizer must be "
                                  "built over synthetic_words() and scene_cot.COT_WORDS")
