@@ -25,8 +25,8 @@ checks whether step 3 names that object's position, and whether the mask hit the
 (IoU > 0.5). Where step 3 follows step 1 and step 1 is right, the mask hits. A model that reads
 the scene right but does not look its answer up fails there.
 
-positions reads the same samples and asks where step 3's last pick puts the target: among the
-answers whose pick names the target's class, how often the position is the target's too (the
+positions reads the same samples and asks where step 3 (of the last attempt) puts the target: among
+the answers whose pick names the target's class, how often the position is the target's too (the
 class -> position lookup of step 3), and, over all answers that pick an object at a wrong
 position, which side they pick. A model that cannot look a position up falls back on a side; a run
 that moves that side moves J on a split whose targets sit more often elsewhere.
