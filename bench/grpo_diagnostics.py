@@ -186,9 +186,14 @@ def consistency(args) -> int:
     return 0
 
 
+def target_of(fact: dict) -> dict | None:
+    """The scene object the expression refers to (None for a null expression)."""
+    return next((o for o in fact["objects"] if o["index"] == fact.get("target_index")), None)
+
+
 def step1_sees_target(text: str, fact: dict) -> bool:
     """The answer's step 1 names the target's class at the target's position."""
-    target = next((o for o in fact["objects"] if o["index"] == fact.get("target_index")), None)
+    target = target_of(fact)
     if target is None:
         return False
     seen = {position: k for _, k, position in step1_objects(parse_answer(text).steps)}
@@ -221,7 +226,7 @@ def positions(args) -> int:
     for path in args.samples:
         counts = defaultdict(Counter)
         for sample, fact in samples_with_facts(path, facts):
-            target = next((o for o in fact["objects"] if o["index"] == fact.get("target_index")), None)
+            target = target_of(fact)
             if target is None:
                 continue
             c = counts[fact["split"]]
