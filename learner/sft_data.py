@@ -17,7 +17,7 @@ from aurora_rl.data.clip_sample import ClipSample, collate_clips
 from aurora_rl.model.mask_loss import pick_mask_frames
 from aurora_rl.model.policy import PolicyInputs
 from aurora_rl.prompts.answer_format import build_prompt, direct_answer, step1_spans
-from aurora_rl.prompts.scene_cot import EVERY_OBJECT, list_cot
+from aurora_rl.prompts.scene_cot import EVERY_OBJECT, list_cot, naming_order
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def every_object_examples(rows, facts: dict, count: int, seed: int, order: str =
     for k in picked:
         i = first_row[videos[k]]
         fact = facts[rows[i].uid]
-        named = rng.permutation(len(fact["objects"])).tolist() if order == "shuffled" else None
+        named = naming_order(order, len(fact["objects"]), rng)
         out.append(SFTExample(f"{videos[k]}/every_object", i, list_cot(fact, named), None,
                               expression=EVERY_OBJECT, segment=False))
     return out

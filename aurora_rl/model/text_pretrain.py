@@ -27,7 +27,7 @@ from aurora_rl.data.synthetic.expressions import (audio_expressions, audio_visua
 from aurora_rl.data.synthetic.scene import sample_scene
 from aurora_rl.data.synthetic.writer import object_facts
 from aurora_rl.prompts.answer_format import AUDIO, VIDEO, build_prompt
-from aurora_rl.prompts.scene_cot import EVERY_OBJECT, list_cot, scene_cot
+from aurora_rl.prompts.scene_cot import EVERY_OBJECT, list_cot, naming_order, scene_cot
 
 
 def text_prompt(expression: str) -> str:
@@ -41,7 +41,7 @@ def scene_text(rng: np.random.Generator, num_frames: int, list_share: float, lis
     scene = sample_scene(rng, pool, size=64, num_frames=num_frames)
     objects = object_facts(scene)
     if rng.random() < list_share:
-        order = rng.permutation(len(objects)).tolist() if list_order == "shuffled" else None
+        order = naming_order(list_order, len(objects), rng)
         return f"{text_prompt(EVERY_OBJECT)} {list_cot({'objects': objects}, order)}"
     kinds = [k for k in (audio_expressions(scene), visual_expressions(scene), audio_visual_expressions(scene),
                          null_expressions(scene, pool)) if k]

@@ -48,6 +48,12 @@ def describe_reference(facts: dict) -> str:
     return f"the reference asks for {asked} , which is the {facts['target_class']} {WHERE[target['position']]} ."
 
 
+def naming_order(order: str, count: int, rng) -> Optional[list[int]]:
+    """``list_cot``'s ``order`` for a config's every-object order: None left to right, a draw of
+    ``rng`` (a numpy Generator) for "shuffled"."""
+    return rng.permutation(count).tolist() if order == "shuffled" else None
+
+
 def list_cot(facts: dict, order: Optional[Sequence[int]] = None) -> str:
     """The answer to "every object ." for a clip: steps 1-2 as ``scene_cot`` writes them, then every
     object left to right (or in ``order``: indices into the left-to-right list) where a referring
