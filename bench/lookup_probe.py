@@ -25,7 +25,10 @@ seen-only rows F times as many rows of another task that names every class: "nam
 answered by step 1's classes in order, unseen ones included (a stand-in for training that keeps
 answering those words outside the referring task, captioning say). `--replay-task describe` makes
 those rows write step 1 itself ("describe the clip ."), for scenes drawn like the training ones,
-unseen distractors included: what the chain of thought's own step 1 gives.
+unseen distractors included: what the chain of thought's own step 1 gives. `--replay-task where`
+makes them name every object with its position, in an order of the row's own: the lookup itself,
+for every class, outside the referring task. `--nonce-classes N` adds N made-up class names to the
+first phase's scenes: with far more names than the catalog's, can a per-class lookup still fit?
 
     PYTHONPATH=. .venv/bin/python bench/lookup_probe.py --rows 8400 --steps 3000
 """
@@ -46,7 +49,7 @@ TEMPLATES = ("class", "color", "color_class")
 
 
 def scene_row(rng: random.Random, style: str, step2: bool = False, distractor_p: float = 0.0,
-              target: str = "seen") -> dict:
+              target: str = "seen", nonce: tuple[str, ...] = ()) -> dict:
     """One scene of 2-3 objects (distinct classes and colours, one per column) and one expression.
 
     With ``step2`` the context also holds the answer's step 2 between step 1 and step 3: the
@@ -55,10 +58,12 @@ def scene_row(rng: random.Random, style: str, step2: bool = False, distractor_p:
     holds an unseen-class one); "unseen" asks for the scene's one unseen-class object; "all"
     draws the classes from every class and asks for any object; "list" draws them from every
     class and asks for all of them, in step 1's order (not a referring row: template "list");
+    "where" as "list", each with its position, in a shuffled order (template "where");
     "describe" asks for step 1 itself, of a scene drawn as for "seen" (template "describe").
     """
     columns = sorted(rng.sample(POSITIONS, rng.choice((2, 3))), key=POSITIONS.index)
-    pool = [c.name for c in SEEN_CLASSES + (UNSEEN_CLASSES if target in ("all", "list") else ())]
+    pool = [c.name for c in SEEN_CLASSES + (UNSEEN_CLASSES if target in ("all", "list", "where") else ())]
+    pool += list(nonce) if target in ("all", "list") else []
     classes = rng.sample(pool, len(columns))
     unseen_slot = None
     if target == "unseen" or (distractor_p > 0 and rng.random() < distractor_p):
@@ -82,6 +87,10 @@ def scene_row(rng: random.Random, style: str, step2: bool = False, distractor_p:
     if target == "list":
         return {"context": f"the reference is : name every object . step 1 : {step1}{middle} step 3 : they are",
                 "answer": " , ".join(f"the {k}" for k in classes) + " .", "template": "list"}
+    if target == "where":  # every object with its position, in an order of the row's own: a lookup per class
+        named = rng.sample(objects, len(objects))
+        return {"context": f"the reference is : name every object . step 1 : {step1}{middle} step 3 : they are",
+                "answer": " , ".join(f"the {k} {WHERE[style][p]}" for _, k, p in named) + " .", "template": "where"}
     if target == "describe":
         return {"context": "the reference is : describe the clip . step 1 :", "answer": step1, "template": "describe"}
     asked = expression.rstrip(" .")
@@ -161,7 +170,9 @@ def run(style: str, args) -> dict:
               for _ in range(int(args.replay * args.rows))]
     fresh = [scene_row(rng, style, args.step2, p) for _ in range(args.eval_rows)]
     unseen = [scene_row(rng, style, args.step2, target="unseen") for _ in range(args.eval_rows)] if p else []
-    everything = [scene_row(rng, style, args.step2, target="all") for _ in range(args.rows)] if pretrain_steps else []
+    nonce = tuple(f"thing{i}" for i in range(args.nonce_classes))
+    everything = [scene_row(rng, style, args.step2, target="all", nonce=nonce)
+                  for _ in range(args.rows)] if pretrain_steps else []
     vocab = Vocab(train + fresh + unseen + everything)
     llm = build_llm(len(vocab.ids) + 1, args.layers, args.seed, args.hidden).to(args.device)
     if pretrain_steps:
@@ -189,10 +200,14 @@ def main() -> int:
                          "rows (fresh scenes asking for it) to the table")
     ap.add_argument("--pretrain-steps", type=int, default=0,
                     help="steps on rows whose answers range over every class before the seen-only rows")
+    ap.add_argument("--nonce-classes", type=int, default=0, metavar="N",
+                    help="the --pretrain-steps rows also draw their classes from N made-up names: with many more "
+                         "names than the catalog's, a lookup by class has to be one copy for every name")
     ap.add_argument("--replay", type=float, default=0.0, metavar="F",
                     help="add F x rows of the name-every-object task (every class) to the seen-only rows")
-    ap.add_argument("--replay-task", choices=["list", "describe"], default="list",
-                    help="what the --replay rows ask for: every object's class, or step 1 itself")
+    ap.add_argument("--replay-task", choices=["list", "where", "describe"], default="list",
+                    help="what the --replay rows ask for: every object's class; every object's class and "
+                         "position, in a shuffled order; or step 1 itself")
     ap.add_argument("--hidden", type=int, default=128, help="LLM width (the main job's: 128)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
@@ -205,6 +220,7 @@ def main() -> int:
           f"exact step-3 answers, greedy{'; step 2 in the context' if args.step2 else ''}"
           f"{f'; unseen distractors {args.unseen_distractors}' if args.unseen_distractors else ''}"
           f"{f'; first {args.pretrain_steps} steps on every class' if args.pretrain_steps else ''}"
+          f"{f' and {args.nonce_classes} made-up ones' if args.nonce_classes else ''}"
           f"{f'; {args.replay_task} rows {args.replay} x' if args.replay else ''}"
           f"{f'; hidden {args.hidden}' if args.hidden != 128 else ''}")
     print("| where | rows | " + " | ".join(TEMPLATES) + " | all |")

@@ -34,7 +34,7 @@ def test_the_answer_is_the_object_step_1_puts_where_the_expression_points(style,
 def test_a_short_run_scores_train_and_fresh_rows_by_template():
     args = argparse.Namespace(seed=0, rows=40, eval_rows=9, layers=1, lr=1e-3, steps=3, batch=4, log_every=3,
                               step2=True, unseen_distractors=0.0, pretrain_steps=0, replay=0.0, replay_task="list",
-                              hidden=128, device="cpu")
+                              nonce_classes=0, hidden=128, device="cpu")
     result = run("word", args)
     assert "unseen" not in result  # no distractors: no unseen rows
     for name in ("train", "fresh"):
@@ -63,10 +63,12 @@ def test_unseen_rows_ask_for_the_one_unseen_object_and_seen_rows_never_do():
 def test_pretraining_and_unseen_rows_show_in_a_short_run():
     args = argparse.Namespace(seed=0, rows=40, eval_rows=9, layers=1, lr=1e-3, steps=2, batch=4, log_every=2,
                               step2=False, unseen_distractors=0.3, pretrain_steps=2, replay=0.5, replay_task="describe",
-                              hidden=64, device="cpu")
+                              nonce_classes=0, hidden=64, device="cpu")
     result = run("phrase", args)
     assert set(result) == {"style", "train", "fresh", "unseen"}
     assert all(0.0 <= v <= 1.0 for v in result["unseen"].values())
+    args.nonce_classes, args.replay_task = 20, "where"
+    assert set(run("phrase", args)) == {"style", "train", "fresh", "unseen"}
 
 
 def test_list_rows_name_every_object_of_step_1_in_order():
@@ -85,3 +87,26 @@ def test_describe_rows_answer_with_step_1_of_a_scene_drawn_like_the_training_one
     assert all(r["context"].endswith("step 1 :") and r["answer"].startswith("a ") for r in rows)
     with_unseen = sum(any(f" {c.name} " in r["answer"] for c in UNSEEN_CLASSES) for r in rows)
     assert 60 < with_unseen < 140
+
+
+def test_where_rows_name_each_object_with_its_own_position_in_an_order_of_their_own():
+    rng = random.Random(6)
+    reordered = 0
+    for _ in range(200):
+        row = scene_row(rng, "phrase", target="where")
+        step1 = row["context"].split(" step 1 : ")[1].split(" step 3 : ")[0].rstrip(" .").split(" , ")
+        objects = [o.split(" ", 3)[2:] for o in step1]  # [class, "on the left"]
+        named = [n.removeprefix("the ").split(" ", 1) for n in row["answer"].removesuffix(" .").split(" , ")]
+        assert sorted(named) == sorted(objects) and row["template"] == "where"
+        reordered += named != objects
+    assert 60 < reordered < 180  # 2-3 objects: most orders but not all differ from step 1's
+
+
+def test_made_up_names_join_only_the_rows_over_every_class():
+    nonce = tuple(f"thing{i}" for i in range(50))
+    rng = random.Random(7)
+    rows = {t: [scene_row(rng, "phrase", distractor_p=0.3, target=t, nonce=nonce) for _ in range(200)]
+            for t in ("seen", "unseen", "all", "list")}
+    made_up = {t: sum("thing" in r["context"] for r in rs) for t, rs in rows.items()}
+    assert made_up["seen"] == made_up["unseen"] == 0
+    assert made_up["all"] > 150 and made_up["list"] > 150  # 50 of 61 names are made up
