@@ -62,8 +62,8 @@ def scene_row(rng: random.Random, style: str, step2: bool = False, distractor_p:
     "describe" asks for step 1 itself, of a scene drawn as for "seen" (template "describe").
     """
     columns = sorted(rng.sample(POSITIONS, rng.choice((2, 3))), key=POSITIONS.index)
-    pool = [c.name for c in SEEN_CLASSES + (UNSEEN_CLASSES if target in ("all", "list", "where") else ())]
-    pool += list(nonce) if target in ("all", "list") else []
+    every_class = target in ("all", "list", "where")
+    pool = [c.name for c in SEEN_CLASSES + (UNSEEN_CLASSES if every_class else ())] + list(nonce if every_class else ())
     classes = rng.sample(pool, len(columns))
     unseen_slot = None
     if target == "unseen" or (distractor_p > 0 and rng.random() < distractor_p):
@@ -84,13 +84,11 @@ def scene_row(rng: random.Random, style: str, step2: bool = False, distractor_p:
         sounding = rng.sample(classes, rng.randint(0, len(classes)))
         sounds = " , ".join(f"the {k} sounds from frame {i * 3 + rng.randint(0, 2)}" for i, k in enumerate(sounding))
         middle = f" step 2 : {sounds or 'nothing sounds'} ."
-    if target == "list":
+    if target in ("list", "where"):  # "where": with positions, in an order of the row's own (a lookup per class)
+        named = (f"the {k}" for k in classes) if target == "list" else (
+            f"the {k} {WHERE[style][p]}" for _, k, p in rng.sample(objects, len(objects)))
         return {"context": f"the reference is : name every object . step 1 : {step1}{middle} step 3 : they are",
-                "answer": " , ".join(f"the {k}" for k in classes) + " .", "template": "list"}
-    if target == "where":  # every object with its position, in an order of the row's own: a lookup per class
-        named = rng.sample(objects, len(objects))
-        return {"context": f"the reference is : name every object . step 1 : {step1}{middle} step 3 : they are",
-                "answer": " , ".join(f"the {k} {WHERE[style][p]}" for _, k, p in named) + " .", "template": "where"}
+                "answer": " , ".join(named) + " .", "template": target}
     if target == "describe":
         return {"context": "the reference is : describe the clip . step 1 :", "answer": step1, "template": "describe"}
     asked = expression.rstrip(" .")
