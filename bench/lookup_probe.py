@@ -62,8 +62,9 @@ def scene_row(rng: random.Random, style: str, step2: bool = False, distractor_p:
     "describe" asks for step 1 itself, of a scene drawn as for "seen" (template "describe").
     """
     columns = sorted(rng.sample(POSITIONS, rng.choice((2, 3))), key=POSITIONS.index)
-    every_class = target in ("all", "list", "where")
-    pool = [c.name for c in SEEN_CLASSES + (UNSEEN_CLASSES if every_class else ())] + list(nonce if every_class else ())
+    pool = [c.name for c in SEEN_CLASSES]
+    if target in ("all", "list", "where"):  # rows over every class
+        pool += [c.name for c in UNSEEN_CLASSES] + list(nonce)
     classes = rng.sample(pool, len(columns))
     unseen_slot = None
     if target == "unseen" or (distractor_p > 0 and rng.random() < distractor_p):
