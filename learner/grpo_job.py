@@ -74,9 +74,9 @@ class GRPOJob:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         k = cfg.learner.num_ranks
         self.placement = JobPlacement(cfg.placement, f"aurora:{cfg.run.name}:{self.attempt}")
-        self._start_learners()
-        self.buckets = plan_buckets(ray.get(self.learners[0].weight_specs.remote()),
-                                    int(cfg.broadcast.bucket_mb * 1024 * 1024))
+        # Every worker loads its libraries and model in its own process: all are launched before
+        # any is awaited, so the job starts in about the time of its slowest worker.
+        self._launch_learners()
         self._reset_streams()
         queue_dict = dataclasses.asdict(self.queue)
         reward_dict = dataclasses.asdict(cfg.reward)
@@ -88,10 +88,15 @@ class GRPOJob:
             for i in range(cfg.reward.num_workers)
         ]
         self.reward_runs = [w.run.remote() for w in self.reward_workers]
+        launched, timeout = self._launch_actors(cfg.rollout.num_actors)
+        if timeout is not None:
+            raise timeout
+        self._join_learners()
+        self.buckets = plan_buckets(ray.get(self.learners[0].weight_specs.remote()),
+                                    int(cfg.broadcast.bucket_mb * 1024 * 1024))
         if self.resume:
             self._restore()
-        for _ in range(cfg.rollout.num_actors):
-            self._create_actor()
+        self._await_actors(launched)
         self._rebuild_broadcast()
         self._write_job_file()
         self.log(f"[grpo] {k} learner ranks, {len(self.actors)} rollout actors, {len(self.reward_workers)} reward "
@@ -100,8 +105,11 @@ class GRPOJob:
 
     def _start_learners(self) -> None:
         """K learner ranks in their placement group, joined in one DeepSpeed group (also after a rank died)."""
-        import ray
+        self._launch_learners()
+        self._join_learners()
 
+    def _launch_learners(self) -> None:
+        """The K learner rank actors in their placement group; they load the policy while the caller goes on."""
         from learner.grpo_learner import LearnerRank
 
         cfg = self.cfg
@@ -114,6 +122,11 @@ class GRPOJob:
         ranks = self.placement.reserve("learner", "learner", k, cfg.placement.learner_strategy)
         self.learners = [LearnerRank.options(**ranks[r]).remote(r, k, cfg_dict, self.checkpoint, cfg.learner.use_gpu)
                          for r in range(k)]
+
+    def _join_learners(self) -> None:
+        """The launched ranks join one DeepSpeed group (waits for every rank to be loaded)."""
+        import ray
+
         host, port = ray.get(self.learners[0].free_address.remote())
         ray.get([lr.setup.remote(host, port) for lr in self.learners])
 
@@ -167,26 +180,53 @@ class GRPOJob:
         self.collector = StepCollector(client, self.queue, self.cfg.learner.max_policy_lag,
                                        max_completion_tokens=self.cfg.rollout.sampling.max_new_tokens)
 
-    def _create_actor(self) -> str:
-        import ray
+    def _create_actors(self, count: int) -> list[str]:
+        """``count`` new rollout actors, started together; their ids, once every one is ready.
 
+        Raises ``PlacementTimeout`` when a placement timed out: the actors placed before it are
+        started and kept first.
+        """
+        launched, timeout = self._launch_actors(count)
+        ids = self._await_actors(launched)
+        if timeout is not None:
+            raise timeout
+        return ids
+
+    def _launch_actors(self, count: int) -> tuple[list, Optional[PlacementTimeout]]:
+        """Place and launch up to ``count`` rollout actors without waiting for their engines:
+        (actor id, handle) pairs, and the placement timeout that stopped the launching, if one did."""
         from actors.rollout_actor import RolloutActor
 
-        actor_id = f"rollout-{self.next_actor}"
-        (options,) = self.placement.reserve(actor_id, "rollout", 1)
-        self.next_actor += 1
+        launched = []
         r = self.cfg.rollout
-        actor = RolloutActor.options(**options).remote(
-            actor_id, self.checkpoint, str(self.run_dir / "actors" / actor_id), dataclasses.asdict(self.data),
-            dataclasses.asdict(r.sampling), self.redis_url, self.queue.rollout_stream, r.kv_cache_gib, r.cpu_threads,
-            self.cfg.reward.mask_threshold, self.cfg.run.seed + 1000 * self.next_actor)
-        try:
-            ray.get(actor.ready.remote())
-        except Exception:
-            self.placement.release(actor_id)
-            raise
-        self.actors[actor_id] = actor
-        return actor_id
+        for _ in range(count):
+            actor_id = f"rollout-{self.next_actor}"
+            try:
+                (options,) = self.placement.reserve(actor_id, "rollout", 1)
+            except PlacementTimeout as e:
+                return launched, e
+            self.next_actor += 1
+            launched.append((actor_id, RolloutActor.options(**options).remote(
+                actor_id, self.checkpoint, str(self.run_dir / "actors" / actor_id), dataclasses.asdict(self.data),
+                dataclasses.asdict(r.sampling), self.redis_url, self.queue.rollout_stream, r.kv_cache_gib,
+                r.cpu_threads, self.cfg.reward.mask_threshold, self.cfg.run.seed + 1000 * self.next_actor)))
+        return launched, None
+
+    def _await_actors(self, launched: list) -> list[str]:
+        """Wait until every launched actor's engine is loaded and add it to the job; one that failed
+        to start gives its placement back, and the first such error is raised after the others are in."""
+        from learner.actor_calls import gather
+
+        outcomes = gather([actor.ready.remote() for _, actor in launched])
+        for (actor_id, actor), outcome in zip(launched, outcomes):
+            if outcome.ok:
+                self.actors[actor_id] = actor
+            else:
+                self.placement.release(actor_id)
+        failed = next((o.error for o in outcomes if not o.ok), None)
+        if failed is not None:
+            raise failed
+        return [actor_id for actor_id, _ in launched]
 
     def _rebuild_broadcast(self) -> dict:
         """A new group over learner rank 0 + the current actors, then the current weights to all."""
@@ -209,13 +249,13 @@ class GRPOJob:
         changed = False
         if count > len(self.actors):
             self.placement.request_rollout(count)  # on an autoscaling cluster: launch rollout nodes for them
-        while len(self.actors) < count:
+        if count > len(self.actors):
+            before = len(self.actors)
             try:
-                self._create_actor()
+                self._create_actors(count - before)
             except PlacementTimeout as e:
                 self.log(f"[grpo] scaling to {count} rollout actors stopped at {len(self.actors)}: {e}")
-                break
-            changed = True
+            changed = len(self.actors) > before
         while len(self.actors) > count:
             actor_id = sorted(self.actors, key=lambda a: int(a.split("-")[1]))[-1]
             actor = self.actors.pop(actor_id)

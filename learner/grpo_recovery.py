@@ -44,10 +44,9 @@ def replace_actors(job, dead: list[str]) -> None:
     import ray
 
     for actor_id in dead:
-        actor = job.actors.pop(actor_id)
-        ray.kill(actor)
+        ray.kill(job.actors.pop(actor_id))
         job.placement.release(actor_id)
-        new = job._create_actor()
+    for actor_id, new in zip(dead, job._create_actors(len(dead))):
         job.faults["rollout_actors_replaced"] += 1
         job.log(f"[grpo] rollout actor {actor_id} died; {new} takes its place")
 
