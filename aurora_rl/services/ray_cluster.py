@@ -112,6 +112,11 @@ class LocalRayNode:
             self.dashboard_port = free_port()
         cmd = self._command()
         env = {**os.environ, **self.extra_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_path)}
+        # On SIGTERM Ray first drains the node, waiting up to 30 s for every worker lease to come
+        # back (for Serve replicas behind a load balancer). Nothing of ours needs it: by the time
+        # a private node is stopped its jobs are over, and a lease held by an idle worker (one a
+        # submitted job left, say) would only make the stop 30 s slower.
+        env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
         log = open(self.temp_dir / "ray-start.log", "wb")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.close()
