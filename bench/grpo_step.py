@@ -5,8 +5,9 @@
 
 Runs the real stage-3 job (``run_grpo``: rollout actors with vLLM, reward workers, a 2-rank
 DeepSpeed learner, Redis streams) on a small synthetic benchmark from a random tiny policy,
-once per rollout actor count, on one private Ray node and Redis; reads the job's
-``metrics.jsonl`` (the first step is dropped as warm-up) and prints:
+once per rollout actor count, on one private Redis and a private Ray node (or the cluster
+``RAY_ADDRESS`` names); reads the job's ``metrics.jsonl`` (the first step is dropped as warm-up)
+and prints:
   - samples/s, sampling records/s and tokens/s with 1 (baseline) and 2 (ours) rollout actors;
   - the step's phases: sampling (vLLM, clip loading, publishing), the [SEG] pass, waiting for
     rewards, learning, broadcasting, and their share of the step;

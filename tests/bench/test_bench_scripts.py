@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +12,12 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
-def run_bench(script: str, tmp_path: Path, *args: str, timeout: int = 600) -> str:
+def run_bench(script: str, tmp_path: Path, *args: str, timeout: int = 600, env: dict | None = None) -> str:
     """Run ``bench/<script>`` with ``--out`` into ``tmp_path``; returns the markdown it wrote."""
     out = tmp_path / "table.md"
     flag = "--table" if script == "gpu_learner_sam.py" else "--out"
     proc = subprocess.run([sys.executable, str(BENCH / script), *args, flag, str(out)], capture_output=True,
-                          text=True, timeout=timeout, cwd=tmp_path)
+                          text=True, timeout=timeout, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     text = out.read_text()
     assert "| ours / baseline |" in text and text in proc.stdout
@@ -76,9 +77,10 @@ def test_weight_broadcast(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
-def test_grpo_step(tmp_path):
+def test_grpo_step(ray_node, tmp_path):
+    # joins the session's Ray node through RAY_ADDRESS, as under `ray job submit` (Redis stays its own)
     text = run_bench("grpo_step.py", tmp_path, "--steps", "2", "--prompts", "2", "--new-tokens", "8", "--videos",
-                     "4", timeout=1400)
+                     "4", timeout=1400, env={**os.environ, **ray_node.client_env()})
     assert len(table_rows(text)) == 4 and "| learn |" in text and "| record queue" in text
 
 
