@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -54,15 +55,18 @@ def test_killed_run_resumes_at_its_checkpoint_and_continues_the_same_curve(ray_n
     # train workers run elsewhere
     pretrain_tiny_sam(synthetic_root, tmp_path / "tiny-sam", steps=2, batch=4, max_clips=4)
     sam = f"model.sam.path={os.path.relpath(tmp_path / 'tiny-sam', ROOT)}"
-    code, out = run(sft_command(ray_node, synthetic_root, tmp_path / "full", sam), env)
+    with ThreadPoolExecutor(2) as pool:  # the reference run and the one to kill, side by side
+        full = pool.submit(run, sft_command(ray_node, synthetic_root, tmp_path / "full", sam), env)
+        killed = pool.submit(run, sft_command(ray_node, synthetic_root, tmp_path / "killed", sam), env,
+                             kill_after_step=3)
+        (code, out), (killed_code, _) = full.result(), killed.result()
     assert code == 0, out[-3000:]
     reference = curve(tmp_path / "full" / "tiny-sft")
     assert sorted(reference) == [1, 2, 3, 4, 5, 6]
     assert (tmp_path / "full" / "tiny-sft" / "checkpoint" / "aurora_model.json").exists()
     assert reference[6]["ce"] < reference[1]["ce"]
 
-    code, out = run(sft_command(ray_node, synthetic_root, tmp_path / "killed", sam), env, kill_after_step=3)
-    assert code == -signal.SIGKILL
+    assert killed_code == -signal.SIGKILL
     code, out = run(sft_command(ray_node, synthetic_root, tmp_path / "killed", "--resume", sam), env)
     assert code == 0, out[-3000:]
     assert "resumed at step 2" in out
