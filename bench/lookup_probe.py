@@ -29,6 +29,8 @@ unseen distractors included: what the chain of thought's own step 1 gives. `--re
 makes them name every object with its position, in an order of the row's own: the lookup itself,
 for every class, outside the referring task. `--nonce-classes N` adds N made-up class names to the
 first phase's scenes: with far more names than the catalog's, can a per-class lookup still fit?
+`--tie` gives the LLM one matrix for embedding words and scoring the next one, as Qwen2.5-0.5B
+has: does copying a word forward then write it, answered in training or not?
 
     PYTHONPATH=. .venv/bin/python bench/lookup_probe.py --rows 8400 --steps 3000
 """
@@ -107,13 +109,13 @@ class Vocab:
         return [self.ids[w] for w in text.split()]
 
 
-def build_llm(vocab_size: int, layers: int, seed: int, hidden: int = 128):
+def build_llm(vocab_size: int, layers: int, seed: int, hidden: int = 128, tie: bool = False):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
     config = Qwen2Config(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=256, tie_word_embeddings=False, pad_token_id=0)
+                         max_position_embeddings=256, tie_word_embeddings=tie, pad_token_id=0)
     return Qwen2ForCausalLM(config)
 
 
@@ -173,7 +175,7 @@ def run(style: str, args) -> dict:
     everything = [scene_row(rng, style, args.step2, target="all", nonce=nonce)
                   for _ in range(args.rows)] if pretrain_steps else []
     vocab = Vocab(train + fresh + unseen + everything)
-    llm = build_llm(len(vocab.ids) + 1, args.layers, args.seed, args.hidden).to(args.device)
+    llm = build_llm(len(vocab.ids) + 1, args.layers, args.seed, args.hidden, args.tie).to(args.device)
     if pretrain_steps:
         train_steps(llm, vocab, everything, pretrain_steps, rng, args, f"{style}, every class")
     train_steps(llm, vocab, train, args.steps, rng, args, style)
@@ -208,6 +210,9 @@ def main() -> int:
                     help="what the --replay rows ask for: every object's class; every object's class and "
                          "position, in a shuffled order; or step 1 itself")
     ap.add_argument("--hidden", type=int, default=128, help="LLM width (the main job's: 128)")
+    ap.add_argument("--tie", action="store_true",
+                    help="one matrix embeds the words and scores the next one (tied, as in Qwen2.5-0.5B): copying "
+                         "a word's embedding forward then favours that word, trained as an answer or not")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -221,7 +226,7 @@ def main() -> int:
           f"{f'; first {args.pretrain_steps} steps on every class' if args.pretrain_steps else ''}"
           f"{f' and {args.nonce_classes} made-up ones' if args.nonce_classes else ''}"
           f"{f'; {args.replay_task} rows {args.replay} x' if args.replay else ''}"
-          f"{f'; hidden {args.hidden}' if args.hidden != 128 else ''}")
+          f"{f'; hidden {args.hidden}' if args.hidden != 128 else ''}{'; tied embeddings' if args.tie else ''}")
     print("| where | rows | " + " | ".join(TEMPLATES) + " | all |")
     print("|---|---|" + "---|" * (len(TEMPLATES) + 1))
     for r in results:

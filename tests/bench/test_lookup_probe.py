@@ -34,7 +34,7 @@ def test_the_answer_is_the_object_step_1_puts_where_the_expression_points(style,
 def test_a_short_run_scores_train_and_fresh_rows_by_template():
     args = argparse.Namespace(seed=0, rows=40, eval_rows=9, layers=1, lr=1e-3, steps=3, batch=4, log_every=3,
                               step2=True, unseen_distractors=0.0, pretrain_steps=0, replay=0.0, replay_task="list",
-                              nonce_classes=0, hidden=128, device="cpu")
+                              nonce_classes=0, hidden=128, device="cpu", tie=False)
     result = run("word", args)
     assert "unseen" not in result  # no distractors: no unseen rows
     for name in ("train", "fresh"):
@@ -63,12 +63,23 @@ def test_unseen_rows_ask_for_the_one_unseen_object_and_seen_rows_never_do():
 def test_pretraining_and_unseen_rows_show_in_a_short_run():
     args = argparse.Namespace(seed=0, rows=40, eval_rows=9, layers=1, lr=1e-3, steps=2, batch=4, log_every=2,
                               step2=False, unseen_distractors=0.3, pretrain_steps=2, replay=0.5, replay_task="describe",
-                              nonce_classes=0, hidden=64, device="cpu")
+                              nonce_classes=0, hidden=64, device="cpu", tie=True)
     result = run("phrase", args)
     assert set(result) == {"style", "train", "fresh", "unseen"}
     assert all(0.0 <= v <= 1.0 for v in result["unseen"].values())
     args.nonce_classes, args.replay_task = 20, "where"
     assert set(run("phrase", args)) == {"style", "train", "fresh", "unseen"}
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_tie_makes_one_matrix_embed_and_score_the_words(tie):
+    from bench.lookup_probe import build_llm
+
+    llm = build_llm(50, layers=1, seed=0, hidden=64, tie=tie)
+    embed, head = llm.get_input_embeddings().weight, llm.get_output_embeddings().weight
+    assert (embed.data_ptr() == head.data_ptr()) == tie
+    assert sum(p.numel() for p in llm.parameters()) + (50 * 64 if tie else 0) == \
+        sum(p.numel() for p in build_llm(50, layers=1, seed=0, hidden=64).parameters())
 
 
 def test_list_rows_name_every_object_of_step_1_in_order():
