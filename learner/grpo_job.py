@@ -249,7 +249,6 @@ class GRPOJob:
         changed = False
         if count > len(self.actors):
             self.placement.request_rollout(count)  # on an autoscaling cluster: launch rollout nodes for them
-        if count > len(self.actors):
             before = len(self.actors)
             try:
                 self._create_actors(count - before)
