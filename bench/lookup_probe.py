@@ -51,7 +51,7 @@ TEMPLATES = ("class", "color", "color_class")
 
 
 def scene_row(rng: random.Random, style: str, step2: bool = False, distractor_p: float = 0.0,
-              target: str = "seen", nonce: tuple[str, ...] = ()) -> dict:
+              target: str = "seen", nonce: tuple[str, ...] = (), position_first: bool = False) -> dict:
     """One scene of 2-3 objects (distinct classes and colours, one per column) and one expression.
 
     With ``step2`` the context also holds the answer's step 2 between step 1 and step 3: the
@@ -62,6 +62,9 @@ def scene_row(rng: random.Random, style: str, step2: bool = False, distractor_p:
     class and asks for all of them, in step 1's order (not a referring row: template "list");
     "where" as "list", each with its position, in a shuffled order (template "where");
     "describe" asks for step 1 itself, of a scene drawn as for "seen" (template "describe").
+    ``position_first``: a referring answer gives the position before the class ("the object on the
+    left , the piano ."), so that the position is looked up from the expression, not from a class
+    the answer has just written.
     """
     columns = sorted(rng.sample(POSITIONS, rng.choice((2, 3))), key=POSITIONS.index)
     pool = [c.name for c in SEEN_CLASSES]
@@ -97,13 +100,16 @@ def scene_row(rng: random.Random, style: str, step2: bool = False, distractor_p:
     asked = expression.rstrip(" .")
     context = (f"the reference is : {expression} step 1 : {step1}{middle} step 3 : the reference asks for {asked} ,"
                " which is")
-    return {"context": context, "answer": f"the {cls} {WHERE[style][where]} .", "template": template}
+    place = WHERE[style][where]
+    answer = f"the object {place} , the {cls} ." if position_first else f"the {cls} {place} ."
+    return {"context": context, "answer": answer, "template": template, "where": place}
 
 
 class Vocab:
     def __init__(self, rows: list[dict]):
         words = sorted({w for r in rows for w in (r["context"] + " " + r["answer"]).split()})
         self.ids = {w: i + 1 for i, w in enumerate(words)}  # 0 pads
+        self.words = {i: w for w, i in self.ids.items()}
 
     def encode(self, text: str) -> list[int]:
         return [self.ids[w] for w in text.split()]
@@ -133,17 +139,28 @@ def batch(vocab: Vocab, rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def exact_match(llm, vocab: Vocab, rows: list[dict]) -> dict[str, float]:
-    """Greedy answers (as long as the true one) against the true answer, by template."""
+    """Greedy answers (as long as the true one) against the true answer, by template; and, as
+    "<template> where", whether the answer gives the target's position and no other (what the mask
+    follows), whatever class it names."""
     llm.eval()
     hits: dict[str, list[int]] = {t: [] for t in TEMPLATES}
+    placed: dict[str, list[int]] = {t: [] for t in TEMPLATES}
+
     for r in rows:
         ids = torch.tensor([vocab.encode(r["context"])], device=llm.device)
         want = vocab.encode(r["answer"])
         out = llm.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=len(want), do_sample=False,
                            pad_token_id=0)
-        hits[r["template"]].append(int(out[0, ids.shape[1]:].tolist() == want))
+        got = out[0, ids.shape[1]:].tolist()
+        hits[r["template"]].append(int(got == want))
+        if "where" in r:
+            text = f" {' '.join(vocab.words.get(i, '?') for i in got)} "
+            places = next(w.values() for w in WHERE.values() if r["where"] in w.values())
+            named = {p for p in places if f" {p} " in text}
+            placed[r["template"]].append(int(named == {r["where"]}))
     llm.train()
     scores = {t: sum(h) / len(h) for t, h in hits.items() if h}
+    scores.update({f"{t} where": sum(h) / len(h) for t, h in placed.items() if h})
     scores["all"] = sum(sum(h) for h in hits.values()) / sum(len(h) for h in hits.values())
     return scores
 
@@ -166,13 +183,16 @@ def train_steps(llm, vocab: Vocab, rows: list[dict], steps: int, rng: random.Ran
 def run(style: str, args) -> dict:
     rng = random.Random(args.seed)
     p, pretrain_steps = args.unseen_distractors, args.pretrain_steps
-    train = [scene_row(rng, style, args.step2, p) for _ in range(args.rows)]
+    first = args.position_first
+    p_refer = 0.0 if args.unseen_outside_referring else p
+    train = [scene_row(rng, style, args.step2, p_refer, position_first=first) for _ in range(args.rows)]
     train += [scene_row(rng, style, args.step2, p, target=args.replay_task)
               for _ in range(int(args.replay * args.rows))]
-    fresh = [scene_row(rng, style, args.step2, p) for _ in range(args.eval_rows)]
-    unseen = [scene_row(rng, style, args.step2, target="unseen") for _ in range(args.eval_rows)] if p else []
+    fresh = [scene_row(rng, style, args.step2, p_refer, position_first=first) for _ in range(args.eval_rows)]
+    unseen = [scene_row(rng, style, args.step2, target="unseen", position_first=first)
+              for _ in range(args.eval_rows)] if p else []
     nonce = tuple(f"thing{i}" for i in range(args.nonce_classes))
-    everything = [scene_row(rng, style, args.step2, target="all", nonce=nonce)
+    everything = [scene_row(rng, style, args.step2, target="all", nonce=nonce, position_first=first)
                   for _ in range(args.rows)] if pretrain_steps else []
     vocab = Vocab(train + fresh + unseen + everything)
     llm = build_llm(len(vocab.ids) + 1, args.layers, args.seed, args.hidden, args.tie).to(args.device)
@@ -213,6 +233,12 @@ def main() -> int:
     ap.add_argument("--tie", action="store_true",
                     help="one matrix embeds the words and scores the next one (tied, as in Qwen2.5-0.5B): copying "
                          "a word's embedding forward then favours that word, trained as an answer or not")
+    ap.add_argument("--position-first", action="store_true",
+                    help="referring answers give the position before the class: \"the object on the left , the "
+                         "piano .\"")
+    ap.add_argument("--unseen-outside-referring", action="store_true",
+                    help="the referring rows hold no unseen-class object (only the --replay rows name them), so no "
+                         "referring row teaches that an unseen object is never the answer")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -226,15 +252,19 @@ def main() -> int:
           f"{f'; first {args.pretrain_steps} steps on every class' if args.pretrain_steps else ''}"
           f"{f' and {args.nonce_classes} made-up ones' if args.nonce_classes else ''}"
           f"{f'; {args.replay_task} rows {args.replay} x' if args.replay else ''}"
-          f"{f'; hidden {args.hidden}' if args.hidden != 128 else ''}{'; tied embeddings' if args.tie else ''}")
-    print("| where | rows | " + " | ".join(TEMPLATES) + " | all |")
-    print("|---|---|" + "---|" * (len(TEMPLATES) + 1))
+          f"{f'; hidden {args.hidden}' if args.hidden != 128 else ''}{'; tied embeddings' if args.tie else ''}"
+          f"{'; position before class' if args.position_first else ''}"
+          f"{'; no unseen object in referring rows' if args.unseen_outside_referring else ''}")
+    print("exact answer by template, then the target's position alone (what the mask follows):")
+    columns = (*TEMPLATES, "all", *(f"{t} where" for t in TEMPLATES))
+    print("| where | rows | " + " | ".join(columns) + " |")
+    print("|---|---|" + "---|" * len(columns))
     for r in results:
         for name in ("train", "fresh", "unseen"):
             if name not in r:
                 continue
             s = r[name]
-            print(f"| {r['style']} | {name} | " + " | ".join(f"{s[t]:.2f}" for t in (*TEMPLATES, "all")) + " |")
+            print(f"| {r['style']} | {name} | " + " | ".join(f"{s[t]:.2f}" if t in s else "-" for t in columns) + " |")
     return 0
 
 

@@ -57,6 +57,17 @@ def every_object_examples(rows, facts: dict, count: int, seed: int, order: str =
     return out
 
 
+def unasked_scene_uids(uids, facts: dict) -> set[str]:
+    """The uids among ``uids`` whose scene holds an object of a class that no row of ``uids`` asks
+    for (``target_class``): the scenes ``cot.skip_unasked_scenes`` keeps out of the referring rows."""
+    missing = [u for u in uids if u not in facts]
+    if missing:
+        raise ValueError(f"cot.skip_unasked_scenes needs the scene facts of every training row; {len(missing)} lack "
+                         f"them (e.g. {missing[0]}; data/scene_facts.jsonl)")
+    asked = {facts[u]["target_class"] for u in uids} - {None}
+    return {u for u in uids if any(o["class"] not in asked for o in facts[u]["objects"])}
+
+
 def check_teacher_vocabulary(teacher_tokenizer, tokenizer, teacher_dir) -> None:
     """The teacher reads the student's token ids (``batch["teacher"]``): their vocabularies must agree."""
     if teacher_tokenizer.get_vocab() != tokenizer.get_vocab():

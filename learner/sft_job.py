@@ -19,21 +19,31 @@ import shutil
 from pathlib import Path
 
 from aurora_rl.config.schema import DataConfig, ModelConfig, SFTConfig
-from learner.sft_data import SFTExample, every_object_examples
+from learner.sft_data import SFTExample, every_object_examples, unasked_scene_uids
 
 
 def run_dir(cfg) -> Path:
     return Path(cfg.run.output_dir) / cfg.run.name
 
 
-def build_examples(cfg: SFTConfig) -> list[SFTExample]:
+def training_rows(data: DataConfig) -> list:
+    """The metadata rows a stage trains on: the training split, up to ``data.max_samples``."""
     from aurora_rl.data import refavs_layout as layout
+
+    rows = [r for r in layout.read_metadata(Path(data.root)) if r.split == data.train_split]
+    return rows[: data.max_samples]
+
+
+def training_uids(data: DataConfig) -> list[str]:
+    return [r.uid for r in training_rows(data)]
+
+
+def build_examples(cfg: SFTConfig) -> list[SFTExample]:
     from aurora_rl.data.scene_facts import load_scene_facts
     from aurora_rl.prompts.answer_format import direct_answer
     from aurora_rl.prompts.cot_source import load_cot
 
-    rows = [r for r in layout.read_metadata(Path(cfg.data.root)) if r.split == cfg.data.train_split]
-    rows = rows[: cfg.data.max_samples]
+    rows = training_rows(cfg.data)
     facts = load_scene_facts(Path(cfg.data.root))
     if cfg.direct_answer:
         missing = [r.uid for r in rows if r.uid not in facts]
@@ -42,8 +52,12 @@ def build_examples(cfg: SFTConfig) -> list[SFTExample]:
                              f"scene facts (e.g. {missing[0]})")
         return [SFTExample(r.uid, i, direct_answer(facts[r.uid]["target_class"]), facts[r.uid]["target_class"])
                 for i, r in enumerate(rows)]
-    cot, report = load_cot(cfg.cot.source, [r.uid for r in rows], facts=facts, path=cfg.cot.path,
-                           max_tokens=cfg.cot.max_tokens)
+    skipped = unasked_scene_uids([r.uid for r in rows], facts) if cfg.cot.skip_unasked_scenes else set()
+    if skipped:
+        print(f"[sft] {len(skipped)} of {len(rows)} training rows show an object of a class no row asks for: "
+              "left out of the referring rows (cot.skip_unasked_scenes)", flush=True)
+    cot, report = load_cot(cfg.cot.source, [r.uid for r in rows if r.uid not in skipped], facts=facts,
+                           path=cfg.cot.path, max_tokens=cfg.cot.max_tokens)
     print(report.summary(), flush=True)
     examples = [SFTExample(r.uid, i, cot[r.uid].answer, cot[r.uid].target_class)
                 for i, r in enumerate(rows) if r.uid in cot]

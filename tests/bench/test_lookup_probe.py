@@ -34,13 +34,27 @@ def test_the_answer_is_the_object_step_1_puts_where_the_expression_points(style,
 def test_a_short_run_scores_train_and_fresh_rows_by_template():
     args = argparse.Namespace(seed=0, rows=40, eval_rows=9, layers=1, lr=1e-3, steps=3, batch=4, log_every=3,
                               step2=True, unseen_distractors=0.0, pretrain_steps=0, replay=0.0, replay_task="list",
-                              nonce_classes=0, hidden=128, device="cpu", tie=False)
+                              nonce_classes=0, hidden=128, device="cpu", tie=False,
+                              position_first=False, unseen_outside_referring=False)
     result = run("word", args)
     assert "unseen" not in result  # no distractors: no unseen rows
     for name in ("train", "fresh"):
         scores = result[name]
-        assert set(scores) <= {"class", "color", "color_class", "all"} and "all" in scores
+        templates = {"class", "color", "color_class"}
+        assert set(scores) <= templates | {f"{t} where" for t in templates} | {"all"} and "all" in scores
         assert all(0.0 <= v <= 1.0 for v in scores.values())
+        # an exact answer gives the right position, so the position alone scores at least as high
+        assert all(scores[f"{t} where"] >= scores[t] for t in templates if t in scores)
+
+
+def test_position_first_answers_give_the_same_object_with_its_position_before_its_class():
+    for seed in range(20):  # the same draw either way: only the answer's word order differs
+        usual = scene_row(random.Random(seed), "phrase")
+        first = scene_row(random.Random(seed), "phrase", position_first=True)
+        assert usual["context"] == first["context"] and usual["where"] == first["where"]
+        cls = usual["answer"].split()[1]
+        assert usual["answer"] == f"the {cls} {usual['where']} ."
+        assert first["answer"] == f"the object {first['where']} , the {cls} ."
 
 
 def test_unseen_rows_ask_for_the_one_unseen_object_and_seen_rows_never_do():
@@ -63,7 +77,8 @@ def test_unseen_rows_ask_for_the_one_unseen_object_and_seen_rows_never_do():
 def test_pretraining_and_unseen_rows_show_in_a_short_run():
     args = argparse.Namespace(seed=0, rows=40, eval_rows=9, layers=1, lr=1e-3, steps=2, batch=4, log_every=2,
                               step2=False, unseen_distractors=0.3, pretrain_steps=2, replay=0.5, replay_task="describe",
-                              nonce_classes=0, hidden=64, device="cpu", tie=True)
+                              nonce_classes=0, hidden=64, device="cpu", tie=True,
+                              position_first=True, unseen_outside_referring=True)
     result = run("phrase", args)
     assert set(result) == {"style", "train", "fresh", "unseen"}
     assert all(0.0 <= v <= 1.0 for v in result["unseen"].values())

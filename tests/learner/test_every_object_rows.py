@@ -14,7 +14,7 @@ from aurora_rl.data.synthetic.writer import SynthConfig, generate_benchmark
 from aurora_rl.model.tokenizer import build_word_tokenizer
 from aurora_rl.prompts.answer_format import build_prompt, parse_answer
 from aurora_rl.prompts.scene_cot import COT_WORDS, EVERY_OBJECT, POSITION_ORDER, list_cot
-from learner.sft_data import SFTBatcher, check_teacher_vocabulary
+from learner.sft_data import SFTBatcher, check_teacher_vocabulary, unasked_scene_uids
 from learner.sft_job import build_examples
 
 UNSEEN = {c.name for c in UNSEEN_CLASSES}
@@ -90,6 +90,31 @@ def test_shuffled_rows_name_each_object_with_its_own_position_in_an_order_of_the
         in_order = [o["class"] for o in sorted(objects, key=lambda o: POSITION_ORDER[o["position"]])]
         orders["left to right" if [words[1] for words in named] == in_order else "other"] += 1
     assert orders["other"] > len(extra) // 3 and orders["left to right"] > 0
+
+
+def test_skip_unasked_scenes_keeps_their_referring_rows_out_and_their_every_object_rows_in(tmp_path):
+    """cot.skip_unasked_scenes: no referring row shows an unseen-class object (one that no row asks
+    for), every other referring row stays as it was, and "every object ." rows still come from those
+    scenes and name the unseen object."""
+    root = tmp_path / "half"
+    generate_benchmark(root, videos=30, seed=2, cfg=SynthConfig(unseen_distractor_fraction=0.5))
+    rows = [r for r in layout.read_metadata(root) if r.split == "train"]
+    facts = load_scene_facts(root)
+    shows_unseen = {r.uid for r in rows if any(o["class"] in UNSEEN for o in facts[r.uid]["objects"])}
+    assert 0 < len(shows_unseen) < len(rows)
+    plain = build_examples(config(root, 0.0))
+    cfg = config(root, 1.0)
+    cfg.cot.skip_unasked_scenes = True
+    examples = build_examples(cfg)
+    referring = [e for e in examples if e.expression is None]
+    assert [e.uid for e in referring] == [e.uid for e in plain if e.uid not in shows_unseen]
+    listing = [e for e in examples if e.expression == EVERY_OBJECT]
+    assert len(listing) == len(referring)  # the share counts the referring rows kept
+    from_unseen = [e for e in listing if rows[e.dataset_index].uid in shows_unseen]
+    assert from_unseen and all(any(f"the {u} " in e.answer for u in UNSEEN) for e in from_unseen)
+    assert unasked_scene_uids([r.uid for r in rows], facts) == shows_unseen
+    with pytest.raises(ValueError, match=r"needs the scene facts of every training row; 1 lack them \(e.g. nope"):
+        unasked_scene_uids([rows[0].uid, "nope"], facts)
 
 
 def test_batches_prompt_every_object_and_leave_its_masks_out_of_the_loss(distractor_root):
