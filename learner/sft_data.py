@@ -68,6 +68,20 @@ def unasked_scene_uids(uids, facts: dict) -> set[str]:
     return {u for u in uids if any(o["class"] not in asked for o in facts[u]["objects"])}
 
 
+def listing_instead(rows, facts: dict, uids: set[str], seed: int, order: str = "left_to_right") -> list[SFTExample]:
+    """One "every object ." row for each row of ``rows`` in ``uids`` (the referring rows
+    ``cot.skip_unasked_scenes`` leaves out), so that step 1 still learns to describe those scenes,
+    their unasked objects included."""
+    rng = np.random.default_rng([seed, 13])
+    out = []
+    for i, r in enumerate(rows):
+        if r.uid in uids:
+            named = naming_order(order, len(facts[r.uid]["objects"]), rng)
+            out.append(SFTExample(f"{r.uid}/every_object", i, list_cot(facts[r.uid], named), None,
+                                  expression=EVERY_OBJECT, segment=False))
+    return out
+
+
 def check_teacher_vocabulary(teacher_tokenizer, tokenizer, teacher_dir) -> None:
     """The teacher reads the student's token ids (``batch["teacher"]``): their vocabularies must agree."""
     if teacher_tokenizer.get_vocab() != tokenizer.get_vocab():

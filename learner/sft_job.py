@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from aurora_rl.config.schema import DataConfig, ModelConfig, SFTConfig
-from learner.sft_data import SFTExample, every_object_examples, unasked_scene_uids
+from learner.sft_data import SFTExample, every_object_examples, listing_instead, unasked_scene_uids
 
 
 def run_dir(cfg) -> Path:
@@ -55,14 +55,15 @@ def build_examples(cfg: SFTConfig) -> list[SFTExample]:
     skipped = unasked_scene_uids([r.uid for r in rows], facts) if cfg.cot.skip_unasked_scenes else set()
     if skipped:
         print(f"[sft] {len(skipped)} of {len(rows)} training rows show an object of a class no row asks for: "
-              "left out of the referring rows (cot.skip_unasked_scenes)", flush=True)
+              "asked \"every object .\" instead (cot.skip_unasked_scenes)", flush=True)
     cot, report = load_cot(cfg.cot.source, [r.uid for r in rows if r.uid not in skipped], facts=facts,
                            path=cfg.cot.path, max_tokens=cfg.cot.max_tokens)
     print(report.summary(), flush=True)
     examples = [SFTExample(r.uid, i, cot[r.uid].answer, cot[r.uid].target_class)
                 for i, r in enumerate(rows) if r.uid in cot]
-    return examples + every_object_examples(rows, facts, round(cfg.cot.every_object_share * len(examples)),
-                                            cfg.run.seed, cfg.cot.every_object_order)
+    share = every_object_examples(rows, facts, round(cfg.cot.every_object_share * len(examples)), cfg.run.seed,
+                                  cfg.cot.every_object_order)
+    return examples + share + listing_instead(rows, facts, skipped, cfg.run.seed, cfg.cot.every_object_order)
 
 
 def with_absolute_paths(cfg: SFTConfig) -> SFTConfig:

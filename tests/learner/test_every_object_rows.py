@@ -94,8 +94,8 @@ def test_shuffled_rows_name_each_object_with_its_own_position_in_an_order_of_the
 
 def test_skip_unasked_scenes_keeps_their_referring_rows_out_and_their_every_object_rows_in(tmp_path):
     """cot.skip_unasked_scenes: no referring row shows an unseen-class object (one that no row asks
-    for), every other referring row stays as it was, and "every object ." rows still come from those
-    scenes and name the unseen object."""
+    for), every other referring row stays as it was, and each row left out asks "every object ."
+    instead, naming the unseen object; the share's rows come on top."""
     root = tmp_path / "half"
     generate_benchmark(root, videos=30, seed=2, cfg=SynthConfig(unseen_distractor_fraction=0.5))
     rows = [r for r in layout.read_metadata(root) if r.split == "train"]
@@ -109,9 +109,10 @@ def test_skip_unasked_scenes_keeps_their_referring_rows_out_and_their_every_obje
     referring = [e for e in examples if e.expression is None]
     assert [e.uid for e in referring] == [e.uid for e in plain if e.uid not in shows_unseen]
     listing = [e for e in examples if e.expression == EVERY_OBJECT]
-    assert len(listing) == len(referring)  # the share counts the referring rows kept
-    from_unseen = [e for e in listing if rows[e.dataset_index].uid in shows_unseen]
-    assert from_unseen and all(any(f"the {u} " in e.answer for u in UNSEEN) for e in from_unseen)
+    instead = [e for e in listing if e.uid.removesuffix("/every_object") in shows_unseen]
+    assert sorted(rows[e.dataset_index].uid for e in instead) == sorted(shows_unseen)  # one per row left out
+    assert all(any(f"the {u} " in e.answer for u in UNSEEN) and not e.segment for e in instead)
+    assert len(listing) - len(instead) == len(referring)  # the share counts the referring rows kept
     assert unasked_scene_uids([r.uid for r in rows], facts) == shows_unseen
     with pytest.raises(ValueError, match=r"needs the scene facts of every training row; 1 lack them \(e.g. nope"):
         unasked_scene_uids([rows[0].uid, "nope"], facts)
