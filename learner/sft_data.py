@@ -51,10 +51,14 @@ def every_object_examples(rows, facts: dict, count: int, seed: int, order: str =
     for k in picked:
         i = first_row[videos[k]]
         fact = facts[rows[i].uid]
-        named = naming_order(order, len(fact["objects"]), rng)
-        out.append(SFTExample(f"{videos[k]}/every_object", i, list_cot(fact, named), None,
-                              expression=EVERY_OBJECT, segment=False))
+        out.append(listing_row(f"{videos[k]}/every_object", i, fact, order, rng))
     return out
+
+
+def listing_row(uid: str, index: int, fact: dict, order: str, rng) -> SFTExample:
+    """The "every object ." row of clip ``index``, answered by ``scene_cot.list_cot`` in ``order``."""
+    named = naming_order(order, len(fact["objects"]), rng)
+    return SFTExample(uid, index, list_cot(fact, named), None, expression=EVERY_OBJECT, segment=False)
 
 
 def unasked_scene_uids(uids, facts: dict) -> set[str]:
@@ -73,13 +77,8 @@ def listing_instead(rows, facts: dict, uids: set[str], seed: int, order: str = "
     ``cot.skip_unasked_scenes`` leaves out), so that step 1 still learns to describe those scenes,
     their unasked objects included."""
     rng = np.random.default_rng([seed, 13])
-    out = []
-    for i, r in enumerate(rows):
-        if r.uid in uids:
-            named = naming_order(order, len(facts[r.uid]["objects"]), rng)
-            out.append(SFTExample(f"{r.uid}/every_object", i, list_cot(facts[r.uid], named), None,
-                                  expression=EVERY_OBJECT, segment=False))
-    return out
+    return [listing_row(f"{r.uid}/every_object", i, facts[r.uid], order, rng) for i, r in enumerate(rows)
+            if r.uid in uids]
 
 
 def check_teacher_vocabulary(teacher_tokenizer, tokenizer, teacher_dir) -> None:

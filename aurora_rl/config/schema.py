@@ -198,9 +198,9 @@ class CoTConfig:
     # the order step 3 of those rows names the objects in: "shuffled" (per row) makes each position a
     # lookup by the class just written, as in a referring answer, for every class the rows name
     every_object_order: Literal["left_to_right", "shuffled"] = "left_to_right"
-    # true: no referring row comes from a scene that holds an object of a class no training row asks
-    # for (an unseen-class distractor); each such row asks "every object ." instead, so step 1 still
-    # describes the scene. Shown in referring rows but never the answer, those objects teach that an
+    # true: no referring row comes from a scene that holds an object of a class that no training row
+    # asks for (an unseen-class distractor); each such row asks "every object ." instead, so step 1
+    # still describes the scene. Shown in referring rows but never the answer, those objects teach that an
     # unasked class is never the target, and the lookup then fails for the classes test_u asks for
     # (bench/lookup_probe.py)
     skip_unasked_scenes: bool = False
