@@ -109,7 +109,7 @@ def run_reflect(cfg: ReflectConfig, resume: bool = False, log=print) -> Path:
     from aurora_rl.data.scene_facts import load_scene_facts
     from aurora_rl.prompts.cot_source import load_cot
     from learner.sft_data import unasked_scene_uids
-    from learner.sft_job import build_examples, run_dir, run_sft, training_uids
+    from learner.sft_job import build_examples, run_dir, run_sft, training_rows
 
     if not cfg.model.path:
         raise ValueError("stage 2 starts from the stage-1 checkpoint: set model.path")
@@ -125,7 +125,7 @@ def run_reflect(cfg: ReflectConfig, resume: bool = False, log=print) -> Path:
     failures = select_failures(preds, cfg.failure_iou)
     facts = load_scene_facts(Path(cfg.data.root))
     if cfg.corrector.skip_unasked_scenes:  # as stage 1's referring rows: none from those scenes
-        skipped = unasked_scene_uids(training_uids(cfg.data), facts)
+        skipped = unasked_scene_uids([r.uid for r in training_rows(cfg.data)], facts)
         failures = [(p, reason) for p, reason in failures if p["uid"] not in skipped]
     corrections, report = load_cot(cfg.corrector.source, [p["uid"] for p, _ in failures], facts=facts,
                                    path=cfg.corrector.path, max_tokens=cfg.corrector.max_tokens)

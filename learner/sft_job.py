@@ -34,10 +34,6 @@ def training_rows(data: DataConfig) -> list:
     return rows[: data.max_samples]
 
 
-def training_uids(data: DataConfig) -> list[str]:
-    return [r.uid for r in training_rows(data)]
-
-
 def build_examples(cfg: SFTConfig) -> list[SFTExample]:
     from aurora_rl.data.scene_facts import load_scene_facts
     from aurora_rl.prompts.answer_format import direct_answer
