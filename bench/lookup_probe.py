@@ -145,7 +145,6 @@ def exact_match(llm, vocab: Vocab, rows: list[dict]) -> dict[str, float]:
     llm.eval()
     hits: dict[str, list[int]] = {t: [] for t in TEMPLATES}
     placed: dict[str, list[int]] = {t: [] for t in TEMPLATES}
-
     for r in rows:
         ids = torch.tensor([vocab.encode(r["context"])], device=llm.device)
         want = vocab.encode(r["answer"])
