@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,8 @@ def mix(reflective: list[SFTExample], base: list[SFTExample], ratio: float, seed
     return reflective + [base[i] for i in sorted(picked)]
 
 
-def mine(cfg: ReflectConfig, out_dir: Path, log=print) -> list[dict]:
+def mine(cfg: ReflectConfig, out_dir: Path, log=print, skip: Collection[str] = ()) -> list[dict]:
+    """Sampled completions for every training clip but those of the uids in ``skip``."""
     import ray
 
     from aurora_rl.data.refavs_dataset import RefAVSDataset
@@ -90,16 +92,18 @@ def mine(cfg: ReflectConfig, out_dir: Path, log=print) -> list[dict]:
     from aurora_rl.evaluation.evaluate import run_sharded
 
     data = dataclasses.replace(cfg.data, root=str(Path(cfg.data.root).resolve()))
-    n = len(RefAVSDataset.from_config(data, data.train_split))
+    rows = RefAVSDataset.from_config(data, data.train_split).rows
+    indices = [i for i, row in enumerate(rows) if row.uid not in skip]
     k = cfg.rollout.num_actors
     workers = [EvalWorker.remote(str(Path(cfg.model.path).resolve()), dataclasses.asdict(data),
                                  str(out_dir / f"miner{i}"), cfg.rollout.kv_cache_gib,
                                  cfg.rollout.sampling.max_new_tokens) for i in range(k)]
     try:
-        log(f"[reflect] sampling {cfg.rollout.sampling.group_size} completions for each of {n} training clips "
-            f"on {k} actor(s)")
-        return run_sharded(workers, data.train_split, n, log, "reflect", dataclasses.asdict(cfg.rollout.sampling),
-                           cfg.run.seed)
+        left_out = f" ({len(rows) - len(indices)} left out)" if len(indices) < len(rows) else ""
+        log(f"[reflect] sampling {cfg.rollout.sampling.group_size} completions for each of {len(indices)} training "
+            f"clips{left_out} on {k} actor(s)")
+        return run_sharded(workers, data.train_split, indices, log, "reflect",
+                           dataclasses.asdict(cfg.rollout.sampling), cfg.run.seed)
     finally:
         for w in workers:
             ray.kill(w)
@@ -121,12 +125,12 @@ def run_reflect(cfg: ReflectConfig, resume: bool = False, log=print) -> Path:
     if resume and mixed_path.exists():
         examples = [SFTExample(**json.loads(line)) for line in mixed_path.read_text().splitlines()]
         return run_sft(sft_cfg, resume=True, stage="reflect", examples=examples)
-    preds = mine(cfg, out, log)
-    failures = select_failures(preds, cfg.failure_iou)
     facts = load_scene_facts(Path(cfg.data.root))
-    if cfg.corrector.skip_unasked_scenes:  # as stage 1's referring rows: none from those scenes
-        skipped = unasked_scene_uids([r.uid for r in training_rows(cfg.data)], facts)
-        failures = [(p, reason) for p, reason in failures if p["uid"] not in skipped]
+    # as stage 1's referring rows: no failure mined from those scenes, so none sampled
+    skip = unasked_scene_uids([r.uid for r in training_rows(cfg.data)], facts) if cfg.corrector.skip_unasked_scenes \
+        else ()
+    preds = mine(cfg, out, log, skip)
+    failures = select_failures(preds, cfg.failure_iou)
     corrections, report = load_cot(cfg.corrector.source, [p["uid"] for p, _ in failures], facts=facts,
                                    path=cfg.corrector.path, max_tokens=cfg.corrector.max_tokens)
     reflective = build_reflective_examples(failures, corrections, cfg.trigger)

@@ -45,7 +45,7 @@ def generate_cot(args) -> int:
                                      str(Path(args.out).resolve().parent / f".cot-worker{i}"), 1.0, args.max_tokens)
                    for i in range(args.actors)]
         try:
-            preds = run_sharded(workers, args.split, n, print, "cot")
+            preds = run_sharded(workers, args.split, range(n), print, "cot")
         finally:
             for w in workers:
                 ray.kill(w)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +44,7 @@ def evaluate_checkpoint(checkpoint: str, data: DataConfig, splits: list[str], ou
     predictions: dict[str, list[dict]] = {}
     try:
         for split in splits:
-            n = len(build_dataset(data, split))
-            predictions[split] = run_sharded(workers, split, n, log, "eval")
+            predictions[split] = run_sharded(workers, split, range(len(build_dataset(data, split))), log, "eval")
     finally:
         for w in workers:
             ray.kill(w)
@@ -54,13 +54,15 @@ def evaluate_checkpoint(checkpoint: str, data: DataConfig, splits: list[str], ou
     return results
 
 
-def run_sharded(workers: list, split: str, n: int, log, label: str, sampling: dict | None = None, seed: int = 0,
-                chunk: int = 16) -> list[dict]:
-    """Rows 0..n-1 of ``split`` in chunks over the workers (each busy with one chunk at a time),
+def run_sharded(workers: list, split: str, indices: Sequence[int], log, label: str, sampling: dict | None = None,
+                seed: int = 0, chunk: int = 16) -> list[dict]:
+    """Rows ``indices`` of ``split`` in chunks over the workers (each busy with one chunk at a time),
     with a progress line per finished chunk; predictions come back in row order."""
     import ray
 
-    chunks = [list(range(i, min(i + chunk, n))) for i in range(0, n, chunk)]
+    indices = list(indices)
+    n = len(indices)
+    chunks = [indices[i:i + chunk] for i in range(0, n, chunk)]
     pending, results, done = {}, [], 0
     started = time.monotonic()
     free = list(workers)

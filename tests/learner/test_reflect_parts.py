@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from aurora_rl.config.schema import DataConfig, ModelConfig, ReflectConfig, RolloutConfig, SamplingConfig
+from aurora_rl.data.refavs_dataset import RefAVSDataset
+from aurora_rl.model.build import MediaShape
+from aurora_rl.model.checkpoint import save_policy
 from aurora_rl.prompts.answer_format import compose_answer, parse_answer
 from aurora_rl.prompts.cot_source import CoTEntry
-from learner.reflect_job import build_reflective_examples, mix, reflective_answer, select_failures
+from learner.reflect_job import build_reflective_examples, mine, mix, reflective_answer, select_failures
 from learner.sft_data import SFTExample
+from tests.model.tiny_policy import make_policy, tiny_model_config
 
 GT = np.zeros((2, 4, 4), dtype=np.uint8)
 GT[:, :2, :2] = 1
@@ -66,3 +72,22 @@ def test_examples_point_at_the_failing_rows_and_mix_ratio_holds():
     assert len(mixed) == 4 and mixed[:2] == reflective
     assert len(mix(reflective, base, ratio=0.25, seed=0)) == 2 + 6
     assert mix([], base, 0.5, 0) == base
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_mining_samples_each_clip_but_the_left_out_ones_group_size_times(ray_node, synthetic_root, tmp_path):
+    """The scenes ``corrector.skip_unasked_scenes`` leaves out are not sampled at all (their failures
+    would be dropped); every other clip gets ``group_size`` completions, in row order."""
+    policy, tok = make_policy(seed=3)
+    ckpt = save_policy(policy, tok, tiny_model_config(), MediaShape(128, 64, 64), tmp_path / "ckpt")
+    data = DataConfig(root=str(synthetic_root), max_samples=6)
+    cfg = ReflectConfig(stage="reflect", data=data, model=ModelConfig(path=str(ckpt)),
+                        rollout=RolloutConfig(num_actors=2, sampling=SamplingConfig(group_size=2, max_new_tokens=8)))
+    uids = [row.uid for row in RefAVSDataset.from_config(data, data.train_split).rows]
+    lines = []
+    preds = mine(cfg, tmp_path, lines.append, skip={uids[1], uids[4]})
+    kept = [0, 2, 3, 5]
+    assert [(p["index"], p["sample"]) for p in preds] == [(i, k) for i in kept for k in (0, 1)]
+    assert [p["uid"] for p in preds] == [uids[i] for i in kept for _ in (0, 1)]
+    assert "each of 4 training clips (2 left out)" in lines[0] and "4/4 clips" in lines[-1]
