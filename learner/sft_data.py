@@ -27,7 +27,8 @@ class SFTExample:
     answer: str  # the text the student learns (CoT, reflective or direct)
     target_class: Optional[str]
     expression: Optional[str] = None  # the prompt's expression when not the clip's ("every object .")
-    segment: bool = True  # False: the answer has no [SEG]; the clip's masks are not a target
+    segment: bool = True  # False: no [SEG] target; neither the clip's masks nor the teacher's [SEG] are learned
+    step1_only: bool = False  # True: only the answer's step-1 tokens carry CE (cot.unasked_scenes_as: step1)
 
 
 def every_object_examples(rows, facts: dict, count: int, seed: int, order: str = "left_to_right") -> list[SFTExample]:
@@ -122,18 +123,20 @@ class SFTBatcher:
     def ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
-    def blind_rows(self, rows: list[SFTExample], rng) -> tuple[list[bool], list[list[bool]]]:
+    def learned_tokens(self, rows: list[SFTExample], rng) -> tuple[list[bool], list[list[bool]]]:
         """Which rows are trained blind (video tokens blanked), and per row which answer tokens
         carry CE: all of them, except the step-1 tokens of a blind row, which the blanked frames
-        can no longer tell. Only rows whose answer has a step 1 are drawn."""
+        can no longer tell, and all but the step-1 tokens of a ``step1_only`` row. Only rows whose
+        answer has a step 1 are drawn blind."""
         blind, learned = [], []
         for row in rows:
             ids = self.tokenizer(row.answer, add_special_tokens=False, return_offsets_mapping=True)
             spans = step1_spans(row.answer)
             hidden = bool(spans) and self.blind_video_fraction > 0 and rng.random() < self.blind_video_fraction
             blind.append(hidden)
-            learned.append([not (hidden and any(a <= start < b for a, b in spans))
-                            for start, _ in ids.offset_mapping] + [True])  # + the appended eos
+            in_step1 = [any(a <= start < b for a, b in spans) for start, _ in ids.offset_mapping]
+            learned.append([(not row.step1_only or inside) and not (hidden and inside) for inside in in_step1]
+                           + [not row.step1_only])  # + the appended eos
         return blind, learned
 
     def batch(self, epoch: int, step: int, mask_frames: Optional[int] = None) -> dict:
@@ -154,11 +157,13 @@ class SFTBatcher:
             "teacher": PolicyInputs(prompts, [self.ids(direct_answer(r.target_class)) + eos for r in rows], *media),
             "masks": masks,
             "mask_valid": valid,
+            "segment": torch.tensor([r.segment for r in rows]),
             "uids": [r.uid for r in rows],
         }
-        if self.blind_video_fraction > 0:  # drawn after the mask frames: a run without it is unchanged
-            blind, learned = self.blind_rows(rows, rng)
-            out["student"].blank_video = torch.tensor(blind)
+        if self.blind_video_fraction > 0 or any(r.step1_only for r in rows):  # drawn after the mask frames
+            blind, learned = self.learned_tokens(rows, rng)
+            if self.blind_video_fraction > 0:
+                out["student"].blank_video = torch.tensor(blind)
             out["ce_mask"] = torch.zeros(len(rows), max(map(len, answers)), dtype=torch.bool)
             for i, keep in enumerate(learned):
                 out["ce_mask"][i, : len(keep)] = torch.tensor(keep)

@@ -49,16 +49,21 @@ def build_examples(cfg: SFTConfig) -> list[SFTExample]:
         return [SFTExample(r.uid, i, direct_answer(facts[r.uid]["target_class"]), facts[r.uid]["target_class"])
                 for i, r in enumerate(rows)]
     skipped = unasked_scene_uids([r.uid for r in rows], facts) if cfg.cot.skip_unasked_scenes else set()
+    step1 = cfg.cot.unasked_scenes_as == "step1"
     if skipped:
+        instead = "learn only step 1" if step1 else "asked \"every object .\" instead"
         print(f"[sft] {len(skipped)} of {len(rows)} training rows show an object of a class no row asks for: "
-              "asked \"every object .\" instead (cot.skip_unasked_scenes)", flush=True)
-    cot, report = load_cot(cfg.cot.source, [r.uid for r in rows if r.uid not in skipped], facts=facts,
+              f"{instead} (cot.skip_unasked_scenes)", flush=True)
+    cot, report = load_cot(cfg.cot.source, [r.uid for r in rows if step1 or r.uid not in skipped], facts=facts,
                            path=cfg.cot.path, max_tokens=cfg.cot.max_tokens)
     print(report.summary(), flush=True)
     examples = [SFTExample(r.uid, i, cot[r.uid].answer, cot[r.uid].target_class)
-                for i, r in enumerate(rows) if r.uid in cot]
+                for i, r in enumerate(rows) if r.uid in cot and r.uid not in skipped]
     share = every_object_examples(rows, facts, round(cfg.cot.every_object_share * len(examples)), cfg.run.seed,
                                   cfg.cot.every_object_order)
+    if step1:
+        return examples + share + [SFTExample(r.uid, i, cot[r.uid].answer, cot[r.uid].target_class, segment=False,
+                                              step1_only=True) for i, r in enumerate(rows) if r.uid in skipped and r.uid in cot]
     return examples + share + listing_instead(rows, facts, skipped, cfg.run.seed, cfg.cot.every_object_order)
 
 

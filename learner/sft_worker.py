@@ -81,7 +81,7 @@ def sft_train_loop(config: dict) -> None:
         if teacher is not None:
             with torch.no_grad():
                 t_out = teacher(batch["teacher"], with_masks=False)
-            teacher_seg, teacher_has = t_out.seg_embedding, t_out.has_seg
+            teacher_seg, teacher_has = t_out.seg_embedding, t_out.has_seg & batch["segment"].to(t_out.has_seg.device)
         loss, parts = sft_loss(out, batch["masks"], batch["mask_valid"], cfg.loss, teacher_seg, teacher_has,
                                batch.get("ce_mask"))
         loss = with_every_parameter(loss, engine.module)  # a rank whose rows have no [SEG] reduces the same grads

@@ -204,6 +204,10 @@ class CoTConfig:
     # unasked class is never the target, and the lookup then fails for the classes test_u asks for
     # (bench/lookup_probe.py)
     skip_unasked_scenes: bool = False
+    # what each row left out by skip_unasked_scenes becomes: "every_object" asks "every object ." of
+    # the same clip; "step1" keeps the referring row but learns only its step 1 (the scene, unasked
+    # objects named), with no loss on the rest of the answer, its mask or its [SEG] distillation
+    unasked_scenes_as: Literal["every_object", "step1"] = "every_object"
 
     def check(self):
         if self.source in ("jsonl", "teacher") and not self.path:

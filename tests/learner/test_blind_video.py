@@ -36,7 +36,7 @@ def tokenizer():
 def test_blind_rows_drop_only_step_1_from_the_loss(tokenizer):
     rows = [SFTExample("u0", 0, COT, "drum"), SFTExample("u1", 1, "it is drum [SEG] .", "drum")]
     batcher = SFTBatcher(rows, None, tokenizer, 2, 1, 0, seed=0, blind_video_fraction=1.0)
-    blind, learned = batcher.blind_rows(rows, np.random.default_rng(0))
+    blind, learned = batcher.learned_tokens(rows, np.random.default_rng(0))
     assert blind == [True, False]  # a direct answer has no step 1 to read the scene from
     words = COT.split()
     assert len(learned[0]) == len(words) + 1 and learned[0][-1]  # one per word, + eos
@@ -48,9 +48,9 @@ def test_blind_rows_drop_only_step_1_from_the_loss(tokenizer):
 def test_the_fraction_draws_about_that_share_of_rows(tokenizer):
     rows = [SFTExample(f"u{i}", i, COT, "drum") for i in range(400)]
     batcher = SFTBatcher(rows, None, tokenizer, 2, 1, 0, seed=0, blind_video_fraction=0.3)
-    blind, _ = batcher.blind_rows(rows, np.random.default_rng(1))
+    blind, _ = batcher.learned_tokens(rows, np.random.default_rng(1))
     assert 0.22 < sum(blind) / len(blind) < 0.38
-    assert SFTBatcher(rows, None, tokenizer, 2, 1, 0, seed=0).blind_rows(rows, np.random.default_rng(1))[0] == \
+    assert SFTBatcher(rows, None, tokenizer, 2, 1, 0, seed=0).learned_tokens(rows, np.random.default_rng(1))[0] == \
         [False] * 400
 
 

@@ -92,12 +92,18 @@ def test_shuffled_rows_name_each_object_with_its_own_position_in_an_order_of_the
     assert orders["other"] > len(extra) // 3 and orders["left to right"] > 0
 
 
-def test_skip_unasked_scenes_keeps_their_referring_rows_out_and_their_every_object_rows_in(tmp_path):
+@pytest.fixture(scope="module")
+def half_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("half")
+    generate_benchmark(root, videos=30, seed=2, cfg=SynthConfig(unseen_distractor_fraction=0.5))
+    return root
+
+
+def test_skip_unasked_scenes_keeps_their_referring_rows_out_and_their_every_object_rows_in(half_root):
     """cot.skip_unasked_scenes: no referring row shows an unseen-class object (one that no row asks
     for), every other referring row stays as it was, and each row left out asks "every object ."
     instead, naming the unseen object; the share's rows come on top."""
-    root = tmp_path / "half"
-    generate_benchmark(root, videos=30, seed=2, cfg=SynthConfig(unseen_distractor_fraction=0.5))
+    root = half_root
     rows = [r for r in layout.read_metadata(root) if r.split == "train"]
     facts = load_scene_facts(root)
     shows_unseen = {r.uid for r in rows if any(o["class"] in UNSEEN for o in facts[r.uid]["objects"])}
@@ -116,6 +122,39 @@ def test_skip_unasked_scenes_keeps_their_referring_rows_out_and_their_every_obje
     assert unasked_scene_uids([r.uid for r in rows], facts) == shows_unseen
     with pytest.raises(ValueError, match=r"needs the scene facts of every training row; 1 lack them \(e.g. nope"):
         unasked_scene_uids([rows[0].uid, "nope"], facts)
+
+
+def test_unasked_scenes_as_step1_keeps_those_rows_learning_their_step_1_alone(half_root):
+    """cot.unasked_scenes_as: step1 keeps each referring row skip_unasked_scenes leaves out, whole,
+    but only its step-1 tokens carry CE; its masks and its [SEG] (distillation) are no target."""
+    rows = [r for r in layout.read_metadata(half_root) if r.split == "train"]
+    shows_unseen = unasked_scene_uids([r.uid for r in rows], load_scene_facts(half_root))
+    plain = {e.uid: e for e in build_examples(config(half_root, 0.0))}
+    listing, step1 = config(half_root, 0.2), config(half_root, 0.2)
+    listing.cot.skip_unasked_scenes = step1.cot.skip_unasked_scenes = True
+    step1.cot.unasked_scenes_as = "step1"
+    as_listing, examples = build_examples(listing), build_examples(step1)
+    kept = [e for e in examples if not e.step1_only]
+    assert kept == as_listing[: len(kept)]  # referring rows and the share as with "every_object"
+    assert len(as_listing) == len(examples)  # the same count of rows instead
+    learned = [e for e in examples if e.step1_only]
+    assert sorted(e.uid for e in learned) == sorted(shows_unseen)
+    assert all(e.answer == plain[e.uid].answer and not e.segment for e in learned)
+    assert all(any(f" {u} " in e.answer.split("step 2")[0] for u in UNSEEN) for e in learned)
+
+    words = set(COT_WORDS) | {w for e in examples for w in e.answer.split()}
+    tokenizer = build_word_tokenizer(words | {w for r in rows for w in r.exp.split()})
+    clips = RefAVSDataset(half_root, "train", mask_size=16, image_size=16)
+    pair = [learned[0], kept[0]]
+    batch = SFTBatcher(pair, clips, tokenizer, batch_size=2, world_size=1, rank=0, seed=0).batch(0, 0)
+    at = {uid: i for i, uid in enumerate(batch["uids"])}
+    i, j = at[learned[0].uid], at[kept[0].uid]
+    words = learned[0].answer.split()
+    step2 = words.index("step", 1)
+    assert batch["ce_mask"][i, :step2].all() and not batch["ce_mask"][i, step2:].any()  # nor its eos
+    assert batch["ce_mask"][j, : len(kept[0].answer.split()) + 1].all()
+    assert batch["segment"].tolist() == [k == j for k in range(2)]
+    assert not batch["mask_valid"][i].any() and batch["mask_valid"][j].any()
 
 
 def test_batches_prompt_every_object_and_leave_its_masks_out_of_the_loss(distractor_root):
