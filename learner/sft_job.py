@@ -63,7 +63,8 @@ def build_examples(cfg: SFTConfig) -> list[SFTExample]:
                                   cfg.cot.every_object_order)
     if step1:
         return examples + share + [SFTExample(r.uid, i, cot[r.uid].answer, cot[r.uid].target_class, segment=False,
-                                              step1_only=True) for i, r in enumerate(rows) if r.uid in skipped and r.uid in cot]
+                                              step1_only=True)
+                                   for i, r in enumerate(rows) if r.uid in skipped and r.uid in cot]
     return examples + share + listing_instead(rows, facts, skipped, cfg.run.seed, cfg.cot.every_object_order)
 
 
