@@ -39,6 +39,10 @@ class EngineTimings:
     extra: dict = field(default_factory=dict)
 
 
+# vLLM imports this class by name inside its worker (a name the import contract cannot see)
+WORKER_EXTENSION = "actors.vllm_worker_extension.WeightUpdateExtension"
+
+
 class PolicyEngine:
     def __init__(self, checkpoint: str, work_dir: str, kv_cache_gib: float = 1.0, cpu_threads: Optional[str] = None,
                  seed: int = 0, max_model_len: int = 1024):
@@ -50,7 +54,7 @@ class PolicyEngine:
         merged = export_merged_llm(self.policy, self.tokenizer, Path(work_dir) / "merged_llm", self.model_cfg.dtype)
         self.llm = make_llm(str(merged), dtype=self.model_cfg.dtype, seed=seed, max_model_len=max_model_len,
                             kv_cache_gib=kv_cache_gib, cpu_threads=cpu_threads,
-                            worker_extension_cls="actors.vllm_worker_extension.WeightUpdateExtension")
+                            worker_extension_cls=WORKER_EXTENSION)
         self.version = 0
         self.timings = EngineTimings()
 

@@ -123,7 +123,7 @@ class RolloutActor:
         return [{int(t): float(lp.logprob) for t, lp in o.outputs[0].logprobs[0].items()} for o in outs]
 
     def join_broadcast(self, host: str, port: int, rank: int, world_size: int, buckets: list, timeout_s: float) -> bool:
-        from learner.weight_sync import BroadcastGroup
+        from aurora_rl.weight_sync import BroadcastGroup
 
         self.group = BroadcastGroup(host, port, rank, world_size, "gloo", timeout_s)
         self.buckets = buckets

@@ -121,7 +121,7 @@ def evaluate_held_out(checkpoint: str, data, out: Path, actors: int, max_new_tok
     """The checkpoint's greedy test_s / test_u results in ``out``. Results already there (or in
     ``done``, an earlier evaluation of the same checkpoint) are read instead."""
     from aurora_rl.config.schema import MetricsConfig
-    from aurora_rl.evaluation.evaluate import evaluate_checkpoint
+    from actors.eval_pool import evaluate_checkpoint
 
     done = done or out / "results.json"
     if done.exists():

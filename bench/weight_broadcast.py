@@ -52,12 +52,12 @@ class Member:
             self.engine = PolicyEngine(checkpoint, work_dir, kv_cache_gib=1.0)
 
     def specs(self) -> list:
-        from learner.weight_sync import specs_of
+        from aurora_rl.weight_sync import specs_of
 
         return specs_of(self.state)
 
     def join(self, port: int, world: int) -> bool:
-        from learner.weight_sync import BroadcastGroup
+        from aurora_rl.weight_sync import BroadcastGroup
 
         self.group = BroadcastGroup("127.0.0.1", port, self.rank, world, "gloo", timeout_s=300)
         return True
@@ -97,7 +97,7 @@ def collective(members: list[WorkerProcess], method: str, *args) -> float:
 def measure_size(size: str, args, tmp: Path, table: Table) -> None:
     from aurora_rl.config.schema import BroadcastConfig
     from aurora_rl.services.process import free_port
-    from learner.weight_sync import plan_buckets
+    from aurora_rl.weight_sync import plan_buckets
 
     checkpoint, _ = write_checkpoint(size, tmp / f"ckpt-{size}", dtype="float32" if size == "tiny" else "bfloat16",
                                      lora=False)

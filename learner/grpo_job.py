@@ -65,7 +65,7 @@ class GRPOJob:
     def start(self) -> None:
         import ray
 
-        from learner.weight_sync import plan_buckets
+        from aurora_rl.weight_sync import plan_buckets
         from rewards.reward_worker import RewardWorker
 
         cfg = self.cfg

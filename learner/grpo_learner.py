@@ -265,12 +265,12 @@ class LearnerRank:
         return {n: t.clone() for n, t in self._trainable_views().items()}
 
     def weight_specs(self) -> list:
-        from learner.weight_sync import specs_of
+        from aurora_rl.weight_sync import specs_of
 
         return specs_of(self._trainable_views())
 
     def join_broadcast(self, host: str, port: int, world_size: int, buckets: list, timeout_s: float) -> bool:
-        from learner.weight_sync import BroadcastGroup
+        from aurora_rl.weight_sync import BroadcastGroup
 
         self.group = BroadcastGroup(host, port, 0, world_size, "nccl" if self.use_gpu else "gloo", timeout_s)
         self.buckets = buckets

@@ -3,7 +3,7 @@
     aurora-rl train reflect --config configs/tiny/reflect.yaml
 
 1. Mine: Ray actors run the stage-1 checkpoint (``model.path``) over the training split
-   with vLLM sampling + the [SEG] pass (``EvalWorker``), G completions per clip.
+   with vLLM sampling + the [SEG] pass (``actors/eval_pool.py``), G completions per clip.
 2. Select real failures: a completion whose target class is wrong, or whose mean mask IoU
    (the IoU reward's definition) is below ``failure_iou``. At most one per uid.
 3. Build reflective answers: the model's own wrong reasoning (its final "it is [SEG] ."
@@ -85,28 +85,18 @@ def mix(reflective: list[SFTExample], base: list[SFTExample], ratio: float, seed
 
 def mine(cfg: ReflectConfig, out_dir: Path, log=print, skip: Collection[str] = ()) -> list[dict]:
     """Sampled completions for every training clip but those of the uids in ``skip``."""
-    import ray
-
+    from actors.eval_pool import EvalPool
     from aurora_rl.data.refavs_dataset import RefAVSDataset
-    from aurora_rl.evaluation.eval_worker import EvalWorker
-    from aurora_rl.evaluation.evaluate import run_sharded
 
-    data = dataclasses.replace(cfg.data, root=str(Path(cfg.data.root).resolve()))
-    rows = RefAVSDataset.from_config(data, data.train_split).rows
+    rows = RefAVSDataset.from_config(cfg.data, cfg.data.train_split).rows
     indices = [i for i, row in enumerate(rows) if row.uid not in skip]
     k = cfg.rollout.num_actors
-    workers = [EvalWorker.remote(str(Path(cfg.model.path).resolve()), dataclasses.asdict(data),
-                                 str(out_dir / f"miner{i}"), cfg.rollout.kv_cache_gib,
-                                 cfg.rollout.sampling.max_new_tokens) for i in range(k)]
-    try:
+    with EvalPool(cfg.model.path, cfg.data, out_dir, k, cfg.rollout.kv_cache_gib, cfg.rollout.sampling.max_new_tokens,
+                  name="miner") as pool:
         left_out = f" ({len(rows) - len(indices)} left out)" if len(indices) < len(rows) else ""
         log(f"[reflect] sampling {cfg.rollout.sampling.group_size} completions for each of {len(indices)} training "
             f"clips{left_out} on {k} actor(s)")
-        return run_sharded(workers, data.train_split, indices, log, "reflect",
-                           dataclasses.asdict(cfg.rollout.sampling), cfg.run.seed)
-    finally:
-        for w in workers:
-            ray.kill(w)
+        return pool.run(cfg.data.train_split, indices, log, "reflect", cfg.rollout.sampling, cfg.run.seed)
 
 
 def run_reflect(cfg: ReflectConfig, resume: bool = False, log=print) -> Path:

@@ -24,31 +24,22 @@ def register(sub) -> None:
 
 
 def generate_cot(args) -> int:
-    import dataclasses
     from pathlib import Path
 
-    import ray
-
+    from actors.eval_pool import EvalPool
     from aurora_rl.config.schema import ServicesConfig
     from aurora_rl.data.refavs_dataset import RefAVSDataset
-    from aurora_rl.evaluation.eval_worker import EvalWorker
-    from aurora_rl.evaluation.evaluate import run_sharded
     from aurora_rl.model.checkpoint import data_config_for
-    from aurora_rl.prompts.cot_source import CoTEntry, CoTReport, check_entry, write_cot_jsonl
-    from aurora_rl.prompts.answer_format import parse_answer
+    from aurora_rl.prompts.answer_format import CoTEntry, parse_answer
+    from aurora_rl.prompts.cot_source import CoTReport, check_entry, write_cot_jsonl
     from aurora_rl.services import run_services
 
     data = data_config_for(args.teacher, args.data, max_samples=args.max_samples)
     n = len(RefAVSDataset.from_config(data, args.split))
     with run_services(ServicesConfig(), need_redis=False):
-        workers = [EvalWorker.remote(str(Path(args.teacher).resolve()), dataclasses.asdict(data),
-                                     str(Path(args.out).resolve().parent / f".cot-worker{i}"), 1.0, args.max_tokens)
-                   for i in range(args.actors)]
-        try:
-            preds = run_sharded(workers, args.split, range(n), print, "cot")
-        finally:
-            for w in workers:
-                ray.kill(w)
+        with EvalPool(args.teacher, data, Path(args.out).resolve().parent, args.actors, 1.0, args.max_tokens,
+                      name=".cot-worker") as pool:
+            preds = pool.run(args.split, range(n), print, "cot")
     report = CoTReport()
     accepted = []
     for pred in preds:

@@ -22,8 +22,9 @@ def register(sub) -> None:
 def run_eval(args) -> int:
     from pathlib import Path
 
+    from actors.eval_pool import evaluate_checkpoint
     from aurora_rl.config.schema import DataConfig, MetricsConfig, ServicesConfig
-    from aurora_rl.evaluation.evaluate import evaluate_checkpoint, results_table, write_tables
+    from aurora_rl.evaluation.scoring import results_table, write_tables
     from aurora_rl.model.checkpoint import data_config_for
     from aurora_rl.services import run_services
 
@@ -31,7 +32,7 @@ def run_eval(args) -> int:
     metrics = MetricsConfig(convention=args.convention)
     if args.ckpt == "largest-object":
         from aurora_rl.evaluation.baselines import largest_object_predictions
-        from aurora_rl.evaluation.evaluate import save_predictions, score_predictions
+        from aurora_rl.evaluation.scoring import save_predictions, score_predictions
 
         data = DataConfig(root=args.data, max_samples=args.max_samples)
         out = Path(args.out or "eval-largest-object")

@@ -1,1 +1,1 @@
-"""Evaluation: sharded eval actors, official metrics, tables, per-sample outputs."""
+"""Evaluation: scoring predictions with the official metrics, tables, per-sample outputs, baselines."""

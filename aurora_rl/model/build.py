@@ -15,6 +15,8 @@ from aurora_rl.model.sam_segmenter import SamSegmenter
 from aurora_rl.model.seg_projector import SegProjector
 from aurora_rl.prompts.answer_format import AUDIO, SEG, VIDEO
 
+MANIFEST = "aurora_model.json"  # the file that makes a folder an aurora_rl checkpoint (model/checkpoint.py)
+
 
 @dataclass
 class MediaShape:

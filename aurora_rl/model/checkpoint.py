@@ -28,11 +28,11 @@ from safetensors.torch import load_file, save_file
 
 from aurora_rl.config.loader import build as build_config
 from aurora_rl.config.schema import DataConfig, ModelConfig
-from aurora_rl.model.build import MediaShape, build_tiny_policy
+from aurora_rl.model.build import MANIFEST, MediaShape, build_tiny_policy
+from aurora_rl.model.factory import build_policy
 from aurora_rl.model.policy import AVSegPolicy
 
 FORMAT_VERSION = 1
-MANIFEST = "aurora_model.json"
 
 
 def save_policy(policy: AVSegPolicy, tokenizer, cfg: ModelConfig, shape: MediaShape, folder: str | Path) -> Path:
@@ -86,8 +86,6 @@ def load_policy(folder: str | Path, overrides: ModelConfig | None = None):
         policy = build_tiny_policy(cfg, tokenizer, shape)
         policy.load_state_dict(state, strict=True)
         return policy, tokenizer, cfg, shape
-    from aurora_rl.model.factory import build_policy
-
     policy, _ = build_policy(cfg, shape, tokenizer=tokenizer)
     trainable = trainable_state(policy).keys()
     if state.keys() != trainable:

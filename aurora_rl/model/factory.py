@@ -15,8 +15,7 @@ import torch
 from aurora_rl.config.schema import ModelConfig
 from aurora_rl.model.backbones import AUDIO_FEATURES, load_backbone
 from aurora_rl.model.backbones.weight_loading import cast_parameters
-from aurora_rl.model.build import MediaShape, apply_lora, build_tiny_policy, token_ids
-from aurora_rl.model.checkpoint import MANIFEST
+from aurora_rl.model.build import MANIFEST, MediaShape, apply_lora, build_tiny_policy, token_ids
 from aurora_rl.model.policy import AVSegPolicy
 from aurora_rl.model.sam_checkpoint import build_tiny_sam, load_sam
 from aurora_rl.model.sam_segmenter import SamSegmenter

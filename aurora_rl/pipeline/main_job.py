@@ -65,8 +65,9 @@ class Progress:
 
 
 def run_main_job(out: str, quick: bool = False) -> int:
+    from actors.eval_pool import evaluate_checkpoint
     from aurora_rl.data.synthetic import generate_benchmark
-    from aurora_rl.evaluation.evaluate import evaluate_checkpoint, results_table
+    from aurora_rl.evaluation.scoring import results_table
     from aurora_rl.services import run_services
     from learner.grpo_job import run_grpo
     from learner.reflect_job import run_reflect

@@ -31,6 +31,15 @@ FORMAT_WORDS = (
 SEG_SUFFIX = f"it is {SEG} ."
 
 
+@dataclass(frozen=True)
+class CoTEntry:
+    """One uid's chain-of-thought answer, from any source (scene facts, a JSONL, a teacher)."""
+
+    uid: str
+    answer: str  # the full four-step answer ending in "it is [SEG] ."
+    target_class: Optional[str]  # None for null references
+
+
 def build_prompt(expression: str) -> str:
     """The user prompt: media placeholders, then the expression (lowercase, spaced punctuation)."""
     return PROMPT_TEMPLATE.format(expression=normalize(expression))

@@ -17,16 +17,10 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable
 
-from aurora_rl.prompts.answer_format import compose_answer, parse_answer
-
-
-@dataclass(frozen=True)
-class CoTEntry:
-    uid: str
-    answer: str  # the full four-step answer ending in "it is [SEG] ."
-    target_class: Optional[str]  # None for null references
+from aurora_rl.prompts.answer_format import CoTEntry, compose_answer, parse_answer
+from aurora_rl.prompts.scene_cot import scene_cot
 
 
 @dataclass
@@ -102,8 +96,6 @@ def load_cot(source: str, uids: Iterable[str], *, facts: dict | None = None, pat
              max_tokens: int = 150, count_tokens: Callable[[str], int] = lambda s: len(s.split())
              ) -> tuple[dict[str, CoTEntry], CoTReport]:
     """CoT for ``uids`` from ``source`` ("scene" or "jsonl"), validated; missing uids are rejected too."""
-    from aurora_rl.prompts.scene_cot import scene_cot
-
     report = CoTReport()
     if source == "scene":
         if facts is None:

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from aurora_rl.prompts.answer_format import compose_answer
-from aurora_rl.prompts.cot_source import CoTEntry
+from aurora_rl.prompts.answer_format import CoTEntry, compose_answer
 
 POSITION_ORDER = {"left": 0, "center": 1, "right": 2}
 WHERE = {"left": "on the left", "center": "in the center", "right": "on the right"}

@@ -1,4 +1,4 @@
-"""Reading one evaluation folder, as ``aurora_rl.evaluation.evaluate`` writes it."""
+"""Reading one evaluation folder, as ``aurora_rl.evaluation.scoring`` writes it."""
 
 from __future__ import annotations
 

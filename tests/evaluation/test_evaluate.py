@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from aurora_rl.config.schema import DataConfig, MetricsConfig
-from aurora_rl.evaluation.evaluate import evaluate_checkpoint, load_saved_predictions, probs_to_logits
+from actors.eval_pool import evaluate_checkpoint
+from aurora_rl.evaluation.scoring import load_saved_predictions, probs_to_logits
 from aurora_rl.metrics.refavs_metrics import OFFICIAL, RefAVSEvaluator
 from aurora_rl.model.build import MediaShape
 from aurora_rl.model.checkpoint import save_policy
@@ -70,7 +71,7 @@ def test_avsbench_s4_layout_is_evaluated_with_the_same_metrics(ray_node, tmp_pat
 
 
 def test_scores_count_reflective_answers_and_classes_by_the_last_attempt():
-    from aurora_rl.evaluation.evaluate import score_predictions
+    from aurora_rl.evaluation.scoring import score_predictions
     from aurora_rl.prompts.answer_format import REFLECT_TRIGGER, compose_answer
 
     gt = np.zeros((2, 8, 8), dtype=np.uint8)

@@ -10,7 +10,7 @@ from aurora_rl.data.refavs_dataset import RefAVSDataset
 from aurora_rl.model.build import MediaShape
 from aurora_rl.model.checkpoint import save_policy
 from aurora_rl.prompts.answer_format import compose_answer, parse_answer
-from aurora_rl.prompts.cot_source import CoTEntry
+from aurora_rl.prompts.answer_format import CoTEntry
 from learner.reflect_job import build_reflective_examples, mine, mix, reflective_answer, select_failures
 from learner.sft_data import SFTExample
 from tests.model.tiny_policy import make_policy, tiny_model_config

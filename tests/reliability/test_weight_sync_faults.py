@@ -14,7 +14,7 @@ import os
 import torch
 
 from aurora_rl.services.process import free_port
-from learner.weight_sync import BroadcastGroup, plan_buckets, specs_of
+from aurora_rl.weight_sync import BroadcastGroup, plan_buckets, specs_of
 
 VERSION = 7
 

@@ -1,38 +1,38 @@
 """A Ray actor that runs a checkpoint over its shard of a split: vLLM greedy (evaluation) or
-sampled (stage-2 failure mining) completions + the [SEG] pass per clip."""
+sampled (stage-2 failure mining, CoT generation) completions + the [SEG] pass per clip."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 import ray
+
+from aurora_rl.config.schema import DataConfig, SamplingConfig
 
 
 @ray.remote(num_cpus=1)
 class EvalWorker:
-    def __init__(self, checkpoint: str, data_cfg: dict, work_dir: str, kv_cache_gib: float = 1.0,
+    def __init__(self, checkpoint: str, data: DataConfig, work_dir: str, kv_cache_gib: float = 1.0,
                  max_new_tokens: int = 150, batch_size: int = 8):
-        from aurora_rl.config.loader import build
-        from aurora_rl.config.schema import DataConfig
         from actors.policy_engine import PolicyEngine
 
-        self.data_cfg = build(DataConfig, data_cfg, {}, "<eval data config>")
+        self.data = data
         self.engine = PolicyEngine(checkpoint, work_dir, kv_cache_gib=kv_cache_gib)
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
 
-    def run(self, split: str, indices: list[int], sampling: dict | None = None, seed: int = 0) -> list[dict]:
+    def run(self, split: str, indices: list[int], sampling: Optional[SamplingConfig] = None,
+            seed: int = 0) -> list[dict]:
         """Predictions for rows ``indices`` of ``split``: text, [SEG] flag, mask probabilities, GT.
 
-        ``sampling`` None: one greedy completion per row; else a ``SamplingConfig`` dict and
-        ``group_size`` sampled completions per row (each its own prediction, "sample" = k).
+        ``sampling`` None: one greedy completion per row; else ``sampling.group_size`` sampled
+        completions per row (each its own prediction, "sample" = k).
         """
-        from aurora_rl.config.loader import build
-        from aurora_rl.config.schema import SamplingConfig
         from aurora_rl.data import build_dataset
 
-        dataset = build_dataset(self.data_cfg, split, features=self.engine.shape.audio_features)
+        dataset = build_dataset(self.data, split, features=self.engine.shape.audio_features)
         greedy = sampling is None
-        params = (SamplingConfig(group_size=1, max_new_tokens=self.max_new_tokens) if greedy
-                  else build(SamplingConfig, sampling, {}, "<sampling>"))
+        params = SamplingConfig(group_size=1, max_new_tokens=self.max_new_tokens) if greedy else sampling
         out = []
         for start in range(0, len(indices), self.batch_size):
             chunk = indices[start:start + self.batch_size]

@@ -7,7 +7,7 @@ import multiprocessing as mp
 import torch
 
 from aurora_rl.services.process import free_port
-from learner.weight_sync import BroadcastGroup, plan_buckets, specs_of
+from aurora_rl.weight_sync import BroadcastGroup, plan_buckets, specs_of
 
 
 def weights(version: int) -> dict[str, torch.Tensor]:

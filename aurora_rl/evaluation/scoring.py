@@ -1,84 +1,21 @@
-"""``aurora-rl eval``: a checkpoint over the held-out splits, sharded over Ray actors.
+"""Scoring and saving an evaluation's predictions (no Ray: ``actors/eval_pool.py`` makes them).
 
-Rows go in chunks to N ``EvalWorker`` actors (a free actor takes the next chunk, with a
-progress line per chunk); predictions are put back in row order (so the table does not
-depend on N), scored with the official metrics
-(``aurora_rl.metrics``), and saved: per-split ``predictions_<split>.npz`` (mask probabilities
-and ground truth), ``samples.jsonl`` (reasoning, class, IoU, failure kind per sample),
-``results.json`` and ``results.md``.
+Predictions are scored with the official metrics (``aurora_rl.metrics``) and saved: per-split
+``predictions_<split>.npz`` (mask probabilities and ground truth), ``samples.jsonl``
+(reasoning, class, IoU, failure kind per sample), ``results.json`` and ``results.md``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from aurora_rl.config.schema import DataConfig, MetricsConfig
+from aurora_rl.config.schema import MetricsConfig
 from aurora_rl.evaluation.sample_scores import failure_kind, sample_iou
 from aurora_rl.metrics.refavs_metrics import OFFICIAL, MetricConvention, RefAVSEvaluator
 from aurora_rl.prompts.answer_format import NULL_CLASS, parse_answer
-
-
-def evaluate_checkpoint(checkpoint: str, data: DataConfig, splits: list[str], out_dir: str | Path,
-                        num_actors: int = 1, metrics: MetricsConfig | None = None, max_new_tokens: int = 150,
-                        kv_cache_gib: float = 1.0, log=print) -> dict:
-    import ray
-
-    from aurora_rl.data import build_dataset
-    from aurora_rl.evaluation.eval_worker import EvalWorker
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    data_dict = dataclasses.asdict(data)
-    data_dict["root"] = str(Path(data.root).resolve())
-    workers = [
-        EvalWorker.remote(str(Path(checkpoint).resolve()), data_dict, str((out_dir / f"worker{k}").resolve()),
-                          kv_cache_gib, max_new_tokens)
-        for k in range(num_actors)
-    ]
-    predictions: dict[str, list[dict]] = {}
-    try:
-        for split in splits:
-            predictions[split] = run_sharded(workers, split, range(len(build_dataset(data, split))), log, "eval")
-    finally:
-        for w in workers:
-            ray.kill(w)
-    results = score_predictions(predictions, metrics or MetricsConfig())
-    save_predictions(predictions, out_dir)
-    write_tables(results, out_dir, title=f"Evaluation of {checkpoint}")
-    return results
-
-
-def run_sharded(workers: list, split: str, indices: Sequence[int], log, label: str, sampling: dict | None = None,
-                seed: int = 0, chunk: int = 16) -> list[dict]:
-    """Rows ``indices`` of ``split`` in chunks over the workers (each busy with one chunk at a time),
-    with a progress line per finished chunk; predictions come back in row order."""
-    import ray
-
-    indices = list(indices)
-    n = len(indices)
-    chunks = [indices[i:i + chunk] for i in range(0, n, chunk)]
-    pending, results, done = {}, [], 0
-    started = time.monotonic()
-    free = list(workers)
-    while chunks or pending:
-        while free and chunks:
-            w = free.pop()
-            rows = chunks.pop(0)
-            pending[w.run.remote(split, rows, sampling, seed + rows[0])] = (w, len(rows))
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        worker, size = pending.pop(ready[0])
-        results.extend(ray.get(ready[0]))
-        free.append(worker)
-        done += size
-        rate = done / (time.monotonic() - started)
-        log(f"[{label}] {split}: {done}/{n} clips | {rate:.2f} clips/s | ETA {(n - done) / rate:.0f} s")
-    return sorted(results, key=lambda p: (p["index"], p.get("sample", 0)))
 
 
 def score_predictions(predictions: dict[str, list[dict]], metrics: MetricsConfig) -> dict:

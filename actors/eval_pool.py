@@ -1,0 +1,84 @@
+"""A checkpoint over a split on N ``EvalWorker`` actors: evaluation, stage-2 mining, CoT generation.
+
+Rows go in chunks to the workers (a free worker takes the next chunk, with a progress line per
+chunk); predictions come back in row order, so what is made from them does not depend on N.
+``evaluate_checkpoint`` (``aurora-rl eval``) scores them with the official metrics and saves
+them (``aurora_rl/evaluation/scoring.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional
+
+from aurora_rl.config.schema import DataConfig, MetricsConfig, SamplingConfig
+from aurora_rl.evaluation.scoring import save_predictions, score_predictions, write_tables
+
+
+class EvalPool:
+    """``num_actors`` workers holding ``checkpoint``, killed when the ``with`` block ends."""
+
+    def __init__(self, checkpoint: str | Path, data: DataConfig, work_dir: str | Path, num_actors: int = 1,
+                 kv_cache_gib: float = 1.0, max_new_tokens: int = 150, name: str = "worker"):
+        from actors.eval_worker import EvalWorker
+
+        self.data = dataclasses.replace(data, root=str(Path(data.root).resolve()))
+        work_dir = Path(work_dir).resolve()
+        self.workers = [EvalWorker.remote(str(Path(checkpoint).resolve()), self.data, str(work_dir / f"{name}{k}"),
+                                          kv_cache_gib, max_new_tokens) for k in range(num_actors)]
+
+    def __enter__(self) -> "EvalPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import ray
+
+        for w in self.workers:
+            ray.kill(w)
+
+    def run(self, split: str, indices: Sequence[int], log, label: str, sampling: Optional[SamplingConfig] = None,
+            seed: int = 0, chunk: int = 16) -> list[dict]:
+        """Rows ``indices`` of ``split`` in chunks over the workers (each busy with one chunk at a
+        time), with a progress line per finished chunk; predictions come back in row order."""
+        import ray
+
+        indices = list(indices)
+        n = len(indices)
+        chunks = [indices[i:i + chunk] for i in range(0, n, chunk)]
+        pending, results, done = {}, [], 0
+        started = time.monotonic()
+        free = list(self.workers)
+        while chunks or pending:
+            while free and chunks:
+                w = free.pop()
+                rows = chunks.pop(0)
+                pending[w.run.remote(split, rows, sampling, seed + rows[0])] = (w, len(rows))
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            worker, size = pending.pop(ready[0])
+            results.extend(ray.get(ready[0]))
+            free.append(worker)
+            done += size
+            rate = done / (time.monotonic() - started)
+            log(f"[{label}] {split}: {done}/{n} clips | {rate:.2f} clips/s | ETA {(n - done) / rate:.0f} s")
+        return sorted(results, key=lambda p: (p["index"], p.get("sample", 0)))
+
+
+def evaluate_checkpoint(checkpoint: str, data: DataConfig, splits: list[str], out_dir: str | Path,
+                        num_actors: int = 1, metrics: MetricsConfig | None = None, max_new_tokens: int = 150,
+                        kv_cache_gib: float = 1.0, log=print) -> dict:
+    """Greedy predictions of ``checkpoint`` on ``splits``, scored and saved in ``out_dir``."""
+    from aurora_rl.data import build_dataset
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    predictions: dict[str, list[dict]] = {}
+    with EvalPool(checkpoint, data, out_dir, num_actors, kv_cache_gib, max_new_tokens) as pool:
+        for split in splits:
+            predictions[split] = pool.run(split, range(len(build_dataset(data, split))), log, "eval")
+    results = score_predictions(predictions, metrics or MetricsConfig())
+    save_predictions(predictions, out_dir)
+    write_tables(results, out_dir, title=f"Evaluation of {checkpoint}")
+    return results
