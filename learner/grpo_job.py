@@ -112,15 +112,14 @@ class GRPOJob:
         """The K learner rank actors in their placement group; they load the policy while the caller goes on."""
         from learner.grpo_learner import LearnerRank
 
-        cfg = self.cfg
-        cfg_dict = dataclasses.asdict(cfg)
-        cfg_dict["data"] = dataclasses.asdict(self.data)
+        cfg = dataclasses.replace(self.cfg, data=self.data)
         if cfg.learner.every_object_data:
-            cfg_dict["learner"]["every_object_data"] = str(Path(cfg.learner.every_object_data).resolve())
+            cfg.learner = dataclasses.replace(cfg.learner,
+                                              every_object_data=str(Path(cfg.learner.every_object_data).resolve()))
         k = cfg.learner.num_ranks
         self.placement.release("learner")
         ranks = self.placement.reserve("learner", "learner", k, cfg.placement.learner_strategy)
-        self.learners = [LearnerRank.options(**ranks[r]).remote(r, k, cfg_dict, self.checkpoint, cfg.learner.use_gpu)
+        self.learners = [LearnerRank.options(**ranks[r]).remote(r, k, cfg, self.checkpoint, cfg.learner.use_gpu)
                          for r in range(k)]
 
     def _join_learners(self) -> None:
@@ -367,7 +366,7 @@ class GRPOJob:
         t_collect = time.monotonic() - t0
         records = [r for group in groups for r in group]
         rewards = np.array([[r.reward for r in group] for group in groups], dtype=np.float32)
-        adv = group_advantages(torch.from_numpy(rewards), cfg.learner.normalize_std, cfg.learner.adv_eps).flatten()
+        adv = group_advantages(torch.from_numpy(rewards), cfg.objective.advantage, cfg.objective.adv_eps).flatten()
         k = len(self.learners)
         t0 = time.monotonic()
         stats = train_step(self, [[encode(r) for r in records[i::k]] for i in range(k)],
@@ -439,8 +438,8 @@ class GRPOJob:
         out.update(completion_shares([r.completion_text for r in records],
                                      [len(r.completion_token_ids) for r in records],
                                      self.cfg.rollout.sampling.max_new_tokens))
-        if "every_object_ce" in stats[0]:
-            out["every_object_ce"] = float(np.mean([s["every_object_ce"] for s in stats]))
+        if "mix_ce" in stats[0]:
+            out["mix_ce"] = float(np.mean([s["mix_ce"] for s in stats]))
         tokens = sum(r["tokens"] for r in rollouts)
         sample_s = max(r["sample_s"] for r in rollouts)
         out["tokens_per_s"] = tokens / sample_s if sample_s > 0 else 0.0

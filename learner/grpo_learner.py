@@ -2,14 +2,10 @@
 
 Each rank receives its share of the step's scored completions with their advantages,
 rebuilds the inputs (the clip from the training split, the prompt and completion tokens),
-computes new log-probabilities and masks, and takes one optimizer step of
-
-    loss = GRPO clipped policy loss (+ kl_coef * k3 KL to the frozen reference)
-           + mask_bce * BCE + mask_dice * Dice      (rollout masks with a [SEG], against the GT;
-                                                     with mask_min_iou, only those whose rollout IoU
-                                                     reached it)
-           + every_object_ce * CE                   (with every_object_rows: that many "every
-                                                     object ." rows of the training split per rank)
+runs the policy (and the frozen reference, with a KL term) over them, and takes one optimizer
+step of the GRPO objective (``aurora_rl/grpo/objective.py``: every loss term is there). With
+``mix.every_object_rows``, the step also runs that many "every object ." rows of the data mix,
+whose CE the objective adds.
 
 DeepSpeed averages gradients across ranks. Rank 0 also owns the weight broadcast.
 """
@@ -21,14 +17,16 @@ import time
 
 import ray
 
+from aurora_rl.config.schema import GRPOConfig
+
 
 @ray.remote(num_cpus=1, max_restarts=0)
 class LearnerRank:
-    def __init__(self, rank: int, world_size: int, cfg: dict, checkpoint: str, use_gpu: bool = False):
+    def __init__(self, rank: int, world_size: int, cfg: GRPOConfig, checkpoint: str, use_gpu: bool = False):
         if not use_gpu:
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
         self.rank, self.world_size, self.use_gpu = rank, world_size, use_gpu
-        self.cfg_dict, self.checkpoint = cfg, checkpoint
+        self.cfg, self.checkpoint = cfg, checkpoint
         self.group = None
         self.buckets = None
 
@@ -46,19 +44,17 @@ class LearnerRank:
         import deepspeed
         import torch
 
-        from aurora_rl.config.loader import build
-        from aurora_rl.config.schema import GRPOConfig
         from aurora_rl.data.refavs_dataset import RefAVSDataset
         from aurora_rl.model.checkpoint import load_policy
         from learner.deepspeed_config import deepspeed_config
 
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
                           WORLD_SIZE=str(self.world_size), LOCAL_RANK="0")
-        self.cfg = cfg = build(GRPOConfig, self.cfg_dict, {}, "<grpo config>")
+        cfg = self.cfg
         deepspeed.init_distributed(dist_backend="nccl" if self.use_gpu else "gloo")
         self.policy, self.tokenizer, self.model_cfg, self.shape = load_policy(self.checkpoint)
         self.reference = None
-        if cfg.learner.kl_coef > 0:
+        if cfg.objective.kl_coef > 0:
             self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
         if not cfg.learner.train_encoders:
             self.policy.vision.requires_grad_(False)
@@ -86,12 +82,14 @@ class LearnerRank:
         """
         import torch
 
+        from aurora_rl.grpo.objective import grpo_loss
         from aurora_rl.records import decode
+        from learner.deepspeed_config import with_every_parameter
 
         t0 = time.monotonic()
         torch.manual_seed(self.cfg.run.seed * 1_000_003 + step * 101 + self.rank)
         records = [decode(p) for p in payloads]
-        data = self._step_data(records, advantages, step)
+        batch, inputs = self._step_inputs(records, advantages, step)
         size = self.cfg.learner.micro_batch or max(1, len(records))
         chunks = [list(range(i, min(i + size, len(records)))) for i in range(0, len(records), size)]
         params = [p for p in self.engine.module.parameters() if p.requires_grad]
@@ -99,18 +97,25 @@ class LearnerRank:
         totals: dict[str, float] = {}
         finite = True
         for k, chunk in enumerate(chunks):
+            last = k == len(chunks) - 1
             # only the last chunk runs through the engine, whose backward hooks belong to its one backward
-            model = self.engine if k == len(chunks) - 1 else self.engine.module
-            loss, parts = self._chunk_loss(model, records, chunk, data)
-            if self.every_object is not None and k == len(chunks) - 1:  # once a step, in the engine's backward
-                ce = self._every_object_loss(model, step)
-                extra = self.cfg.learner.every_object_ce * ce
-                loss = loss + extra
-                parts.update(every_object_ce=float(ce.detach()), loss=parts["loss"] + float(extra.detach()))
+            model = self.engine if last else self.engine.module
+            rows = inputs(chunk)
+            out = model(rows)
+            ref = None
+            if self.reference is not None:
+                with torch.no_grad():
+                    ref = self.reference(rows, with_masks=False).answer_logprobs[:, :out.answer_logprobs.shape[1]]
+            mix_out = None
+            if self.every_object is not None and last:  # once a step, in the engine's backward
+                epoch, in_epoch = divmod(step, self.every_object.steps_per_epoch)
+                mix_out = model(self.every_object.batch(epoch, in_epoch)["student"], with_masks=False)
+            loss, parts = grpo_loss(out, batch.select(chunk), self.cfg.objective, ref, mix_out)
+            loss = with_every_parameter(loss, self.engine.module)  # a rank without [SEG]s must reduce the same grads
             for key, value in parts.items():
                 totals[key] = totals.get(key, 0.0) + value
             finite = bool(torch.isfinite(loss.detach()))
-            if not finite or k == len(chunks) - 1:
+            if not finite or last:
                 break
             grads = torch.autograd.grad(loss, params)
             if summed is None:  # own, dense copies (a gradient may be a broadcast view)
@@ -154,83 +159,33 @@ class LearnerRank:
         return SFTBatcher(examples, dataset, self.tokenizer, self.cfg.learner.every_object_rows,
                           self.world_size, self.rank, self.cfg.run.seed)
 
-    def _every_object_loss(self, model, step: int):
-        """CE of this rank's "every object ." rows of ``step`` (no masks: they have no [SEG])."""
-        from learner.sft_loss import answer_ce
-
-        epoch, in_epoch = divmod(step, self.every_object.steps_per_epoch)
-        return answer_ce(model(self.every_object.batch(epoch, in_epoch)["student"], with_masks=False))
-
-    def _step_data(self, records: list, advantages: list[float], step: int) -> dict:
-        """The clips, supervised mask frames and loss weights of one step's completions."""
+    def _step_inputs(self, records: list, advantages: list[float], step: int):
+        """The objective's view of one step's completions, and ``inputs(rows)``: the policy inputs
+        of some of them (the clips from the training split, each distinct one read once)."""
         import numpy as np
-        import torch
 
         from aurora_rl.data.clip_sample import collate_clips
+        from aurora_rl.grpo.objective import step_batch
         from aurora_rl.model.mask_loss import pick_mask_frames
+        from aurora_rl.model.policy import PolicyInputs
 
-        cfg = self.cfg.learner
         indices = [int(r.meta["dataset_index"]) for r in records]
         loaded = {i: self.dataset[i] for i in dict.fromkeys(indices)}  # a group's completions share a clip: read once
-        batch = collate_clips([loaded[i] for i in indices])
+        clips = collate_clips([loaded[i] for i in indices])
         rng = np.random.default_rng([self.cfg.run.seed, step, self.rank])
-        frames, gt, valid = pick_mask_frames(batch["masks"], batch["mask_valid"], cfg.mask_frames_per_clip, rng)
-        learn_mask = np.array([self.policy.ids.seg in r.completion_token_ids.tolist() for r in records])
-        if cfg.mask_min_iou is not None:
-            learn_mask &= np.array([(r.rewards or {}).get("iou", 0.0) >= cfg.mask_min_iou for r in records])
-        # What each completion weighs in the loss's means: the policy loss averages completions with
-        # tokens, the mask loss the supervised frames of the learned [SEG]s, the logged ratios tokens.
-        has_tokens = np.array([len(r.completion_token_ids) > 0 for r in records], dtype=np.float64)
-        mask_frames = (valid.sum(1).numpy() * learn_mask).astype(np.float64)
-        tokens = np.array([len(r.completion_token_ids) for r in records], dtype=np.float64)
-        return {"batch": batch, "frames": frames, "gt": gt, "valid": valid, "learn_mask": torch.from_numpy(learn_mask),
-                "advantages": torch.tensor(advantages, dtype=torch.float32),
-                "w_policy": has_tokens / max(1.0, has_tokens.sum()),
-                "w_mask": mask_frames / max(1.0, mask_frames.sum()), "w_tokens": tokens / max(1.0, tokens.sum())}
+        frames, gt, valid = pick_mask_frames(clips["masks"], clips["mask_valid"], self.cfg.learner.mask_frames_per_clip,
+                                             rng)
+        batch = step_batch([r.completion_token_ids for r in records], [r.sampling_logprobs for r in records],
+                           advantages, gt, valid, [(r.rewards or {}).get("iou", 0.0) for r in records],
+                           self.policy.ids.seg, self.cfg.objective)
 
-    def _chunk_loss(self, model, records: list, chunk: list[int], data: dict):
-        """The loss of the completions ``chunk``, weighted by their share of the step, and its
-        logged parts (weighted the same way, so that the chunks' parts add up to the step's)."""
-        import numpy as np
-        import torch
+        def inputs(rows: list[int]) -> PolicyInputs:
+            return PolicyInputs([records[i].prompt_token_ids.tolist() for i in rows],
+                                [records[i].completion_token_ids.tolist() for i in rows],
+                                clips["frames"][rows], clips["fbank"][rows], clips["fbank_lengths"][rows],
+                                [clips["vid"][i] for i in rows], None if frames is None else frames[rows])
 
-        from aurora_rl.grpo.policy_loss import clipped_policy_loss
-        from aurora_rl.model.mask_loss import mask_loss
-        from aurora_rl.model.policy import PolicyInputs
-        from learner.deepspeed_config import with_every_parameter
-
-        cfg = self.cfg.learner
-        batch, frames = data["batch"], data["frames"]
-        records = [records[i] for i in chunk]
-        inputs = PolicyInputs([r.prompt_token_ids.tolist() for r in records],
-                              [r.completion_token_ids.tolist() for r in records],
-                              batch["frames"][chunk], batch["fbank"][chunk], batch["fbank_lengths"][chunk],
-                              [batch["vid"][i] for i in chunk], None if frames is None else frames[chunk])
-        out = model(inputs)
-        width = out.answer_logprobs.shape[1]
-        old = torch.zeros_like(out.answer_logprobs)
-        for i, r in enumerate(records):
-            old[i, : len(r.sampling_logprobs)] = torch.from_numpy(r.sampling_logprobs.astype(np.float32))
-        ref = None
-        if self.reference is not None:
-            with torch.no_grad():
-                ref = self.reference(inputs, with_masks=False).answer_logprobs[:, :width]
-        stats = clipped_policy_loss(out.answer_logprobs, old, data["advantages"][chunk].to(out.answer_logprobs.dtype),
-                                    out.answer_mask, cfg.clip_low, cfg.clip_high, ref, cfg.kl_coef)
-        w_policy, w_mask, w_tokens = (float(data[k][chunk].sum()) for k in ("w_policy", "w_mask", "w_tokens"))
-        loss = w_policy * stats.loss
-        parts = {"policy_loss": w_policy * stats.policy_loss, "kl": w_policy * stats.kl,
-                 "clip_fraction": w_tokens * stats.clip_fraction, "ratio_mean": w_tokens * stats.ratio_mean,
-                 "mask_bce": 0.0, "mask_dice": 0.0, "tokens": int(out.answer_mask.sum())}
-        seg = out.has_seg & data["learn_mask"][chunk]
-        if seg.any():
-            mask_total, bce, dice = mask_loss(out.mask_logits[seg], data["gt"][chunk][seg], data["valid"][chunk][seg],
-                                              cfg.mask_bce, cfg.mask_dice)
-            loss = loss + w_mask * mask_total
-            parts.update(mask_bce=w_mask * float(bce.detach()), mask_dice=w_mask * float(dice.detach()))
-        loss = with_every_parameter(loss, self.engine.module)  # a rank without [SEG]s must reduce the same grads
-        parts["loss"] = float(loss.detach())
-        return loss, parts
+        return batch, inputs
 
     def first_token_logprobs(self, indices: list[int]) -> list[list[float]]:
         """The training forward's log-probabilities of the first answer token (eval mode)."""

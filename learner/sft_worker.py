@@ -31,7 +31,7 @@ def sft_train_loop(config: dict) -> None:
     from learner.deepspeed_config import deepspeed_config, with_every_parameter
     from learner.lr_schedule import lr_multiplier
     from learner.sft_data import SFTBatcher, SFTExample, check_teacher_vocabulary
-    from learner.sft_loss import sft_loss
+    from aurora_rl.model.sft_loss import sft_loss
     from learner.train_log import TrainLogger, say
 
     cfg: SFTConfig = build(SFTConfig, config["cfg"], {}, "<train config>")

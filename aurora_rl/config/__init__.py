@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Iterable
 
 from aurora_rl.config.loader import ConfigError, apply_override, build, dump_yaml, load_tree
-from aurora_rl.config.schema import STAGES, EvalConfig, GRPOConfig, ReflectConfig, SFTConfig
+from aurora_rl.config.schema import REPLACED_KEYS, STAGES, EvalConfig, GRPOConfig, ReflectConfig, SFTConfig
 
 __all__ = [
     "ConfigError", "load_config", "dump_yaml", "STAGES",
@@ -32,4 +32,4 @@ def load_config(path: str | Path, overrides: Iterable[str] = (), expect: str | N
         raise ConfigError(f"{source}: stage: expected one of {', '.join(STAGES)}, got {stage!r}")
     if expect is not None and stage != expect:
         raise ConfigError(f"{path}: stage: this command needs a {expect!r} config, the file is {stage!r}")
-    return build(STAGES[stage], tree, origins, str(path))
+    return build(STAGES[stage], tree, origins, str(path), REPLACED_KEYS[stage])

@@ -136,9 +136,10 @@ def _type_name(tp: Any) -> str:
 
 
 class _Builder:
-    def __init__(self, origins: dict, default_source: str):
+    def __init__(self, origins: dict, default_source: str, replaced: dict[str, str] | None = None):
         self.origins = origins
         self.default_source = default_source
+        self.replaced = replaced or {}
 
     def where(self, path: str) -> str:
         probe = path
@@ -214,6 +215,8 @@ class _Builder:
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
         prefix = f"{path}." if path else ""
         for key in value:
+            if key not in fields and f"{prefix}{key}" in self.replaced:
+                self.fail(f"{prefix}{key}", self.replaced[f"{prefix}{key}"])
             if key not in fields:
                 close = difflib.get_close_matches(str(key), list(fields), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -250,9 +253,13 @@ class _Builder:
             self.fail(path, f"must be < {m['lt']}, got {value!r}")
 
 
-def build(cls: type, tree: dict, origins: dict, source: str) -> Any:
-    """Turn a plain dict into ``cls`` (a dataclass), validating every key and type."""
-    return _Builder(origins, source).build_dataclass(cls, tree, "")
+def build(cls: type, tree: dict, origins: dict, source: str, replaced: dict[str, str] | None = None) -> Any:
+    """Turn a plain dict into ``cls`` (a dataclass), validating every key and type.
+
+    ``replaced`` maps a key that no longer exists (its path from the top) to what replaces it;
+    such a key fails with that message instead of "unknown key".
+    """
+    return _Builder(origins, source, replaced).build_dataclass(cls, tree, "")
 
 
 def to_dict(obj: Any) -> Any:

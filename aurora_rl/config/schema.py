@@ -247,22 +247,31 @@ class RewardConfig:
 
 
 @dataclass
-class LearnerConfig:
-    num_ranks: int = field(2, ge=1)
-    use_gpu: bool = False
-    steps: int = field(20, ge=1)
-    prompts_per_step: int = field(4, ge=1)
-    normalize_std: bool = True
+class ObjectiveConfig:
+    """The GRPO objective (aurora_rl/grpo/objective.py): the advantage estimator and the policy
+    loss are chosen by name from their registries (aurora_rl/grpo/advantages.py, policy_loss.py)."""
+
+    advantage: Literal["grpo", "centered"] = "grpo"  # grpo: (r - mean) / (std + eps); centered: r - mean
     adv_eps: float = field(1e-4, gt=0.0)
+    policy_loss: Literal["clipped"] = "clipped"
     clip_low: float = field(0.2, ge=0.0)
     clip_high: float = field(0.2, ge=0.0)
     kl_coef: float = field(0.0, ge=0.0)  # k3 estimator against the frozen reference; 0 = off
     mask_bce: float = field(2.0, ge=0.0)
     mask_dice: float = field(0.5, ge=0.0)
-    mask_frames_per_clip: Optional[int] = field(None, ge=1)  # as TrainerConfig.mask_frames_per_clip
-    # The mask loss only on completions whose rollout mask already had at least this IoU reward,
+    # the mask loss only on completions whose rollout mask already had at least this IoU reward,
     # i.e. whose [SEG] pointed at the referred object; None = every completion with a [SEG]
     mask_min_iou: Optional[float] = field(None, ge=0.0, le=1.0)
+    mix_ce: float = field(1.0, ge=0.0)  # weight of the CE of the data mix's rows (mix.every_object_rows)
+
+
+@dataclass
+class LearnerConfig:
+    num_ranks: int = field(2, ge=1)
+    use_gpu: bool = False
+    steps: int = field(20, ge=1)
+    prompts_per_step: int = field(4, ge=1)
+    mask_frames_per_clip: Optional[int] = field(None, ge=1)  # as TrainerConfig.mask_frames_per_clip
     # false: the vision and audio encoders keep their stage-2 weights; the LLM and the [SEG]
     # projector still learn (only what the model's config trains is ever trained)
     train_encoders: bool = True
@@ -272,9 +281,8 @@ class LearnerConfig:
     micro_batch: Optional[int] = field(None, ge=1)
     max_policy_lag: int = field(0, ge=0)  # 0 = strictly on-policy
     # "every object ." rows (as stage 1's cot.every_object_share) each rank also learns by CE in
-    # every step, weighted every_object_ce: keeps the model writing the classes it is never rewarded for
+    # every step, weighted objective.mix_ce: keeps the model writing the classes it is never rewarded for
     every_object_rows: int = field(0, ge=0)
-    every_object_ce: float = field(1.0, ge=0.0)
     # dataset root whose training split gives those rows (None: data.root), e.g. videos that hold
     # objects of classes the prompts' videos lack
     every_object_data: Optional[str] = None
@@ -422,6 +430,7 @@ class GRPOConfig:
     rollout: RolloutConfig = field(factory=RolloutConfig)
     reward: RewardConfig = field(factory=RewardConfig)
     learner: LearnerConfig = field(factory=LearnerConfig)
+    objective: ObjectiveConfig = field(factory=ObjectiveConfig)
     broadcast: BroadcastConfig = field(factory=BroadcastConfig)
     queue: QueueConfig = field(factory=QueueConfig)
     placement: PlacementConfig = field(factory=PlacementConfig)
@@ -451,3 +460,24 @@ class EvalConfig:
 
 
 STAGES = {"sft": SFTConfig, "reflect": ReflectConfig, "grpo": GRPOConfig, "eval": EvalConfig}
+
+
+def _moved(keys: dict[str, str]) -> dict[str, str]:
+    return {old: f"renamed: now {new}" for old, new in keys.items()}
+
+
+_OBJECTIVE_MOVED = _moved({f"learner.{k}": f"objective.{k}" for k in
+                           ("adv_eps", "clip_low", "clip_high", "kl_coef", "mask_bce", "mask_dice", "mask_min_iou")})
+_OBJECTIVE_MOVED.update({
+    "learner.normalize_std": "replaced by objective.advantage: grpo (normalize_std true) or centered (false)",
+    "learner.every_object_ce": "renamed: now objective.mix_ce",
+})
+
+# Keys that existed once, by stage, with what replaces them: a config that still uses one fails
+# with this message, not with "unknown key".
+REPLACED_KEYS: dict[str, dict[str, str]] = {
+    "sft": {},
+    "reflect": {},
+    "grpo": _OBJECTIVE_MOVED,
+    "eval": {},
+}

@@ -1,31 +1,59 @@
-"""Group-relative advantages (GRPO).
+"""Group-relative advantages, chosen by name (``objective.advantage``).
 
 Every prompt is sampled G times; a completion's advantage is its reward relative to its own
-group: A = (r - mean_group) / (std_group + eps), or r - mean_group with std normalisation off.
+group:
+
+    grpo      A = (r - mean_group) / (std_group + eps)      (GRPO)
+    centered  A = r - mean_group                            (no std division, as Dr. GRPO)
+
 The std is the population std over the G rewards (``unbiased=False``), so a group whose
-rewards are all equal gets zero advantages: it carries no learning signal.
+rewards are all equal gets zero advantages: it carries no learning signal. Without the std
+division, a group whose rewards differ by little gets small advantages instead of unit ones.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
+AdvantageEstimator = Callable[[torch.Tensor, float], torch.Tensor]
+ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {}
 
-def group_advantages(rewards: torch.Tensor, normalize_std: bool = True, eps: float = 1e-4) -> torch.Tensor:
+
+def register_advantage(name: str) -> Callable[[AdvantageEstimator], AdvantageEstimator]:
+    def add(fn: AdvantageEstimator) -> AdvantageEstimator:
+        ADVANTAGE_ESTIMATORS[name] = fn
+        return fn
+
+    return add
+
+
+@register_advantage("grpo")
+def grpo_advantages(rewards: torch.Tensor, eps: float) -> torch.Tensor:
+    centered = rewards - rewards.mean(dim=1, keepdim=True)
+    return centered / (rewards.std(dim=1, unbiased=False, keepdim=True) + eps)
+
+
+@register_advantage("centered")
+def centered_advantages(rewards: torch.Tensor, eps: float) -> torch.Tensor:
+    return rewards - rewards.mean(dim=1, keepdim=True)
+
+
+def group_advantages(rewards: torch.Tensor, estimator: str = "grpo", eps: float = 1e-4) -> torch.Tensor:
     """
     Args:
         rewards: [N, G] total reward of each completion, one row per prompt group.
-        normalize_std: divide by the group std (GRPO) or only center (Dr. GRPO style).
-        eps: added to the std so that near-uniform groups do not explode.
+        estimator: a name in ``ADVANTAGE_ESTIMATORS``.
+        eps: added to the std so that near-uniform groups do not explode (``grpo``).
     Returns:
         [N, G] advantages.
     """
     if rewards.dim() != 2:
         raise ValueError(f"rewards must be [groups, G], got shape {tuple(rewards.shape)}")
-    centered = rewards - rewards.mean(dim=1, keepdim=True)
-    if not normalize_std:
-        return centered
-    return centered / (rewards.std(dim=1, unbiased=False, keepdim=True) + eps)
+    if estimator not in ADVANTAGE_ESTIMATORS:
+        raise ValueError(f"unknown advantage estimator {estimator!r} (known: {', '.join(ADVANTAGE_ESTIMATORS)})")
+    return ADVANTAGE_ESTIMATORS[estimator](rewards, eps)
 
 
 def group_spread_shares(rewards: torch.Tensor, small: float = 0.1) -> tuple[float, float]:

@@ -1,4 +1,5 @@
-"""The GRPO policy loss: PPO-style clipped importance ratio per token, optional k3 KL.
+"""GRPO policy losses, chosen by name (``objective.policy_loss``); ``clipped`` is PPO-style
+clipped importance ratio per token with an optional k3 KL.
 
 For completion token t with advantage A (shared by all tokens of the completion):
 
@@ -14,9 +15,12 @@ sequence-mean), so a long completion does not outweigh a short one. KL is added 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
+
+if TYPE_CHECKING:
+    from aurora_rl.config.schema import ObjectiveConfig
 
 
 @dataclass
@@ -67,3 +71,24 @@ def clipped_policy_loss(new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, 
         clip_frac = float(((clipped < unclipped) & mask).sum() / n)
         ratio_mean = float((ratio * mask).sum() / n)
     return PolicyLossStats(total, float(policy.detach()), kl_value, clip_frac, ratio_mean)
+
+
+PolicyLoss = Callable[..., PolicyLossStats]
+POLICY_LOSSES: dict[str, PolicyLoss] = {}
+
+
+def register_policy_loss(name: str) -> Callable[[PolicyLoss], PolicyLoss]:
+    """Add a policy loss ``fn(new_logprobs, old_logprobs, advantages, mask, cfg, ref_logprobs)``."""
+    def add(fn: PolicyLoss) -> PolicyLoss:
+        POLICY_LOSSES[name] = fn
+        return fn
+
+    return add
+
+
+@register_policy_loss("clipped")
+def clipped(new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+            cfg: "ObjectiveConfig", ref_logprobs: Optional[torch.Tensor] = None) -> PolicyLossStats:
+    """``clipped_policy_loss`` with the objective config's clip range and KL weight."""
+    return clipped_policy_loss(new_logprobs, old_logprobs, advantages, mask, cfg.clip_low, cfg.clip_high,
+                               ref_logprobs, cfg.kl_coef)

@@ -98,9 +98,9 @@ def test_inherit_cycle_is_reported(tmp_path):
 
 
 def test_overrides_apply_and_validate():
-    cfg = load_config(CONFIGS / "tiny" / "grpo.yaml", ["rollout.sampling.group_size=8", "learner.kl_coef=0.05"])
+    cfg = load_config(CONFIGS / "tiny" / "grpo.yaml", ["rollout.sampling.group_size=8", "objective.kl_coef=0.05"])
     assert cfg.rollout.sampling.group_size == 8
-    assert cfg.learner.kl_coef == pytest.approx(0.05)
+    assert cfg.objective.kl_coef == pytest.approx(0.05)
 
 
 def test_exponent_without_a_dot_is_a_number_in_overrides_and_files(tmp_path):
@@ -157,7 +157,7 @@ def test_cli_config_show_prints_resolved_config():
 
 
 def test_cli_config_show_error_exit_code_and_message(tmp_path):
-    path = write(tmp_path, "bad.yaml", "stage: grpo\nlearner:\n  clip_low: high\n")
+    path = write(tmp_path, "bad.yaml", "stage: grpo\nobjective:\n  clip_low: high\n")
     run = _cli("config", "show", str(path))
     assert run.returncode == 2
-    assert f"{path}: learner.clip_low: expected a number, got 'high'" in run.stderr
+    assert f"{path}: objective.clip_low: expected a number, got 'high'" in run.stderr

@@ -259,7 +259,7 @@ def learner_step(cfg, checkpoint, shares: list[list[bytes]], advantages: list[li
 def test_micro_batches_add_up_to_the_step_of_the_whole_batch(ray_node, synthetic_root, tmp_path, start_checkpoint):
     """A step taken in micro-batches (ranks with 3 and 2 completions, 2 per pass) has the loss,
     gradient norm and new weights of the step on the whole batch; a non-finite loss in a later
-    micro-batch still skips the step on both ranks; mask_min_iou keeps the mask loss off
+    micro-batch still skips the step on both ranks; objective.mask_min_iou keeps the mask loss off
     completions whose rollout IoU is below it; train_encoders=false freezes the media encoders."""
     from aurora_rl.prompts.answer_format import build_prompt, compose_answer
     from aurora_rl.records import RolloutRecord, encode
@@ -309,7 +309,7 @@ def test_micro_batches_add_up_to_the_step_of_the_whole_batch(ray_node, synthetic
     assert [s["skipped"] for s in nan] == [1.0, 1.0]
     assert all(torch.equal(w_nan[k], start[k]) for k in start)
 
-    gated, w_gated = step("learner.mask_min_iou=0.9", "learner.train_encoders=false", iou=0.5)
+    gated, w_gated = step("objective.mask_min_iou=0.9", "learner.train_encoders=false", iou=0.5)
     assert all(s["mask_bce"] == 0.0 and s["mask_dice"] == 0.0 and s["skipped"] == 0 for s in gated)
     encoders = [k for k in start if k.startswith(("vision.", "audio."))]
     assert encoders and not set(encoders) & set(w_gated)  # frozen: neither trained nor broadcast
@@ -336,7 +336,7 @@ def one_answer_per_rank(checkpoint) -> list[list[bytes]]:
 @pytest.mark.timeout(900)
 def test_every_object_rows_add_their_ce_to_each_rank_step(ray_node, synthetic_root, tmp_path, start_checkpoint):
     """learner.every_object_rows: each rank also learns that many "every object ." rows by CE, weighted
-    learner.every_object_ce, on top of the same GRPO loss. With learner.every_object_data the rows come
+    objective.mix_ce, on top of the same GRPO loss. With learner.every_object_data the rows come
     from that dataset's training split: here a copy whose scene facts put every object on the other side."""
     import shutil
 
@@ -354,18 +354,18 @@ def test_every_object_rows_add_their_ce_to_each_rank_step(ray_node, synthetic_ro
                             one_answer_per_rank(start_checkpoint), [[1.0], [-1.0]])
 
     plain, w_plain = step()
-    mixed, w_mixed = step("learner.every_object_rows=2", "learner.every_object_ce=0.5")
-    assert "every_object_ce" not in plain[0]
+    mixed, w_mixed = step("learner.every_object_rows=2", "objective.mix_ce=0.5")
+    assert "mix_ce" not in plain[0]
     for a, b in zip(plain, mixed):
-        assert b["every_object_ce"] > 0.1
-        assert b["loss"] == pytest.approx(a["loss"] + 0.5 * b["every_object_ce"], rel=1e-5)
+        assert b["mix_ce"] > 0.1
+        assert b["loss"] == pytest.approx(a["loss"] + 0.5 * b["mix_ce"], rel=1e-5)
         assert b["policy_loss"] == pytest.approx(a["policy_loss"], rel=1e-5)
     assert sum(float((w_mixed[k] - w_plain[k]).abs().sum()) for k in w_plain) > 1e-3
 
-    other, _ = step("learner.every_object_rows=2", "learner.every_object_ce=0.5",
+    other, _ = step("learner.every_object_rows=2", "objective.mix_ce=0.5",
                     f"learner.every_object_data={mirrored}")
     for a, b in zip(mixed, other):
-        assert abs(b["every_object_ce"] - a["every_object_ce"]) > 1e-4  # the mirrored answers
+        assert abs(b["mix_ce"] - a["mix_ce"]) > 1e-4  # the mirrored answers
         assert b["policy_loss"] == pytest.approx(a["policy_loss"], rel=1e-5)  # the same prompts' dataset
     with pytest.raises(ConfigError, match="every_object_rows"):
         job_config(tmp_path, synthetic_root, start_checkpoint, f"learner.every_object_data={mirrored}")

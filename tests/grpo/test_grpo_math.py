@@ -13,11 +13,13 @@ from aurora_rl.grpo.policy_loss import clipped_policy_loss, sequence_mean
 
 def test_group_advantages_hand_computed():
     rewards = torch.tensor([[1.0, 2.0, 3.0], [2.0, 2.0, 2.0]])
-    adv = group_advantages(rewards, normalize_std=True, eps=0.0 + 1e-12)
+    adv = group_advantages(rewards, "grpo", eps=0.0 + 1e-12)
     std = math.sqrt(2 / 3)
     assert adv[0].tolist() == pytest.approx([-1 / std, 0.0, 1 / std])
     assert adv[1].tolist() == [0.0, 0.0, 0.0]  # equal rewards: no signal
-    assert group_advantages(rewards, normalize_std=False)[0].tolist() == [-1.0, 0.0, 1.0]
+    assert group_advantages(rewards, "centered")[0].tolist() == [-1.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="unknown advantage estimator 'gae'"):
+        group_advantages(rewards, "gae")
 
 
 def test_group_advantages_eps_bounds_tiny_std():

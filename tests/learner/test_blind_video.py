@@ -11,7 +11,7 @@ from aurora_rl.data.synthetic import synthetic_words
 from aurora_rl.model.tokenizer import build_word_tokenizer
 from aurora_rl.prompts.answer_format import step1_spans
 from learner.sft_data import SFTBatcher, SFTExample
-from learner.sft_loss import sft_loss
+from aurora_rl.model.sft_loss import sft_loss
 from tests.learner.test_sft_parts import output
 
 COT = ("step 1 : a red drum on the left , a blue bell on the right . step 2 : the bell sounds from frame 2 . "

@@ -188,7 +188,7 @@ def test_a_batch_without_seg_still_gives_every_trainable_parameter_a_gradient():
 
     from aurora_rl.config.schema import SFTLossConfig
     from learner.deepspeed_config import with_every_parameter
-    from learner.sft_loss import sft_loss
+    from aurora_rl.model.sft_loss import sft_loss
     from tests.model.tiny_policy import make_inputs, make_policy
 
     policy, tok = make_policy()

@@ -13,7 +13,7 @@ from aurora_rl.config.schema import SFTLossConfig
 from aurora_rl.model.policy import PolicyOutput
 from learner.lr_schedule import lr_multiplier
 from learner.sft_data import SFTBatcher, SFTExample
-from learner.sft_loss import sft_loss
+from aurora_rl.model.sft_loss import sft_loss
 
 ROOT = Path(__file__).resolve().parents[2]
 

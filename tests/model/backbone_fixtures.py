@@ -53,7 +53,7 @@ def make_inputs(tok, frames: torch.Tensor, features: torch.Tensor, lengths: torc
 
 def sft_step(policy, batch: PolicyInputs, mask_size: int) -> dict:
     """One SFT step (CE + mask BCE/Dice, AdamW); returns the loss parts and which parts changed."""
-    from learner.sft_loss import sft_loss
+    from aurora_rl.model.sft_loss import sft_loss
 
     params = {n: p for n, p in policy.named_parameters() if p.requires_grad}
     before = {n: p.detach().clone() for n, p in policy.named_parameters()}
