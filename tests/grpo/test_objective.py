@@ -99,7 +99,7 @@ def test_mix_rows_add_their_weighted_ce():
     plain, _ = grpo_loss(out, batch, cfg)
     loss, parts = grpo_loss(out, batch, cfg, mix_out=mix)
     assert parts["mix_ce"] == pytest.approx((1.0 + 2.0 + 3.0) / 3)  # the mean over the rows' tokens
-    assert float(loss.detach()) == pytest.approx(float(plain) + 0.5 * 2.0)
+    assert float(loss.detach()) == pytest.approx(float(plain.detach()) + 0.5 * 2.0)
 
 
 def test_micro_batches_add_up_to_the_whole_batch_gradient():
