@@ -16,6 +16,8 @@ import time
 import numpy as np
 import ray
 
+from aurora_rl.config.schema import DataConfig, RolloutConfig
+
 TORN = -1  # engine version while new weights are being applied (or after that failed)
 
 
@@ -25,21 +27,17 @@ class WeightsVersionError(RuntimeError):
 
 @ray.remote(num_cpus=1, max_restarts=0)
 class RolloutActor:
-    def __init__(self, actor_id: str, checkpoint: str, work_dir: str, data_cfg: dict, sampling_cfg: dict,
-                 redis_url: str, rollout_stream: str, kv_cache_gib: float = 1.0, cpu_threads: str | None = None,
-                 mask_threshold: float = 0.5, seed: int = 0):
+    def __init__(self, actor_id: str, checkpoint: str, work_dir: str, data: DataConfig, rollout: RolloutConfig,
+                 redis_url: str, rollout_stream: str, mask_threshold: float = 0.5, seed: int = 0):
         from actors.policy_engine import PolicyEngine
-        from aurora_rl.config.loader import build
-        from aurora_rl.config.schema import DataConfig, SamplingConfig
         from aurora_rl.data.refavs_dataset import RefAVSDataset
         from aurora_rl.record_stream import RecordStream
         from aurora_rl.services.redis_client import connect_redis
 
         self.actor_id = actor_id
-        data = build(DataConfig, data_cfg, {}, "<rollout data config>")
-        self.sampling = build(SamplingConfig, sampling_cfg, {}, "<rollout sampling config>")
-        self.engine = PolicyEngine(checkpoint, work_dir, kv_cache_gib=kv_cache_gib, cpu_threads=cpu_threads,
-                                   seed=seed)
+        self.sampling = rollout.sampling
+        self.engine = PolicyEngine(checkpoint, work_dir, kv_cache_gib=rollout.kv_cache_gib,
+                                   cpu_threads=rollout.cpu_threads, seed=seed)
         self.dataset = RefAVSDataset.from_config(data, data.train_split, features=self.engine.shape.audio_features)
         self.stream = RecordStream(connect_redis(redis_url, name=f"rollout actor {actor_id}"), rollout_stream,
                                    "scorers")

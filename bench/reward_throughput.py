@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aurora_rl.config.schema import QueueConfig, RewardConfig
+from aurora_rl.config.schema import DataConfig, QueueConfig, RewardConfig
 from aurora_rl.data.synthetic import generate_benchmark
 from aurora_rl.mask_rle import rle_decode
 from aurora_rl.prompts.answer_format import compose_answer
@@ -134,7 +134,8 @@ def worker_rate(redis_url: str, root: Path, mask_size: int, payloads: list[bytes
 
     queue = fresh_queue()
     client = publish(redis_url, queue, payloads)
-    worker = RewardWorker.remote(redis_url, vars(queue), {}, str(root), mask_size, "bench")
+    worker = RewardWorker.remote(redis_url, queue, RewardConfig(), DataConfig(root=str(root), mask_size=mask_size),
+                                 "bench")
     ray.get(worker.stats.remote())  # constructed: time only the scoring
     start = time.perf_counter()
     run = worker.run.remote()

@@ -1,4 +1,4 @@
-"""The stage-3 driver: rollout actors, reward workers and the learner group, step by step.
+"""The stage-3 driver: the step loop over a rollout pool, a reward pool and a learner group.
 
     one step = dispatch P prompts over the rollout actors (each samples G completions, segments
                and publishes records) -> reward workers score them (Redis stream "scorers")
@@ -10,6 +10,10 @@ Exactly once: a record is learned from at most once (record ids are remembered) 
 expected record is accounted for — learned, or dropped and counted (stale version, late
 duplicate, incomplete group). Rollout actors can be added or removed between steps; the
 broadcast group is rebuilt and a new actor gets the current weights before it samples.
+
+The parts (learner/rollout_pool.py, reward_pool.py, learner_group.py) survive their own
+workers' deaths; the loop survives a learner rank's: it restarts the group from the last
+checkpoint and redoes the steps after it (docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
@@ -25,37 +29,40 @@ import numpy as np
 
 from aurora_rl.config.schema import GRPOConfig
 from learner.grpo_collect import StepCollector
-from learner.placement import JobPlacement, PlacementTimeout, wanted_rollout_actors
+from learner.learner_group import LearnerGroup, LearnerLost
+from learner.placement import JobPlacement
+from learner.reward_pool import RewardPool
+from learner.rollout_pool import RolloutPool
 from learner.train_log import TrainLogger, say
 
-FAULT_COUNTERS = ("rollout_actors_replaced", "groups_resampled", "groups_given_up", "broadcast_retries",
-                  "learner_restarts", "load_failures", "nan_steps_skipped", "steps_skipped")
+FAULT_COUNTERS = ("rollout_actors_replaced", "reward_workers_replaced", "groups_resampled", "groups_given_up",
+                  "broadcast_retries", "learner_restarts", "load_failures", "nan_steps_skipped", "steps_skipped")
 
 
 class GRPOJob:
     def __init__(self, cfg: GRPOConfig, redis_url: str, resume: bool = False, log=say):
-        self.cfg = cfg
         self.redis_url = redis_url
         self.resume = resume
         self.log = log
         self.run_dir = (Path(cfg.run.output_dir) / cfg.run.name).resolve()
         self.queue = dataclasses.replace(cfg.queue, rollout_stream=f"{cfg.queue.rollout_stream}:{cfg.run.name}",
                                          scored_stream=f"{cfg.queue.scored_stream}:{cfg.run.name}")
+        # every worker reads the same absolute paths, wherever Ray starts it
         self.data = dataclasses.replace(cfg.data, root=str(Path(cfg.data.root).resolve()))
+        learner = cfg.learner
+        if learner.every_object_data:
+            learner = dataclasses.replace(learner, every_object_data=str(Path(learner.every_object_data).resolve()))
+        self.cfg = dataclasses.replace(cfg, data=self.data, learner=learner)
         self.checkpoint = str(Path(cfg.model.path).resolve())
-        self.learners: list = []
-        self.actors: dict[str, object] = {}
-        self.reward_workers: list = []
-        self.reward_runs: list = []
-        self.buckets = None
         self.version = 0
         self.step = 0
-        self.next_actor = 0
         self.counters = {"learned": 0}
         self.faults = dict.fromkeys(FAULT_COUNTERS, 0)  # what was survived (docs/RELIABILITY.md)
         self.learned_groups: dict[int, list[str]] = {}  # step -> the groups learned from at that step
         self.placement: Optional[JobPlacement] = None
-        self.rollout_cap: Optional[int] = None  # the last count asked for with `aurora-rl scale`
+        self.learners: Optional[LearnerGroup] = None
+        self.rollout: Optional[RolloutPool] = None
+        self.rewards: Optional[RewardPool] = None
         self.started = time.time()
         # Record ids must not repeat across attempts of a step (the reward workers deduplicate by
         # id), so a resumed job tags its groups with a fresh attempt id.
@@ -63,76 +70,38 @@ class GRPOJob:
 
     # ------------------------------------------------------------------ start / stop
     def start(self) -> None:
-        import ray
-
         from aurora_rl.weight_sync import plan_buckets
-        from rewards.reward_worker import RewardWorker
 
         cfg = self.cfg
-        if cfg.learner.prompts_per_step * cfg.rollout.sampling.group_size < cfg.learner.num_ranks:
-            raise ValueError("prompts_per_step x group_size must be at least learner.num_ranks")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        k = cfg.learner.num_ranks
         self.placement = JobPlacement(cfg.placement, f"aurora:{cfg.run.name}:{self.attempt}")
+        self.learners = LearnerGroup(cfg, self.checkpoint, self.placement)
+        self.rollout = RolloutPool(cfg, self.checkpoint, self.data, self.redis_url, self.queue.rollout_stream,
+                                   self.run_dir, self.placement, self.learners, self.faults, self.log)
+        self.rewards = RewardPool(cfg, self.redis_url, self.queue, self.data, self.placement, self.faults, self.log)
         # Every worker loads its libraries and model in its own process: all are launched before
         # any is awaited, so the job starts in about the time of its slowest worker.
-        self._launch_learners()
+        self.learners.launch()
         self._reset_streams()
-        queue_dict = dataclasses.asdict(self.queue)
-        reward_dict = dataclasses.asdict(cfg.reward)
-        scorers = self.placement.reserve("reward", "reward", cfg.reward.num_workers, cfg.placement.reward_strategy)
-        self.reward_workers = [
-            RewardWorker.options(**scorers[i]).remote(self.redis_url, queue_dict, reward_dict, self.data.root,
-                                                      self.data.mask_size, f"scorer-{i}",
-                                                      num_frames=self.data.num_frames)
-            for i in range(cfg.reward.num_workers)
-        ]
-        self.reward_runs = [w.run.remote() for w in self.reward_workers]
-        launched, timeout = self._launch_actors(cfg.rollout.num_actors)
+        self.rewards.start()
+        launched, timeout = self.rollout.launch(cfg.rollout.num_actors)
         if timeout is not None:
             raise timeout
-        self._join_learners()
-        self.buckets = plan_buckets(ray.get(self.learners[0].weight_specs.remote()),
-                                    int(cfg.broadcast.bucket_mb * 1024 * 1024))
+        self.learners.join()
+        self.rollout.buckets = plan_buckets(self.learners.weight_specs(), int(cfg.broadcast.bucket_mb * 1024 * 1024))
         if self.resume:
             self._restore()
-        self._await_actors(launched)
-        self._rebuild_broadcast()
+        self.rollout.await_ready(launched)
+        self.rollout.broadcast(self.version, rebuild=True)
         self._write_job_file()
-        self.log(f"[grpo] {k} learner ranks, {len(self.actors)} rollout actors, {len(self.reward_workers)} reward "
-                 f"workers ({'typed' if self.placement.typed else 'CPU'} placement); {len(self.buckets)} weight "
-                 f"buckets; run folder {self.run_dir}")
-
-    def _start_learners(self) -> None:
-        """K learner ranks in their placement group, joined in one DeepSpeed group (also after a rank died)."""
-        self._launch_learners()
-        self._join_learners()
-
-    def _launch_learners(self) -> None:
-        """The K learner rank actors in their placement group; they load the policy while the caller goes on."""
-        from learner.grpo_learner import LearnerRank
-
-        cfg = dataclasses.replace(self.cfg, data=self.data)
-        if cfg.learner.every_object_data:
-            cfg.learner = dataclasses.replace(cfg.learner,
-                                              every_object_data=str(Path(cfg.learner.every_object_data).resolve()))
-        k = cfg.learner.num_ranks
-        self.placement.release("learner")
-        ranks = self.placement.reserve("learner", "learner", k, cfg.placement.learner_strategy)
-        self.learners = [LearnerRank.options(**ranks[r]).remote(r, k, cfg, self.checkpoint, cfg.learner.use_gpu)
-                         for r in range(k)]
-
-    def _join_learners(self) -> None:
-        """The launched ranks join one DeepSpeed group (waits for every rank to be loaded)."""
-        import ray
-
-        host, port = ray.get(self.learners[0].free_address.remote())
-        ray.get([lr.setup.remote(host, port) for lr in self.learners])
+        self.log(f"[grpo] {cfg.learner.num_ranks} learner ranks, {len(self.rollout.actors)} rollout actors, "
+                 f"{cfg.reward.num_workers} reward workers ({'typed' if self.placement.typed else 'CPU'} placement); "
+                 f"{len(self.rollout.buckets)} weight buckets; run folder {self.run_dir}")
 
     def _write_job_file(self) -> None:
         """``<run>/job.json``: how ``aurora-rl status`` / ``scale`` reach the job, and where its workers run."""
-        workers = {"rollout": {a: self.placement.nodes(a)[0] for a in self.actors},
-                   "reward": self.placement.nodes("reward"), "learner": self.placement.nodes("learner")}
+        workers = {"rollout": self.rollout.nodes(), "reward": self.placement.nodes("reward"),
+                   "learner": self.placement.nodes("learner")}
         (self.run_dir / "job.json").write_text(json.dumps({
             "redis_url": self.redis_url, "rollout_stream": self.queue.rollout_stream,
             "scored_stream": self.queue.scored_stream, "scale_key": self.scale_key, "started": self.started,
@@ -144,29 +113,20 @@ class GRPOJob:
         return f"{self.queue.rollout_stream}:rollout_target"
 
     def _apply_scale_request(self) -> None:
-        """Before a step: a count asked for with ``aurora-rl scale``, else the autoscaling rule.
+        """Before a step: a count asked for with ``aurora-rl scale``, else the autoscaling rule
+        (steps are synchronous, so the prompt queue is the step's prompts, shared by the actors).
         The user's count also caps the autoscaler from then on: a pool scaled down stays down."""
         wanted = self.collector.stream.client.getdel(self.scale_key)
         if wanted is not None:
-            self.rollout_cap = int(wanted)
+            self.rollout.cap = int(wanted)
             self.scale_rollout(int(wanted))
-        else:
-            self._autoscale_rollout()
+        elif self.rollout.autoscale(self.cfg.learner.prompts_per_step, self.version):
+            self._write_job_file()
 
-    def _autoscale_rollout(self) -> None:
-        """Steps are synchronous, so the prompt queue is the step's prompts, shared by the actors.
-        Past the threshold: a standing autoscaler request for the wanted rollout bundles, and new
-        actors for the bundles that fit now (nodes the autoscaler adds are used at later steps)."""
-        have = len(self.actors)
-        rule = self.cfg.placement.autoscale
-        if self.rollout_cap is not None:
-            rule = dataclasses.replace(rule, max_actors=min(rule.max_actors, self.rollout_cap))
-        wanted = wanted_rollout_actors(self.cfg.learner.prompts_per_step, have, rule)
-        if wanted > have:
-            self.placement.request_rollout(wanted)
-            room = self.placement.rollout_room()
-            if room:
-                self.scale_rollout(have + min(room, wanted - have))
+    def scale_rollout(self, count: int) -> None:
+        """Add or remove rollout actors (between steps): nothing in flight is lost."""
+        if self.rollout.scale(count, self.version):
+            self._write_job_file()
 
     def _reset_streams(self) -> None:
         from aurora_rl.services.redis_client import connect_redis
@@ -179,127 +139,36 @@ class GRPOJob:
         self.collector = StepCollector(client, self.queue, self.cfg.learner.max_policy_lag,
                                        max_completion_tokens=self.cfg.rollout.sampling.max_new_tokens)
 
-    def _create_actors(self, count: int) -> list[str]:
-        """``count`` new rollout actors, started together; their ids, once every one is ready.
-
-        Raises ``PlacementTimeout`` when a placement timed out: the actors placed before it are
-        started and kept first.
-        """
-        launched, timeout = self._launch_actors(count)
-        ids = self._await_actors(launched)
-        if timeout is not None:
-            raise timeout
-        return ids
-
-    def _launch_actors(self, count: int) -> tuple[list, Optional[PlacementTimeout]]:
-        """Place and launch up to ``count`` rollout actors without waiting for their engines:
-        (actor id, handle) pairs, and the placement timeout that stopped the launching, if one did."""
-        from actors.rollout_actor import RolloutActor
-
-        launched = []
-        r = self.cfg.rollout
-        for _ in range(count):
-            actor_id = f"rollout-{self.next_actor}"
-            try:
-                (options,) = self.placement.reserve(actor_id, "rollout", 1)
-            except PlacementTimeout as e:
-                return launched, e
-            self.next_actor += 1
-            launched.append((actor_id, RolloutActor.options(**options).remote(
-                actor_id, self.checkpoint, str(self.run_dir / "actors" / actor_id), dataclasses.asdict(self.data),
-                dataclasses.asdict(r.sampling), self.redis_url, self.queue.rollout_stream, r.kv_cache_gib,
-                r.cpu_threads, self.cfg.reward.mask_threshold, self.cfg.run.seed + 1000 * self.next_actor)))
-        return launched, None
-
-    def _await_actors(self, launched: list) -> list[str]:
-        """Wait until every launched actor's engine is loaded and add it to the job; one that failed
-        to start gives its placement back, and the first such error is raised after the others are in."""
-        from learner.actor_calls import gather
-
-        outcomes = gather([actor.ready.remote() for _, actor in launched])
-        for (actor_id, actor), outcome in zip(launched, outcomes):
-            if outcome.ok:
-                self.actors[actor_id] = actor
-            else:
-                self.placement.release(actor_id)
-        failed = next((o.error for o in outcomes if not o.ok), None)
-        if failed is not None:
-            raise failed
-        return [actor_id for actor_id, _ in launched]
-
-    def _rebuild_broadcast(self) -> dict:
-        """A new group over learner rank 0 + the current actors, then the current weights to all."""
-        from learner.grpo_recovery import broadcast
-
-        return broadcast(self, rebuild=True)
-
-    def _broadcast(self) -> dict:
-        """The current weights to every actor; dead receivers are replaced and the broadcast repeated."""
-        from learner.grpo_recovery import broadcast
-
-        return broadcast(self)
-
-    def scale_rollout(self, count: int) -> None:
-        """Add or remove rollout actors (between steps): nothing in flight is lost."""
-        import ray
-
-        if count < 1:
-            raise ValueError("at least one rollout actor is needed")
-        changed = False
-        if count > len(self.actors):
-            self.placement.request_rollout(count)  # on an autoscaling cluster: launch rollout nodes for them
-            before = len(self.actors)
-            try:
-                self._create_actors(count - before)
-            except PlacementTimeout as e:
-                self.log(f"[grpo] scaling to {count} rollout actors stopped at {len(self.actors)}: {e}")
-            changed = len(self.actors) > before
-        while len(self.actors) > count:
-            actor_id = sorted(self.actors, key=lambda a: int(a.split("-")[1]))[-1]
-            actor = self.actors.pop(actor_id)
-            ray.get(actor.leave_broadcast.remote())
-            ray.kill(actor)
-            self.placement.release(actor_id)  # frees its node for the autoscaler to retire
-            changed = True
-        if changed:
-            self._rebuild_broadcast()
-            self._write_job_file()
-            self.log(f"[grpo] rollout actors now {sorted(self.actors)} at version {self.version}")
-
     def stop(self) -> None:
         """Stop every worker. One already dead (killed for memory, say) is logged and the rest still
         stop, so an error that ended the run is not hidden behind one from the clean-up."""
-        import ray
-
         try:
-            for w in self.reward_workers:
-                w.stop.remote()
-            if self.reward_runs:
-                self._settle(self.reward_runs, 60, "reward workers")
-            for worker in [*self.reward_workers, *self.actors.values()]:
-                ray.kill(worker)
-            self.reward_workers, self.reward_runs, self.actors = [], [], {}
-            if self.learners:
-                self._settle([lr.shutdown.remote() for lr in self.learners], 120, "learner shutdown")
-                for lr in self.learners:
-                    ray.kill(lr)
-            self.learners = []
+            if self.rewards is not None and self.rewards.workers:
+                self._log_unclean("reward workers", self.rewards.stop())
+            if self.rollout is not None:
+                self.rollout.kill()
+            if self.learners is not None and self.learners.ranks:
+                self._log_unclean("learner shutdown", self._settle(self.learners.shutdown_calls(), 120))
+                self.learners.kill()
         finally:
             # Reservations outlive their actors: a stop that failed half-way (a rank killed for
             # memory, say) must still give the resources back.
             if self.placement is not None:
                 self.placement.release_all()
 
-    def _settle(self, refs: list, timeout_s: float, what: str) -> None:
-        """Wait for every call (a dead actor does not cut the others' clean-up short); log failures."""
+    @staticmethod
+    def _settle(refs: list, timeout_s: float) -> list[str]:
+        """Wait for every call (a dead actor does not cut the others' clean-up short); what failed."""
         from ray.exceptions import GetTimeoutError
 
         from learner.actor_calls import gather
 
         try:
-            failed = [type(o.error).__name__ for o in gather(refs, timeout_s) if not o.ok]
+            return [type(o.error).__name__ for o in gather(refs, timeout_s) if not o.ok]
         except GetTimeoutError:
-            failed = ["GetTimeoutError"]
+            return ["GetTimeoutError"]
+
+    def _log_unclean(self, what: str, failed: list[str]) -> None:
         if failed:
             self.log(f"[grpo] stop: {what} did not finish cleanly ({', '.join(failed)}); killing them")
 
@@ -317,13 +186,13 @@ class GRPOJob:
     def run(self, steps: Optional[int] = None, scale_plan: Optional[dict[int, int]] = None) -> Path:
         """Train until ``learner.steps`` (or ``steps`` more); ``scale_plan`` maps step -> actor count.
 
-        Survives (learner/grpo_recovery.py, docs/RELIABILITY.md): rollout actors dying mid-sample
-        (replaced, their prompts sampled again), broadcast receivers dying (replaced, the broadcast
-        repeated), learner ranks dying (restarted from the last checkpoint, the steps after it
-        redone), clips that cannot be loaded and non-finite losses (skipped, counted, logged).
+        Survives (docs/RELIABILITY.md): rollout actors dying mid-sample (replaced, their prompts
+        sampled again), broadcast receivers dying (replaced, the broadcast repeated), reward
+        workers dying (replaced), learner ranks dying (restarted from the last checkpoint, the
+        steps after it redone), clips that cannot be loaded and non-finite losses (skipped,
+        counted, logged).
         """
         from aurora_rl.data import refavs_layout as layout
-        from learner.grpo_recovery import LearnerLost, restart_learners
 
         n_rows = sum(1 for r in layout.read_metadata(Path(self.data.root)) if r.split == self.data.train_split)
         n_rows = min(n_rows, self.data.max_samples or n_rows)
@@ -333,10 +202,11 @@ class GRPOJob:
             if scale_plan and self.step in scale_plan:
                 self.scale_rollout(scale_plan[self.step])
             self._apply_scale_request()
+            self.rewards.check()
             try:
                 self._run_step(n_rows, end, logger)
             except LearnerLost as e:
-                restart_learners(self, str(e))
+                self._restart_learners(str(e))
         logger.close()
         return self.export_final()
 
@@ -346,14 +216,14 @@ class GRPOJob:
 
         from aurora_rl.grpo.advantages import group_advantages
         from aurora_rl.records import encode
-        from learner.grpo_recovery import replace_dead_actors, train_step
         from learner.rollout_dispatch import sample_step
 
         cfg = self.cfg
         t_step = t0 = time.monotonic()
         seed = cfg.run.seed * 1_000_003 + self.step
-        sample = sample_step(lambda: self.actors, self.prompts_for_step(self.step, n_rows), seed, self.version,
-                             lambda dead: replace_dead_actors(self, dead), cfg.rollout.prompts_per_batch, self.log)
+        sample = sample_step(lambda: self.rollout.actors, self.prompts_for_step(self.step, n_rows), seed, self.version,
+                             lambda dead: self.rollout.replace_and_sync(dead, self.version),
+                             cfg.rollout.prompts_per_batch, self.log)
         self._count_sampling_faults(sample)
         t_sample = time.monotonic() - t0
         if not sample.group_ids:
@@ -367,10 +237,10 @@ class GRPOJob:
         records = [r for group in groups for r in group]
         rewards = np.array([[r.reward for r in group] for group in groups], dtype=np.float32)
         adv = group_advantages(torch.from_numpy(rewards), cfg.objective.advantage, cfg.objective.adv_eps).flatten()
-        k = len(self.learners)
+        k = cfg.learner.num_ranks
         t0 = time.monotonic()
-        stats = train_step(self, [[encode(r) for r in records[i::k]] for i in range(k)],
-                           [adv[i::k].tolist() for i in range(k)])
+        stats = self.learners.step([[encode(r) for r in records[i::k]] for i in range(k)],
+                                   [adv[i::k].tolist() for i in range(k)], self.step)
         t_learn = time.monotonic() - t0
         if any(s["skipped"] for s in stats):
             dropped = self.collector.drop_step("nan_dropped")
@@ -384,7 +254,7 @@ class GRPOJob:
         self.version += 1
         self.step += 1
         t0 = time.monotonic()
-        sync = self._broadcast()
+        sync = self.rollout.broadcast(self.version)
         t_sync = time.monotonic() - t0
         metrics = self._step_metrics(records, rewards, stats, sample.rollouts, sync,
                                      {"sample": t_sample, "reward_wait": t_collect, "learn": t_learn,
@@ -448,7 +318,7 @@ class GRPOJob:
         out["rollout_queue"] = float(self.collector.rollout_depth())
         out["scored_queue"] = float(self.collector.scored_depth())
         out["version"] = float(self.version)
-        out["rollout_actors"] = float(len(self.actors))
+        out["rollout_actors"] = float(len(self.rollout.actors))
         out["broadcast_gb_per_s"] = sync["broadcast_gb_per_s"]
         out.update({f"time_{k}_s": v for k, v in phases.items()})
         out.update(self._fault_metrics())
@@ -456,27 +326,43 @@ class GRPOJob:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> Path:
-        import ray
-
         folder = self.run_dir / "checkpoints" / f"step_{self.step:06d}"
         folder.mkdir(parents=True, exist_ok=True)
         state = {"step": self.step, "version": self.version, "counters": self.counters}
-        ray.get([lr.save.remote(str(folder), state) for lr in self.learners])
+        self.learners.save(str(folder), state)
         (folder / "job_state.json").write_text(json.dumps(state))
         (self.run_dir / "checkpoints" / "latest").write_text(folder.name)
         return folder
 
     def _restore(self) -> None:
-        import ray
-
         latest = self.run_dir / "checkpoints" / "latest"
         if not latest.exists():
             raise FileNotFoundError(f"{self.run_dir}: nothing to resume (no checkpoints/latest)")
         folder = self.run_dir / "checkpoints" / latest.read_text().strip()
-        ray.get([lr.load.remote(str(folder)) for lr in self.learners])
+        self.learners.load(str(folder))
         state = json.loads((folder / "job_state.json").read_text())
         self.step, self.version, self.counters = state["step"], state["version"], state["counters"]
         self.log(f"[grpo] resumed at step {self.step}, policy version {self.version} from {folder}")
+
+    def _restart_learners(self, reason: str) -> None:
+        """A learner rank died: start the group again from the last checkpoint, send its weights,
+        and redo the steps after it under a new attempt id (the reward workers' exactly-once
+        check must not take them for duplicates); whatever was collected for them is dropped."""
+        self.faults["learner_restarts"] += 1
+        self.log(f"[grpo] {reason}: restarting the learner group from the last checkpoint")
+        lost_step, lost_attempt = self.step, self.attempt
+        self.learners.restart()
+        if (self.run_dir / "checkpoints" / "latest").exists():
+            self._restore()
+        else:
+            self.step, self.version, self.counters = 0, 0, {"learned": 0}
+            self.log("[grpo] no checkpoint yet: starting again from step 0")
+        self.attempt = secrets.token_hex(3)
+        dropped = self.collector.abandon_step([f"{lost_attempt}/s{s}/" for s in range(self.step, lost_step + 1)])
+        self.learned_groups = {s: g for s, g in self.learned_groups.items() if s <= self.step}
+        self.log(f"[grpo] redoing steps {self.step + 1}..{lost_step + 1} ({dropped} collected records of the lost "
+                 "step dropped)")
+        self.rollout.broadcast(self.version, rebuild=True)
 
     def export_final(self) -> Path:
         import shutil

@@ -105,8 +105,6 @@ def run_reflect(cfg: ReflectConfig, resume: bool = False, log=print) -> Path:
     from learner.sft_data import unasked_scene_uids
     from learner.sft_job import build_examples, run_dir, run_sft, training_rows
 
-    if not cfg.model.path:
-        raise ValueError("stage 2 starts from the stage-1 checkpoint: set model.path")
     out = run_dir(cfg).resolve()
     out.mkdir(parents=True, exist_ok=True)
     sft_cfg = SFTConfig(stage="sft", run=cfg.run, services=cfg.services, data=cfg.data, model=cfg.model,

@@ -158,7 +158,7 @@ def run_sft(cfg: SFTConfig, resume: bool = False, stage: str = "sft", examples: 
     if resume and resume_from is None:
         print(f"[{stage}] --resume: no complete checkpoint under {train_dir}; starting from the beginning", flush=True)
     loop_config = {
-        "cfg": dataclasses.asdict(cfg), "init_dir": str(Path(init_dir).resolve()), "teacher_dir": teacher,
+        "cfg": cfg, "init_dir": str(Path(init_dir).resolve()), "teacher_dir": teacher,
         "examples": str(examples_path), "run_dir": str(out), "use_gpu": tr.use_gpu, "stage": stage,
         "resume_from": str(resume_from) if resume_from else None,
     }

@@ -24,7 +24,6 @@ def sft_train_loop(config: dict) -> None:
     import torch
     import torch.distributed as dist
 
-    from aurora_rl.config.loader import build
     from aurora_rl.config.schema import SFTConfig
     from aurora_rl.data.refavs_dataset import RefAVSDataset
     from aurora_rl.model.checkpoint import load_policy, save_policy
@@ -34,7 +33,7 @@ def sft_train_loop(config: dict) -> None:
     from aurora_rl.model.sft_loss import sft_loss
     from learner.train_log import TrainLogger, say
 
-    cfg: SFTConfig = build(SFTConfig, config["cfg"], {}, "<train config>")
+    cfg: SFTConfig = config["cfg"]
     deepspeed.init_distributed(dist_backend="nccl" if config["use_gpu"] else "gloo")
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()

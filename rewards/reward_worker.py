@@ -11,36 +11,32 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 from typing import Optional
 
 import ray
+
+from aurora_rl.config.schema import DataConfig, QueueConfig, RewardConfig
 
 
 @ray.remote(num_cpus=1, max_concurrency=4)
 class RewardWorker:
     """Args:
         redis_url: where the streams are.
-        queue_cfg: a ``QueueConfig`` as a dict (rollout_stream, scored_stream, ...).
-        reward_cfg: a ``RewardConfig`` as a dict (weights, iou_variant, ...).
-        data_root: the Ref-AVS folder holding the ground truth.
-        mask_size: ground-truth masks are resized to this (must match the rollout masks).
+        queue: the streams (rollout_stream, scored_stream, ...).
+        reward: the weights, iou_variant, ...
+        data: the Ref-AVS folder holding the ground truth (root), its mask_size (must match the
+            rollout masks) and num_frames.
         consumer_name: unique per worker in the group.
-        num_frames, batch, block_ms, dedupe_ttl_s: see GroundTruth and StreamScorer.
+        batch, block_ms, dedupe_ttl_s: see StreamScorer.
     """
 
-    def __init__(self, redis_url: str, queue_cfg: dict, reward_cfg: dict, data_root: str | Path, mask_size: int,
-                 consumer_name: str, *, num_frames: int = 10, batch: int = 32, block_ms: int = 500,
-                 dedupe_ttl_s: float = 3600.0):
-        from aurora_rl.config.loader import build
-        from aurora_rl.config.schema import QueueConfig, RewardConfig
+    def __init__(self, redis_url: str, queue: QueueConfig, reward: RewardConfig, data: DataConfig, consumer_name: str,
+                 *, batch: int = 32, block_ms: int = 500, dedupe_ttl_s: float = 3600.0):
         from rewards.ground_truth import GroundTruth
         from rewards.stream_scorer import StreamScorer, scorer_client
 
-        queue = build(QueueConfig, queue_cfg, {}, "<reward worker queue config>")
-        reward = build(RewardConfig, reward_cfg, {}, "<reward worker reward config>")
         client = scorer_client(redis_url, block_ms, name=f"reward-worker:{consumer_name}")
-        truth = GroundTruth(data_root, None, mask_size, num_frames=num_frames)
+        truth = GroundTruth(data.root, None, data.mask_size, num_frames=data.num_frames)
         self.scorer = StreamScorer(client, queue, reward, truth, consumer_name, batch=batch, dedupe_ttl_s=dedupe_ttl_s)
         self.block_ms = block_ms
         self._stop = threading.Event()

@@ -297,8 +297,6 @@ class LearnerConfig:
             # had a norm 1-5 % off the whole batch's; under ZeRO-1 they match to float precision.
             yield "micro_batch", ("micro-batches need deepspeed.zero_stage 0 or 1 (ZeRO-2 and 3 reduce gradients "
                                   f"during the backward), got zero_stage {self.deepspeed.zero_stage}")
-        if self.every_object_data and not self.every_object_rows:
-            yield "every_object_data", "gives the every-object rows; set learner.every_object_rows > 0 as well"
 
 
 @dataclass
@@ -419,6 +417,10 @@ class ReflectConfig:
     mix_ratio: float = field(0.5, ge=0.0, le=1.0)  # fraction of reflective samples in the fine-tune mix
     trigger: str = "Wait, let me reconsider."
 
+    def check(self):
+        if not self.model.path:
+            yield "model.path", "stage 2 starts from the stage-1 checkpoint: set model.path"
+
 
 @dataclass
 class GRPOConfig:
@@ -436,6 +438,14 @@ class GRPOConfig:
     placement: PlacementConfig = field(factory=PlacementConfig)
 
     def check(self):
+        completions = self.learner.prompts_per_step * self.rollout.sampling.group_size
+        if completions < self.learner.num_ranks:
+            yield "learner.prompts_per_step", (
+                f"{self.learner.prompts_per_step} prompts x group_size {self.rollout.sampling.group_size} = "
+                f"{completions} completions per step, fewer than learner.num_ranks ({self.learner.num_ranks}): "
+                "every rank needs at least one")
+        if self.learner.every_object_data and not self.learner.every_object_rows:
+            yield "learner.every_object_data", "gives the every-object rows; set learner.every_object_rows > 0 as well"
         gpus = self.placement.learner.gpus
         if self.learner.use_gpu and gpus == 0:
             yield "placement.learner.gpus", "learner.use_gpu needs a GPU in each rank's bundle: set it to 1"

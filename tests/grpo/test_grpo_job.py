@@ -58,14 +58,14 @@ def stream_records(job, stream):
 def reward_stats(job):
     import ray
 
-    return ray.get([w.stats.remote() for w in job.reward_workers])
+    return ray.get([w.stats.remote() for w in job.rewards.workers])
 
 
 def assert_actors_match_learner(job, indices):
     import ray
 
-    learner = np.array(ray.get(job.learners[0].first_token_logprobs.remote(indices)))
-    for actor in job.actors.values():
+    learner = np.array(ray.get(job.learners.ranks[0].first_token_logprobs.remote(indices)))
+    for actor in job.rollout.actors.values():
         for row, top in zip(learner, ray.get(actor.first_token_logprobs.remote(indices))):
             for token, logprob in top.items():
                 assert logprob == pytest.approx(row[token], abs=1e-4)
@@ -86,7 +86,7 @@ def test_every_record_sampled_scored_and_learned_once(ray_node, redis_server, sy
         assert job.version == 3 and job.step == 3
         import ray
 
-        assert all(r["version"] == 3 for r in ray.get([a.ready.remote() for a in job.actors.values()]))
+        assert all(r["version"] == 3 for r in ray.get([a.ready.remote() for a in job.rollout.actors.values()]))
         after = assert_actors_match_learner(job, [0, 1])  # the broadcast weights are what vLLM samples with
         assert np.abs(after - before).max() > 1e-3  # and they did change: this check could fail
 
@@ -129,7 +129,7 @@ def test_rollout_actors_added_and_removed_while_running(ray_node, redis_server, 
         job.start()
         job.run(steps=1)
         job.scale_rollout(3)
-        new_actor = job.actors["rollout-2"]
+        new_actor = job.rollout.actors["rollout-2"]
         assert ray.get(new_actor.ready.remote())["version"] == job.version == 1  # current weights before sampling
         assert_actors_match_learner(job, [2])
         job.run(steps=1)
@@ -137,7 +137,7 @@ def test_rollout_actors_added_and_removed_while_running(ray_node, redis_server, 
                                 "--rollout", "1"], capture_output=True, text=True, timeout=60)
         assert scale.returncode == 0, scale.stderr
         job.run(steps=1)  # applies the request before sampling
-        assert sorted(job.actors) == ["rollout-0"]
+        assert sorted(job.rollout.actors) == ["rollout-0"]
         status = subprocess.run([sys.executable, "-m", "aurora_rl.cli", "status", "--run", str(job.run_dir)],
                                 capture_output=True, text=True, timeout=60)
         assert status.returncode == 0 and "step 3  policy version 3  rollout actors 1" in status.stdout, status
@@ -198,8 +198,6 @@ def test_resume_from_a_checkpoint_repeats_the_same_losses(ray_node, redis_server
 def test_ranks_whose_completions_lack_seg_still_step_together(ray_node, synthetic_root, tmp_path, start_checkpoint):
     """Rank 0 learns from a completion with [SEG], rank 1 from one without: ZeRO's gradient
     collectives still match (every trainable parameter gets a gradient on every rank)."""
-    import dataclasses
-
     import ray
 
     from aurora_rl.prompts.answer_format import build_prompt, compose_answer
@@ -218,7 +216,7 @@ def test_ranks_whose_completions_lack_seg_still_step_together(ray_node, syntheti
                                     sampling_logprobs=np.full(len(ids), -1.0), completion_text="",
                                     meta={"dataset_index": k}))
 
-    ranks = [LearnerRank.remote(r, 2, dataclasses.asdict(cfg), str(start_checkpoint)) for r in range(2)]
+    ranks = [LearnerRank.remote(r, 2, cfg, str(start_checkpoint)) for r in range(2)]
     try:
         host, port = ray.get(ranks[0].free_address.remote())
         ray.get([r.setup.remote(host, port) for r in ranks])
@@ -234,13 +232,11 @@ def test_ranks_whose_completions_lack_seg_still_step_together(ray_node, syntheti
 
 def learner_step(cfg, checkpoint, shares: list[list[bytes]], advantages: list[list[float]]):
     """One train_step of a fresh 2-rank learner group: (each rank's stats, rank 0's weights after it)."""
-    import dataclasses
-
     import ray
 
     from learner.grpo_learner import LearnerRank
 
-    ranks = [LearnerRank.remote(r, 2, dataclasses.asdict(cfg), str(checkpoint)) for r in range(2)]
+    ranks = [LearnerRank.remote(r, 2, cfg, str(checkpoint)) for r in range(2)]
     try:
         host, port = ray.get(ranks[0].free_address.remote())
         ray.get([r.setup.remote(host, port) for r in ranks])

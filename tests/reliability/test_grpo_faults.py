@@ -97,8 +97,8 @@ def test_rollout_actor_killed_mid_sample(job, redis_aof, fault_row):
     client = redis_aof.client()
     replaced, resampled = job.faults["rollout_actors_replaced"], job.faults["groups_resampled"]
     for _ in range(3):
-        victim = list(job.actors)[0]  # shard 0: two of the three prompts
-        pid = ray.get(job.actors[victim].ready.remote())["pid"]
+        victim = list(job.rollout.actors)[0]  # shard 0: two of the three prompts
+        pid = ray.get(job.rollout.actors[victim].ready.remote())["pid"]
         killed = {}
         watcher = when_first_record(client, job.queue.rollout_stream, last_id(client, job.queue.rollout_stream),
                                     lambda: (os.kill(pid, signal.SIGKILL), killed.update(t=time.monotonic())),
@@ -107,14 +107,14 @@ def test_rollout_actor_killed_mid_sample(job, redis_aof, fault_row):
         job.run(steps=1)
         watcher.join(timeout=5)
         assert (job.step, job.version) == (step + 1, version + 1)
-        assert victim not in job.actors and len(job.actors) == 2
+        assert victim not in job.rollout.actors and len(job.rollout.actors) == 2
         if job.faults["groups_resampled"] > resampled:
             break
     fault_row["recovery_s"] = round(time.monotonic() - killed["t"], 1)
     assert job.faults["groups_resampled"] >= resampled + 2  # the victim's two prompts, sampled again
     assert job.faults["rollout_actors_replaced"] >= replaced + 1
     assert any(f"rollout actor {victim} died" in line for line in job.lines)
-    versions = {ray.get(a.ready.remote())["version"] for a in job.actors.values()}
+    versions = {ray.get(a.ready.remote())["version"] for a in job.rollout.actors.values()}
     assert versions == {job.version}
     assert_actors_match_learner(job, [0, 1])  # the new actor samples with the learner's weights
     assert_nothing_lost_or_duplicated(job, fault_row, dropped)
@@ -125,16 +125,16 @@ def test_broadcast_receiver_dead_when_weights_go_out(job, fault_row):
 
     fault_row["fault"] = "broadcast receiver dies (group rebuilt)"
     dropped = set(account(job).dropped)
-    victim = sorted(job.actors)[0]
-    pid = ray.get(job.actors[victim].ready.remote())["pid"]
+    victim = sorted(job.rollout.actors)[0]
+    pid = ray.get(job.rollout.actors[victim].ready.remote())["pid"]
     retries = job.faults["broadcast_retries"]
     os.kill(pid, signal.SIGKILL)
     t0 = time.monotonic()
-    job._broadcast()  # what run() does after each learner step
+    job.rollout.broadcast(job.version)  # what run() does after each learner step
     fault_row["recovery_s"] = round(time.monotonic() - t0, 1)
     assert job.faults["broadcast_retries"] == retries + 1
-    assert victim not in job.actors
-    assert {ray.get(a.ready.remote())["version"] for a in job.actors.values()} == {job.version}
+    assert victim not in job.rollout.actors
+    assert {ray.get(a.ready.remote())["version"] for a in job.rollout.actors.values()} == {job.version}
     assert_actors_match_learner(job, [2, 3])
     job.run(steps=1)
     assert_nothing_lost_or_duplicated(job, fault_row, dropped)
@@ -150,7 +150,7 @@ def test_redis_killed_and_restarted_with_its_append_only_file(job, redis_aof, ra
     before = account(job)
     watcher_client = connect_redis(redis_aof.url, name="fault watcher")
     watch_from = last_id(watcher_client, job.queue.rollout_stream)
-    one_prompt_actor = list(job.actors)[1]
+    one_prompt_actor = list(job.rollout.actors)[1]
     step = job.step
 
     def outage(seconds: float) -> None:
@@ -184,7 +184,7 @@ def test_non_finite_loss_skips_the_step_counted(job, fault_row):
 
     fault_row["fault"] = "non-finite loss (step skipped)"
     dropped = set(account(job).dropped)
-    learner = job.learners[0]
+    learner = job.learners.ranks[0]
     before = {n: t.clone() for n, t in ray.get(learner.trainable_state.remote()).items()}
     step, version = job.step, job.version
     skipped, nan_dropped = job.faults["nan_steps_skipped"], job.collector.counters["nan_dropped"]

@@ -46,7 +46,7 @@ def pid_of(actor) -> int:
 def test_learner_killed_mid_step_resumes_from_the_last_checkpoint(job, redis_server, fault_row):
     fault_row["fault"] = "learner rank SIGKILLed mid-step (resumed from checkpoint)"
     client = redis_server.client()
-    victim = pid_of(job.learners[1])
+    victim = pid_of(job.learners.ranks[1])
     killed = {}
 
     def kill_during_step_4():
@@ -86,18 +86,18 @@ def test_non_finite_loss_on_one_rank_skips_the_step_on_every_rank(job, redis_ser
     client = redis_server.client()
     records = [fields[b"r"] for _, fields in client.xrange(job.queue.scored_stream, count=2)]
     assert decode(records[0]).meta["dataset_index"] is not None
-    before = [ray.get(lr.trainable_state.remote()) for lr in job.learners]
-    stats = ray.get([job.learners[0].train_step.remote([records[0]], [float("nan")], 99),
-                     job.learners[1].train_step.remote([records[1]], [1.0], 99)], timeout=300)
+    before = [ray.get(lr.trainable_state.remote()) for lr in job.learners.ranks]
+    stats = ray.get([job.learners.ranks[0].train_step.remote([records[0]], [float("nan")], 99),
+                     job.learners.ranks[1].train_step.remote([records[1]], [1.0], 99)], timeout=300)
     assert [s["skipped"] for s in stats] == [1.0, 1.0]  # rank 1's loss was finite: it skips too
     assert np.isnan(stats[0]["loss"]) and np.isfinite(stats[1]["loss"])
-    for rank, state in zip(job.learners, before):
+    for rank, state in zip(job.learners.ranks, before):
         after = ray.get(rank.trainable_state.remote())
         assert all(bool((after[n] == t).all()) for n, t in state.items())
-    stats = ray.get([job.learners[0].train_step.remote([records[0]], [1.0], 100),
-                     job.learners[1].train_step.remote([records[1]], [-1.0], 100)], timeout=300)
+    stats = ray.get([job.learners.ranks[0].train_step.remote([records[0]], [1.0], 100),
+                     job.learners.ranks[1].train_step.remote([records[1]], [-1.0], 100)], timeout=300)
     assert [s["skipped"] for s in stats] == [0.0, 0.0]  # the ranks still step together afterwards
-    after = ray.get(job.learners[0].trainable_state.remote())
+    after = ray.get(job.learners.ranks[0].trainable_state.remote())
     assert any(not bool((after[n] == t).all()) for n, t in before[0].items())
 
 
@@ -105,11 +105,11 @@ def test_stop_with_a_dead_learner_rank_still_stops_every_worker(job):
     """Runs last in this module: it ends the job."""
     import ray
 
-    workers = [*job.learners, *job.actors.values(), *job.reward_workers]
-    os.kill(pid_of(job.learners[1]), signal.SIGKILL)
+    workers = [*job.learners.ranks, *job.rollout.actors.values(), *job.rewards.workers]
+    os.kill(pid_of(job.learners.ranks[1]), signal.SIGKILL)
     job.stop()  # no error from the dead rank's shutdown
     assert any("learner shutdown did not finish cleanly" in line for line in job.lines), job.lines
     for worker in workers:
         with pytest.raises(ray.exceptions.RayActorError):
             ray.get(worker.__ray_call__.remote(lambda self: os.getpid()), timeout=60)
-    assert (job.learners, job.actors, job.reward_workers) == ([], {}, [])
+    assert (job.learners.ranks, job.rollout.actors, job.rewards.workers) == ([], {}, [])

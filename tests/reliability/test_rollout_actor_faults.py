@@ -5,14 +5,13 @@ from."""
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import uuid
 
 import numpy as np
 import pytest
 
-from aurora_rl.config.schema import DataConfig, SamplingConfig
+from aurora_rl.config.schema import DataConfig, RolloutConfig, SamplingConfig
 from aurora_rl.data import refavs_layout as layout
 from aurora_rl.records import decode
 from learner.rollout_dispatch import sample_step
@@ -37,8 +36,8 @@ def actor(ray_node, redis_server, data_root, start_checkpoint, tmp_path_factory)
     stream = f"test:rollouts:{uuid.uuid4().hex[:8]}"
     handle = RolloutActor.remote(
         "rollout-t", str(start_checkpoint), str(tmp_path_factory.mktemp("actor")),
-        dataclasses.asdict(DataConfig(root=str(data_root))),
-        dataclasses.asdict(SamplingConfig(group_size=G, max_new_tokens=12)), redis_server.url, stream, seed=3)
+        DataConfig(root=str(data_root)), RolloutConfig(sampling=SamplingConfig(group_size=G, max_new_tokens=12)),
+        redis_server.url, stream, seed=3)
     ray.get(handle.ready.remote())
     yield handle, stream
     ray.kill(handle)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import ray
 
+from aurora_rl.config.schema import DataConfig, QueueConfig, RewardConfig
 from aurora_rl.data import refavs_layout as layout
 from aurora_rl.record_stream import RecordStream
 from aurora_rl.records import RolloutRecord, decode
@@ -39,7 +40,8 @@ def uids(synthetic_root):
 
 
 def start_worker(redis_server, queue, root, name, **kwargs):
-    worker = RewardWorker.remote(redis_server.url, queue, {}, str(root), MASK, name, block_ms=200, **kwargs)
+    worker = RewardWorker.remote(redis_server.url, QueueConfig(**queue), RewardConfig(),
+                                 DataConfig(root=str(root), mask_size=MASK), name, block_ms=200, **kwargs)
     ray.get(worker.stats.remote(), timeout=60)  # constructed: the group exists once run() starts
     return worker
 
