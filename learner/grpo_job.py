@@ -49,10 +49,10 @@ class GRPOJob:
                                          scored_stream=f"{cfg.queue.scored_stream}:{cfg.run.name}")
         # every worker reads the same absolute paths, wherever Ray starts it
         self.data = dataclasses.replace(cfg.data, root=str(Path(cfg.data.root).resolve()))
-        learner = cfg.learner
-        if learner.every_object_data:
-            learner = dataclasses.replace(learner, every_object_data=str(Path(learner.every_object_data).resolve()))
-        self.cfg = dataclasses.replace(cfg, data=self.data, learner=learner)
+        mix = cfg.mix
+        if mix.every_object_data:
+            mix = dataclasses.replace(mix, every_object_data=str(Path(mix.every_object_data).resolve()))
+        self.cfg = dataclasses.replace(cfg, data=self.data, mix=mix)
         self.checkpoint = str(Path(cfg.model.path).resolve())
         self.version = 0
         self.step = 0

@@ -61,7 +61,7 @@ class LearnerRank:
             self.policy.audio.requires_grad_(False)
         self.dataset = RefAVSDataset.from_config(cfg.data, cfg.data.train_split, features=self.shape.audio_features)
         self.every_object = None
-        if cfg.learner.every_object_rows > 0:
+        if cfg.mix.every_object_rows > 0:
             self.every_object = self._every_object_batcher()
         lr = cfg.learner.optim
         params = [p for p in self.policy.parameters() if p.requires_grad]
@@ -141,22 +141,21 @@ class LearnerRank:
         }
 
     def _every_object_batcher(self):
-        """The "every object ." rows of the training split (of ``learner.every_object_data`` when
-        set), one per video, in SFT batches."""
+        """The data mix's "every object ." rows of the training split (of ``mix.every_object_data``
+        when set), one per video, in SFT batches of ``mix.every_object_rows`` per rank."""
         import dataclasses
 
+        from aurora_rl.data.mix import DataMix
         from aurora_rl.data.refavs_dataset import RefAVSDataset
         from aurora_rl.data.scene_facts import load_scene_facts
-        from learner.sft_data import SFTBatcher, every_object_examples
+        from learner.sft_data import SFTBatcher, listing_example
 
-        dataset = self.dataset
-        if self.cfg.learner.every_object_data:
-            data = dataclasses.replace(self.cfg.data, root=self.cfg.learner.every_object_data)
+        mix, dataset = self.cfg.mix, self.dataset
+        if mix.every_object_data:
+            data = dataclasses.replace(self.cfg.data, root=mix.every_object_data)
             dataset = RefAVSDataset.from_config(data, data.train_split, features=self.shape.audio_features)
-        videos = len({r.vid for r in dataset.rows})
-        examples = every_object_examples(dataset.rows, load_scene_facts(dataset.root), videos, self.cfg.run.seed,
-                                         self.cfg.learner.every_object_order)
-        return SFTBatcher(examples, dataset, self.tokenizer, self.cfg.learner.every_object_rows,
+        rows = DataMix(mix, self.cfg.run.seed).grpo_rows(dataset.rows, load_scene_facts(dataset.root))
+        return SFTBatcher([listing_example(r) for r in rows], dataset, self.tokenizer, mix.every_object_rows,
                           self.world_size, self.rank, self.cfg.run.seed)
 
     def _step_inputs(self, records: list, advantages: list[float], step: int):

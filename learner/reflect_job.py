@@ -100,23 +100,22 @@ def mine(cfg: ReflectConfig, out_dir: Path, log=print, skip: Collection[str] = (
 
 
 def run_reflect(cfg: ReflectConfig, resume: bool = False, log=print) -> Path:
+    from aurora_rl.data.mix import DataMix
     from aurora_rl.data.scene_facts import load_scene_facts
     from aurora_rl.prompts.cot_source import load_cot
-    from learner.sft_data import unasked_scene_uids
     from learner.sft_job import build_examples, run_dir, run_sft, training_rows
 
     out = run_dir(cfg).resolve()
     out.mkdir(parents=True, exist_ok=True)
     sft_cfg = SFTConfig(stage="sft", run=cfg.run, services=cfg.services, data=cfg.data, model=cfg.model,
-                        trainer=cfg.trainer, loss=cfg.loss, cot=cfg.corrector, teacher_path=None)
+                        trainer=cfg.trainer, loss=cfg.loss, cot=cfg.corrector, mix=cfg.mix, teacher_path=None)
     mixed_path = out / "reflect_examples.jsonl"
     if resume and mixed_path.exists():
         examples = [SFTExample(**json.loads(line)) for line in mixed_path.read_text().splitlines()]
         return run_sft(sft_cfg, resume=True, stage="reflect", examples=examples)
     facts = load_scene_facts(Path(cfg.data.root))
-    # as stage 1's referring rows: no failure mined from those scenes, so none sampled
-    skip = unasked_scene_uids([r.uid for r in training_rows(cfg.data)], facts) if cfg.corrector.skip_unasked_scenes \
-        else ()
+    # as stage 1's referring rows: no failure mined from the rows the mix leaves out, so none sampled
+    skip = DataMix(cfg.mix, cfg.run.seed).left_out([r.uid for r in training_rows(cfg.data)], facts)
     preds = mine(cfg, out, log, skip)
     failures = select_failures(preds, cfg.failure_iou)
     corrections, report = load_cot(cfg.corrector.source, [p["uid"] for p, _ in failures], facts=facts,

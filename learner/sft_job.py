@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from aurora_rl.config.schema import DataConfig, ModelConfig, SFTConfig
-from learner.sft_data import SFTExample, every_object_examples, listing_instead, unasked_scene_uids
+from learner.sft_data import SFTExample, listing_example
 
 
 def run_dir(cfg) -> Path:
@@ -35,6 +35,9 @@ def training_rows(data: DataConfig) -> list:
 
 
 def build_examples(cfg: SFTConfig) -> list[SFTExample]:
+    """The stage's training examples: the referring rows of the training split with their CoT (or
+    their direct answers, for the distillation teacher), then the rows of the data mix."""
+    from aurora_rl.data.mix import DataMix
     from aurora_rl.data.scene_facts import load_scene_facts
     from aurora_rl.prompts.answer_format import direct_answer
     from aurora_rl.prompts.cot_source import load_cot
@@ -48,24 +51,17 @@ def build_examples(cfg: SFTConfig) -> list[SFTExample]:
                              f"scene facts (e.g. {missing[0]})")
         return [SFTExample(r.uid, i, direct_answer(facts[r.uid]["target_class"]), facts[r.uid]["target_class"])
                 for i, r in enumerate(rows)]
-    skipped = unasked_scene_uids([r.uid for r in rows], facts) if cfg.cot.skip_unasked_scenes else set()
-    step1 = cfg.cot.unasked_scenes_as == "step1"
-    if skipped:
-        instead = "learn only step 1" if step1 else "asked \"every object .\" instead"
-        print(f"[sft] {len(skipped)} of {len(rows)} training rows show an object of a class no row asks for: "
-              f"{instead} (cot.skip_unasked_scenes)", flush=True)
-    cot, report = load_cot(cfg.cot.source, [r.uid for r in rows if step1 or r.uid not in skipped], facts=facts,
+    mix = DataMix(cfg.mix, cfg.run.seed)
+    left_out = mix.left_out([r.uid for r in rows], facts)
+    if left_out:
+        print(f"[sft] {len(left_out)} of {len(rows)} training rows show an object of a class no row asks for: "
+              "asked \"every object .\" instead (mix.skip_unasked_scenes)", flush=True)
+    cot, report = load_cot(cfg.cot.source, [r.uid for r in rows if r.uid not in left_out], facts=facts,
                            path=cfg.cot.path, max_tokens=cfg.cot.max_tokens)
     print(report.summary(), flush=True)
     examples = [SFTExample(r.uid, i, cot[r.uid].answer, cot[r.uid].target_class)
-                for i, r in enumerate(rows) if r.uid in cot and r.uid not in skipped]
-    share = every_object_examples(rows, facts, round(cfg.cot.every_object_share * len(examples)), cfg.run.seed,
-                                  cfg.cot.every_object_order)
-    if step1:
-        return examples + share + [SFTExample(r.uid, i, cot[r.uid].answer, cot[r.uid].target_class, segment=False,
-                                              step1_only=True)
-                                   for i, r in enumerate(rows) if r.uid in skipped and r.uid in cot]
-    return examples + share + listing_instead(rows, facts, skipped, cfg.run.seed, cfg.cot.every_object_order)
+                for i, r in enumerate(rows) if r.uid in cot]
+    return examples + [listing_example(row) for row in mix.sft_rows(rows, facts, len(examples), left_out)]
 
 
 def with_absolute_paths(cfg: SFTConfig) -> SFTConfig:

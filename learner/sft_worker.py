@@ -48,8 +48,7 @@ def sft_train_loop(config: dict) -> None:
     examples = [SFTExample(**json.loads(line)) for line in Path(config["examples"]).read_text().splitlines()]
     clips = RefAVSDataset.from_config(cfg.data, cfg.data.train_split, features=shape.audio_features)
     tr = cfg.trainer
-    batcher = SFTBatcher(examples, clips, tokenizer, tr.batch_size_per_worker, world, rank, cfg.run.seed,
-                          tr.blind_video_fraction)
+    batcher = SFTBatcher(examples, clips, tokenizer, tr.batch_size_per_worker, world, rank, cfg.run.seed)
     total_steps = tr.max_steps or tr.epochs * batcher.steps_per_epoch
 
     params = [p for p in policy.parameters() if p.requires_grad]
@@ -81,8 +80,7 @@ def sft_train_loop(config: dict) -> None:
             with torch.no_grad():
                 t_out = teacher(batch["teacher"], with_masks=False)
             teacher_seg, teacher_has = t_out.seg_embedding, t_out.has_seg & batch["segment"].to(t_out.has_seg.device)
-        loss, parts = sft_loss(out, batch["masks"], batch["mask_valid"], cfg.loss, teacher_seg, teacher_has,
-                               batch.get("ce_mask"))
+        loss, parts = sft_loss(out, batch["masks"], batch["mask_valid"], cfg.loss, teacher_seg, teacher_has)
         loss = with_every_parameter(loss, engine.module)  # a rank whose rows have no [SEG] reduces the same grads
         engine.backward(loss)
         engine.step()

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Iterable
 
 from aurora_rl.config.loader import ConfigError, apply_override, build, dump_yaml, load_tree
-from aurora_rl.config.schema import REPLACED_KEYS, STAGES, EvalConfig, GRPOConfig, ReflectConfig, SFTConfig
+from aurora_rl.config.replaced_keys import REPLACED_KEYS
+from aurora_rl.config.schema import STAGES, EvalConfig, GRPOConfig, ReflectConfig, SFTConfig
 
 __all__ = [
     "ConfigError", "load_config", "dump_yaml", "STAGES",

@@ -53,7 +53,6 @@ class TextPretrainConfig:
     batch_size: int = field(32, ge=1)
     lr: float = field(1e-3, gt=0.0)
     list_share: float = field(0.2, ge=0.0, le=1.0)  # texts naming every object ("every object .")
-    list_order: Literal["left_to_right", "shuffled"] = "left_to_right"  # their step 3, as cot.every_object_order
 
 
 @dataclass
@@ -170,9 +169,6 @@ class TrainerConfig:
     log_every: int = field(1, ge=1)
     checkpoint_every: int = field(50, ge=1)
     mask_frames_per_clip: Optional[int] = field(None, ge=1)  # supervise k random frames per clip (None: all)
-    # Fraction of rows (those whose answer has a step 1) trained with their video tokens blanked and
-    # no CE on step 1: what follows step 1 must then come from its text, not the frames.
-    blind_video_fraction: float = field(0.0, ge=0.0, le=1.0)
     deepspeed: DeepSpeedConfig = field(factory=DeepSpeedConfig)
     optim: OptimConfig = field(factory=OptimConfig)
 
@@ -192,26 +188,31 @@ class CoTConfig:
     source: Literal["scene", "jsonl", "teacher"] = "scene"
     path: Optional[str] = None  # the JSONL file (jsonl) or the teacher model folder (teacher)
     max_tokens: int = field(150, ge=8)
-    # "every object ." rows added, as a share of the referring rows: one per training video drawn,
-    # answered by scene_cot.list_cot (no [SEG], no mask loss). Needs the scene facts.
-    every_object_share: float = field(0.0, ge=0.0)
-    # the order step 3 of those rows names the objects in: "shuffled" (per row) makes each position a
-    # lookup by the class just written, as in a referring answer, for every class the rows name
-    every_object_order: Literal["left_to_right", "shuffled"] = "left_to_right"
-    # true: no referring row comes from a scene that holds an object of a class that no training row
-    # asks for (an unseen-class distractor); each such row asks "every object ." instead, so step 1
-    # still describes the scene. Shown in referring rows but never the answer, those objects teach that an
-    # unasked class is never the target, and the lookup then fails for the classes test_u asks for
-    # (bench/lookup_probe.py)
-    skip_unasked_scenes: bool = False
-    # what each row left out by skip_unasked_scenes becomes: "every_object" asks "every object ." of
-    # the same clip; "step1" keeps the referring row but learns only its step 1 (the scene, unasked
-    # objects named), with no loss on the rest of the answer, its mask or its [SEG] distillation
-    unasked_scenes_as: Literal["every_object", "step1"] = "every_object"
 
     def check(self):
         if self.source in ("jsonl", "teacher") and not self.path:
             yield "path", f"source {self.source!r} needs a path"
+
+
+@dataclass
+class MixConfig:
+    """What a stage learns besides the referring rows of its training split (aurora_rl/data/mix.py):
+    "every object ." rows, answered from the scene facts (every object named, no [SEG]), and the
+    referring rows left out. The defaults add nothing; docs/FINDINGS.md says what they change."""
+
+    # stages 1 and 2: "every object ." rows added, as a share of the referring rows, on distinct videos
+    every_object_share: float = field(0.0, ge=0.0)
+    # stages 1 and 2: referring rows whose scene shows an object of a class no training row asks for
+    # are asked "every object ." instead (stage 2 samples none of them)
+    skip_unasked_scenes: bool = False
+    # GRPO: "every object ." rows each learner rank learns by CE in every step (weight objective.mix_ce)
+    every_object_rows: int = field(0, ge=0)
+    # GRPO: the dataset root whose training split gives those rows (None: data.root)
+    every_object_data: Optional[str] = None
+
+    def check(self):
+        if self.every_object_data and not self.every_object_rows:
+            yield "every_object_data", "gives the every-object rows; set mix.every_object_rows > 0 as well"
 
 
 @dataclass
@@ -280,13 +281,6 @@ class LearnerConfig:
     # (tests/grpo/test_grpo_job.py::test_micro_batches_add_up_to_the_step_of_the_whole_batch)
     micro_batch: Optional[int] = field(None, ge=1)
     max_policy_lag: int = field(0, ge=0)  # 0 = strictly on-policy
-    # "every object ." rows (as stage 1's cot.every_object_share) each rank also learns by CE in
-    # every step, weighted objective.mix_ce: keeps the model writing the classes it is never rewarded for
-    every_object_rows: int = field(0, ge=0)
-    # dataset root whose training split gives those rows (None: data.root), e.g. videos that hold
-    # objects of classes the prompts' videos lack
-    every_object_data: Optional[str] = None
-    every_object_order: Literal["left_to_right", "shuffled"] = "left_to_right"  # as cot.every_object_order
     checkpoint_every: int = field(10, ge=1)
     deepspeed: DeepSpeedConfig = field(factory=DeepSpeedConfig)
     optim: OptimConfig = field(factory=lambda: OptimConfig(lr=1e-5, schedule="constant"))
@@ -394,6 +388,7 @@ class SFTConfig:
     trainer: TrainerConfig = field(factory=TrainerConfig)
     loss: SFTLossConfig = field(factory=SFTLossConfig)
     cot: CoTConfig = field(factory=CoTConfig)
+    mix: MixConfig = field(factory=MixConfig)
     teacher_path: Optional[str] = None  # frozen direct-answer model for [SEG] distillation
     direct_answer: bool = False  # train on "It is <class> [SEG]." (the distillation teacher)
 
@@ -413,6 +408,7 @@ class ReflectConfig:
     loss: SFTLossConfig = field(factory=lambda: SFTLossConfig(distill=0.0))
     rollout: RolloutConfig = field(factory=RolloutConfig)
     corrector: CoTConfig = field(factory=CoTConfig)
+    mix: MixConfig = field(factory=MixConfig)  # as stage 1's: the stage-1 rows it mixes in, and what is mined
     failure_iou: float = field(0.5, ge=0.0, le=1.0)  # mean IoU below this (or a wrong class) = failure
     mix_ratio: float = field(0.5, ge=0.0, le=1.0)  # fraction of reflective samples in the fine-tune mix
     trigger: str = "Wait, let me reconsider."
@@ -433,6 +429,7 @@ class GRPOConfig:
     reward: RewardConfig = field(factory=RewardConfig)
     learner: LearnerConfig = field(factory=LearnerConfig)
     objective: ObjectiveConfig = field(factory=ObjectiveConfig)
+    mix: MixConfig = field(factory=MixConfig)
     broadcast: BroadcastConfig = field(factory=BroadcastConfig)
     queue: QueueConfig = field(factory=QueueConfig)
     placement: PlacementConfig = field(factory=PlacementConfig)
@@ -444,8 +441,6 @@ class GRPOConfig:
                 f"{self.learner.prompts_per_step} prompts x group_size {self.rollout.sampling.group_size} = "
                 f"{completions} completions per step, fewer than learner.num_ranks ({self.learner.num_ranks}): "
                 "every rank needs at least one")
-        if self.learner.every_object_data and not self.learner.every_object_rows:
-            yield "learner.every_object_data", "gives the every-object rows; set learner.every_object_rows > 0 as well"
         gpus = self.placement.learner.gpus
         if self.learner.use_gpu and gpus == 0:
             yield "placement.learner.gpus", "learner.use_gpu needs a GPU in each rank's bundle: set it to 1"
@@ -471,23 +466,3 @@ class EvalConfig:
 
 STAGES = {"sft": SFTConfig, "reflect": ReflectConfig, "grpo": GRPOConfig, "eval": EvalConfig}
 
-
-def _moved(keys: dict[str, str]) -> dict[str, str]:
-    return {old: f"renamed: now {new}" for old, new in keys.items()}
-
-
-_OBJECTIVE_MOVED = _moved({f"learner.{k}": f"objective.{k}" for k in
-                           ("adv_eps", "clip_low", "clip_high", "kl_coef", "mask_bce", "mask_dice", "mask_min_iou")})
-_OBJECTIVE_MOVED.update({
-    "learner.normalize_std": "replaced by objective.advantage: grpo (normalize_std true) or centered (false)",
-    "learner.every_object_ce": "renamed: now objective.mix_ce",
-})
-
-# Keys that existed once, by stage, with what replaces them: a config that still uses one fails
-# with this message, not with "unknown key".
-REPLACED_KEYS: dict[str, dict[str, str]] = {
-    "sft": {},
-    "reflect": {},
-    "grpo": _OBJECTIVE_MOVED,
-    "eval": {},
-}

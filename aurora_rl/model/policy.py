@@ -36,8 +36,6 @@ class PolicyInputs:
     mask_frames: [B, k] frame indices to segment (None: all T). Training may supervise a few
         random frames per clip: one [SEG] prompts every frame, so this is an unbiased, k/T
         cheaper estimate of the mask loss (the mask decoder dominates a CPU training step).
-    blank_video: [B] bool; True rows get zeros for their video tokens (training rows that must
-        read the scene from their answer's step 1; SAM still sees the frames).
     """
 
     prompt_ids: list[list[int]]
@@ -47,7 +45,6 @@ class PolicyInputs:
     fbank_lengths: Optional[torch.Tensor] = None
     clip_keys: Optional[list[str]] = None
     mask_frames: Optional[torch.Tensor] = None
-    blank_video: Optional[torch.Tensor] = None
 
 
 @dataclass
@@ -106,10 +103,6 @@ class AVSegPolicy(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, batch: PolicyInputs, with_masks: bool = True) -> PolicyOutput:
         media = self.media_features(batch.frames, batch.fbank, batch.fbank_lengths)
-        if batch.blank_video is not None:
-            for m, blank in zip(media, batch.blank_video.tolist()):
-                if blank:  # times 0, not new zeros: the encoder keeps a (zero) gradient, as every
-                    m[self.ids.video] = m[self.ids.video] * 0  # data-parallel rank must reduce the same
         seqs, seg_pos, answer_pos, prompt_end = [], [], [], []
         for prompt, answer, m in zip(batch.prompt_ids, batch.answer_ids, media):
             emb, source = self.spliced(list(prompt) + list(answer), m, len(prompt))

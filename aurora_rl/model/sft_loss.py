@@ -19,25 +19,23 @@ from aurora_rl.model.mask_loss import mask_loss
 from aurora_rl.model.policy import PolicyOutput
 
 
-def answer_ce(out: PolicyOutput, ce_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Mean CE over the batch's answer tokens (token-level); ``ce_mask`` [B, A] bool keeps only some."""
-    learned = out.answer_mask if ce_mask is None else out.answer_mask & ce_mask.to(out.answer_mask.device)
-    return -(out.answer_logprobs * learned).sum() / learned.sum().clamp(min=1)
+def answer_ce(out: PolicyOutput) -> torch.Tensor:
+    """Mean CE over the batch's answer tokens (token-level)."""
+    return -(out.answer_logprobs * out.answer_mask).sum() / out.answer_mask.sum().clamp(min=1)
 
 
 def sft_loss(out: PolicyOutput, gt_masks: torch.Tensor, mask_valid: torch.Tensor, weights: SFTLossConfig,
-             teacher_seg: Optional[torch.Tensor] = None, teacher_has_seg: Optional[torch.Tensor] = None,
-             ce_mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict[str, float]]:
+             teacher_seg: Optional[torch.Tensor] = None, teacher_has_seg: Optional[torch.Tensor] = None
+             ) -> tuple[torch.Tensor, dict[str, float]]:
     """
     Args:
         out: the student's PolicyOutput (answer_logprobs [B, A], mask_logits [B, T, M, M], ...).
         gt_masks: [B, T, M, M] in {0, 1}. mask_valid: [B, T] bool.
         teacher_seg: [B, D] the frozen teacher's [SEG] embeddings (None: no distillation).
-        ce_mask: [B, A] bool, the answer tokens that carry CE (None: all of them).
     Returns:
         (total loss, {"ce", "bce", "dice", "distill", "total"} as floats).
     """
-    ce = answer_ce(out, ce_mask)
+    ce = answer_ce(out)
     masked, bce, dice = mask_loss(out.mask_logits, gt_masks, mask_valid, weights.bce, weights.dice)
     distill = ce.new_zeros(())
     if teacher_seg is not None and weights.distill > 0:

@@ -27,7 +27,7 @@ from aurora_rl.data.synthetic.expressions import (audio_expressions, audio_visua
 from aurora_rl.data.synthetic.scene import sample_scene
 from aurora_rl.data.synthetic.writer import object_facts
 from aurora_rl.prompts.answer_format import AUDIO, VIDEO, build_prompt
-from aurora_rl.prompts.scene_cot import EVERY_OBJECT, list_cot, naming_order, scene_cot
+from aurora_rl.prompts.scene_cot import EVERY_OBJECT, list_cot, scene_cot
 
 
 def text_prompt(expression: str) -> str:
@@ -35,14 +35,13 @@ def text_prompt(expression: str) -> str:
     return " ".join(w for w in build_prompt(expression).split() if w not in (VIDEO, AUDIO))
 
 
-def scene_text(rng: np.random.Generator, num_frames: int, list_share: float, list_order: str = "left_to_right") -> str:
+def scene_text(rng: np.random.Generator, num_frames: int, list_share: float) -> str:
     """One pretraining text: a random scene over every class, one expression, its answer."""
     pool = list(CLASSES.values())
     scene = sample_scene(rng, pool, size=64, num_frames=num_frames)
     objects = object_facts(scene)
     if rng.random() < list_share:
-        order = naming_order(list_order, len(objects), rng)
-        return f"{text_prompt(EVERY_OBJECT)} {list_cot({'objects': objects}, order)}"
+        return f"{text_prompt(EVERY_OBJECT)} {list_cot({'objects': objects})}"
     kinds = [k for k in (audio_expressions(scene), visual_expressions(scene), audio_visual_expressions(scene),
                          null_expressions(scene, pool)) if k]
     options = kinds[int(rng.integers(len(kinds)))]
@@ -84,7 +83,7 @@ def pretrain_text(llm: torch.nn.Module, tokenizer, cfg: TextPretrainConfig, seed
         torch.manual_seed(seed)
         for step in range(1, cfg.steps + 1):
             ids, attention, labels = text_batch(
-                tokenizer, [scene_text(rng, num_frames, cfg.list_share, cfg.list_order) for _ in range(cfg.batch_size)])
+                tokenizer, [scene_text(rng, num_frames, cfg.list_share) for _ in range(cfg.batch_size)])
             if unknown is not None and bool((ids == unknown).any()):
                 raise ValueError("text pretraining wrote a word the tokenizer does not hold; the tokenizer must be "
                                  "built over synthetic_words() and scene_cot.COT_WORDS")

@@ -120,10 +120,3 @@ def parse_answer(text: str) -> ParsedAnswer:
         out.problems.append('does not end with "it is [SEG] ."')
     return out
 
-
-def step1_spans(text: str) -> list[tuple[int, int]]:
-    """Character spans of every step 1 of an answer (a reflective one has two): from its
-    "step 1 :" up to the next step marker, or to the end of the text."""
-    marks = list(_STEP.finditer(text))
-    return [(m.start(), marks[i + 1].start() if i + 1 < len(marks) else len(text))
-            for i, m in enumerate(marks) if m.group(1) == "1"]

@@ -14,8 +14,6 @@ look-alike objects to segment.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
-
 from aurora_rl.prompts.answer_format import CoTEntry, compose_answer
 
 POSITION_ORDER = {"left": 0, "center": 1, "right": 2}
@@ -47,29 +45,19 @@ def describe_reference(facts: dict) -> str:
     return f"the reference asks for {asked} , which is the {facts['target_class']} {WHERE[target['position']]} ."
 
 
-def naming_order(order: str, count: int, rng) -> Optional[list[int]]:
-    """``list_cot``'s ``order`` for a config's every-object order: None left to right, a draw of
-    ``rng`` (a numpy Generator) for "shuffled"."""
-    return rng.permutation(count).tolist() if order == "shuffled" else None
-
-
-def list_cot(facts: dict, order: Optional[Sequence[int]] = None) -> str:
+def list_cot(facts: dict) -> str:
     """The answer to "every object ." for a clip: steps 1-2 as ``scene_cot`` writes them, then every
-    object left to right (or in ``order``: indices into the left-to-right list) where a referring
-    answer names its one target, and no [SEG] (nothing is segmented)::
+    object left to right where a referring answer names its one target, and no [SEG] (nothing is
+    segmented)::
 
         step 1 : a yellow piano on the left , a red siren on the right . step 2 : ...
         step 3 : the reference asks for every object , which is the piano on the left , the siren on the right .
         step 4 : the target is piano , siren .
 
     It names every object in the answer's own words, unseen-class distractors included: the
-    stand-in for training that keeps writing class names outside the referring task. Left to
-    right, step 3 copies step 1's positions in turn; in another order each position must be looked
-    up by the class just written, as a referring answer's step 3 does.
+    stand-in for training that keeps writing class names outside the referring task.
     """
     ordered = sorted(facts["objects"], key=lambda o: POSITION_ORDER[o["position"]])
-    if order is not None:
-        ordered = [ordered[i] for i in order]
     found = " , ".join(f"the {o['class']} {WHERE[o['position']]}" for o in ordered)
     classes = " , ".join(o["class"] for o in ordered)
     steps = (describe_images(facts["objects"]), describe_audio(facts["objects"]),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from aurora_rl.config import ConfigError, GRPOConfig, SFTConfig, load_config
 
@@ -161,3 +163,61 @@ def test_cli_config_show_error_exit_code_and_message(tmp_path):
     run = _cli("config", "show", str(path))
     assert run.returncode == 2
     assert f"{path}: objective.clip_low: expected a number, got 'high'" in run.stderr
+
+
+@pytest.mark.parametrize("stage, override, message", [
+    ("grpo", "learner.kl_coef=0.1", "learner.kl_coef: renamed: now objective.kl_coef"),
+    ("grpo", "learner.normalize_std=false", "replaced by objective.advantage: grpo (normalize_std true) or centered"),
+    ("grpo", "learner.every_object_rows=4", "learner.every_object_rows: renamed: now mix.every_object_rows"),
+    ("sft", "cot.every_object_share=0.2", "cot.every_object_share: renamed: now mix.every_object_share"),
+    ("reflect", "corrector.skip_unasked_scenes=true", "renamed: now mix.skip_unasked_scenes"),
+    ("sft", "trainer.blind_video_fraction=0.5", "trainer.blind_video_fraction: a research option, removed"),
+    ("sft", "model.tiny.text_pretrain.list_order=shuffled", "removed (docs/FINDINGS.md names the commit"),
+])
+def test_a_replaced_key_names_what_replaces_it(stage, override, message, tmp_path):
+    with pytest.raises(ConfigError, match=re.escape(message)) as error:
+        load_config(CONFIGS / "tiny" / f"{stage}.yaml", [override])
+    assert f"override '{override}'" in str(error.value)  # and where it came from
+    key, value = override.split("=")
+    tree: dict = {"inherit": str(CONFIGS / "tiny" / f"{stage}.yaml")}
+    node = tree
+    for part in key.split(".")[:-1]:
+        node = node.setdefault(part, {})
+    node[key.split(".")[-1]] = yaml.safe_load(value)
+    path = write(tmp_path, "old.yaml", yaml.safe_dump(tree))
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: {key}: ") + ".*" + re.escape(message.split(": ")[-1])):
+        load_config(path)
+
+
+def test_every_cross_field_check_is_in_the_schema():
+    with pytest.raises(ConfigError, match="1 prompts x group_size 1 = 1 completions per step, fewer than "
+                                          r"learner.num_ranks \(2\)"):
+        load_config(CONFIGS / "tiny" / "grpo.yaml", ["learner.prompts_per_step=1", "rollout.sampling.group_size=1"])
+    with pytest.raises(ConfigError, match="mix.every_object_data: gives the every-object rows"):
+        load_config(CONFIGS / "tiny" / "grpo.yaml", ["mix.every_object_data=/data"])
+    with pytest.raises(ConfigError, match="model.path: stage 2 starts from the stage-1 checkpoint"):
+        load_config(CONFIGS / "tiny" / "reflect.yaml", ["model.path=null"])
+
+
+def test_the_research_recipes_are_config_files():
+    """The two results that must stay reproducible (docs/FINDINGS.md) run from files under configs/."""
+    gain = {stage: load_config(CONFIGS / "tiny" / "gain" / f"{stage}.yaml") for stage in ("direct", "sft", "reflect",
+                                                                                          "grpo")}
+    assert gain["direct"].direct_answer and gain["direct"].trainer.epochs == 1
+    sft = gain["sft"]
+    assert (sft.model.tiny.text_pretrain.steps, sft.trainer.epochs, sft.mix.every_object_share,
+            sft.mix.skip_unasked_scenes) == (3000, 6, 0.2, True)
+    assert sft.teacher_path == "runs/grpo_gain/runs/tiny-direct/checkpoint"
+    reflect = gain["reflect"]
+    assert reflect.mix == sft.mix and reflect.data.max_samples == 2800
+    assert (reflect.rollout.num_actors, reflect.rollout.sampling.group_size) == (2, 2)
+    grpo = gain["grpo"]
+    assert (grpo.objective.advantage, grpo.objective.mask_min_iou, grpo.reward.iou_variant) == (
+        "centered", 0.5, "thresholded")
+    assert (grpo.mix.every_object_rows, grpo.mix.every_object_data) == (4, "runs/grpo_gain/data")
+    assert (grpo.rollout.sampling.group_size, grpo.rollout.sampling.max_new_tokens, grpo.learner.optim.lr) == (
+        4, 320, 2e-5)
+    fixed = load_config(CONFIGS / "tiny" / "grpo_32_rows.yaml")
+    assert (fixed.data.max_samples, fixed.learner.steps, fixed.learner.prompts_per_step) == (32, 100, 16)
+    assert (fixed.objective.mask_min_iou, fixed.learner.optim.lr, fixed.rollout.sampling.group_size) == (0.5, 1e-4, 4)
+    assert fixed.objective.advantage == "grpo" and fixed.mix.every_object_rows == 0

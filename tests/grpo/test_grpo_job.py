@@ -331,8 +331,8 @@ def one_answer_per_rank(checkpoint) -> list[list[bytes]]:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_every_object_rows_add_their_ce_to_each_rank_step(ray_node, synthetic_root, tmp_path, start_checkpoint):
-    """learner.every_object_rows: each rank also learns that many "every object ." rows by CE, weighted
-    objective.mix_ce, on top of the same GRPO loss. With learner.every_object_data the rows come
+    """mix.every_object_rows: each rank also learns that many "every object ." rows by CE, weighted
+    objective.mix_ce, on top of the same GRPO loss. With mix.every_object_data the rows come
     from that dataset's training split: here a copy whose scene facts put every object on the other side."""
     import shutil
 
@@ -350,7 +350,7 @@ def test_every_object_rows_add_their_ce_to_each_rank_step(ray_node, synthetic_ro
                             one_answer_per_rank(start_checkpoint), [[1.0], [-1.0]])
 
     plain, w_plain = step()
-    mixed, w_mixed = step("learner.every_object_rows=2", "objective.mix_ce=0.5")
+    mixed, w_mixed = step("mix.every_object_rows=2", "objective.mix_ce=0.5")
     assert "mix_ce" not in plain[0]
     for a, b in zip(plain, mixed):
         assert b["mix_ce"] > 0.1
@@ -358,10 +358,10 @@ def test_every_object_rows_add_their_ce_to_each_rank_step(ray_node, synthetic_ro
         assert b["policy_loss"] == pytest.approx(a["policy_loss"], rel=1e-5)
     assert sum(float((w_mixed[k] - w_plain[k]).abs().sum()) for k in w_plain) > 1e-3
 
-    other, _ = step("learner.every_object_rows=2", "objective.mix_ce=0.5",
-                    f"learner.every_object_data={mirrored}")
+    other, _ = step("mix.every_object_rows=2", "objective.mix_ce=0.5",
+                    f"mix.every_object_data={mirrored}")
     for a, b in zip(mixed, other):
         assert abs(b["mix_ce"] - a["mix_ce"]) > 1e-4  # the mirrored answers
         assert b["policy_loss"] == pytest.approx(a["policy_loss"], rel=1e-5)  # the same prompts' dataset
-    with pytest.raises(ConfigError, match="every_object_rows"):
-        job_config(tmp_path, synthetic_root, start_checkpoint, f"learner.every_object_data={mirrored}")
+    with pytest.raises(ConfigError, match="mix.every_object_data: gives the every-object rows"):
+        job_config(tmp_path, synthetic_root, start_checkpoint, f"mix.every_object_data={mirrored}")

@@ -1,12 +1,15 @@
-"""The "every object ." rows of the SFT stages (`cot.every_object_share`) and the teacher's vocabulary check."""
+"""The data mix in the SFT stages (`mix.every_object_share`, `mix.skip_unasked_scenes`: aurora_rl/data/mix.py)
+and the teacher's vocabulary check."""
 
 from __future__ import annotations
 
 from collections import Counter
 
 import pytest
-from aurora_rl.config.schema import CoTConfig, DataConfig, RunConfig, SFTConfig
+
+from aurora_rl.config.schema import DataConfig, MixConfig, RunConfig, SFTConfig
 from aurora_rl.data import refavs_layout as layout
+from aurora_rl.data.mix import unasked_scene_uids
 from aurora_rl.data.refavs_dataset import RefAVSDataset
 from aurora_rl.data.scene_facts import load_scene_facts
 from aurora_rl.data.synthetic import UNSEEN_CLASSES
@@ -14,7 +17,7 @@ from aurora_rl.data.synthetic.writer import SynthConfig, generate_benchmark
 from aurora_rl.model.tokenizer import build_word_tokenizer
 from aurora_rl.prompts.answer_format import build_prompt, parse_answer
 from aurora_rl.prompts.scene_cot import COT_WORDS, EVERY_OBJECT, POSITION_ORDER, list_cot
-from learner.sft_data import SFTBatcher, check_teacher_vocabulary, unasked_scene_uids
+from learner.sft_data import SFTBatcher, check_teacher_vocabulary
 from learner.sft_job import build_examples
 
 UNSEEN = {c.name for c in UNSEEN_CLASSES}
@@ -40,7 +43,7 @@ def distractor_root(tmp_path_factory):
 
 def config(root, share: float) -> SFTConfig:
     return SFTConfig(stage="sft", run=RunConfig(seed=0), data=DataConfig(root=str(root)),
-                     cot=CoTConfig(every_object_share=share), teacher_path="unused")
+                     mix=MixConfig(every_object_share=share), teacher_path="unused")
 
 
 def test_every_object_rows_are_added_on_distinct_videos_and_name_the_unseen_distractor(distractor_root):
@@ -66,32 +69,6 @@ def test_every_object_rows_are_added_on_distinct_videos_and_name_the_unseen_dist
     assert max(counts.values()) - min(counts.values()) <= 1
 
 
-def test_shuffled_rows_name_each_object_with_its_own_position_in_an_order_of_their_own(distractor_root):
-    """cot.every_object_order=shuffled: step 3 cannot copy step 1's positions in turn; each position
-    goes with the class written before it, unseen distractors included. Same seed, same rows."""
-    plain = build_examples(config(distractor_root, 0.0))
-    cfg = config(distractor_root, 1.0)
-    cfg.cot.every_object_order = "shuffled"
-    rows = [r for r in layout.read_metadata(distractor_root) if r.split == "train"]
-    facts = load_scene_facts(distractor_root)
-    extra = build_examples(cfg)[len(plain):]
-    assert [e.answer for e in extra] == [e.answer for e in build_examples(cfg)[len(plain):]]
-    assert [e.dataset_index for e in extra] == [e.dataset_index for e in build_examples(config(distractor_root, 1.0))
-                                                [len(plain):]]  # the same videos as left to right
-    orders = Counter()
-    for e in extra:
-        objects = facts[rows[e.dataset_index].uid]["objects"]
-        step3 = e.answer.split("which is ")[1].split(" . step 4")[0]
-        named = [part.split() for part in step3.split(" , ")]  # "the siren on the right" -> words
-        assert sorted(words[1] for words in named) == sorted(o["class"] for o in objects)
-        where = {o["class"]: o["position"] for o in objects}
-        assert all(words[-1] == where[words[1]] for words in named)
-        assert e.answer.endswith(f"step 4 : the target is {' , '.join(words[1] for words in named)} .")
-        in_order = [o["class"] for o in sorted(objects, key=lambda o: POSITION_ORDER[o["position"]])]
-        orders["left to right" if [words[1] for words in named] == in_order else "other"] += 1
-    assert orders["other"] > len(extra) // 3 and orders["left to right"] > 0
-
-
 @pytest.fixture(scope="module")
 def half_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("half")
@@ -100,7 +77,7 @@ def half_root(tmp_path_factory):
 
 
 def test_skip_unasked_scenes_keeps_their_referring_rows_out_and_their_every_object_rows_in(half_root):
-    """cot.skip_unasked_scenes: no referring row shows an unseen-class object (one that no row asks
+    """mix.skip_unasked_scenes: no referring row shows an unseen-class object (one that no row asks
     for), every other referring row stays as it was, and each row left out asks "every object ."
     instead, naming the unseen object; the share's rows come on top."""
     root = half_root
@@ -110,7 +87,7 @@ def test_skip_unasked_scenes_keeps_their_referring_rows_out_and_their_every_obje
     assert 0 < len(shows_unseen) < len(rows)
     plain = build_examples(config(root, 0.0))
     cfg = config(root, 1.0)
-    cfg.cot.skip_unasked_scenes = True
+    cfg.mix.skip_unasked_scenes = True
     examples = build_examples(cfg)
     referring = [e for e in examples if e.expression is None]
     assert [e.uid for e in referring] == [e.uid for e in plain if e.uid not in shows_unseen]
@@ -122,39 +99,6 @@ def test_skip_unasked_scenes_keeps_their_referring_rows_out_and_their_every_obje
     assert unasked_scene_uids([r.uid for r in rows], facts) == shows_unseen
     with pytest.raises(ValueError, match=r"needs the scene facts of every training row; 1 lack them \(e.g. nope"):
         unasked_scene_uids([rows[0].uid, "nope"], facts)
-
-
-def test_unasked_scenes_as_step1_keeps_those_rows_learning_their_step_1_alone(half_root):
-    """cot.unasked_scenes_as: step1 keeps each referring row skip_unasked_scenes leaves out, whole,
-    but only its step-1 tokens carry CE; its masks and its [SEG] (distillation) are no target."""
-    rows = [r for r in layout.read_metadata(half_root) if r.split == "train"]
-    shows_unseen = unasked_scene_uids([r.uid for r in rows], load_scene_facts(half_root))
-    plain = {e.uid: e for e in build_examples(config(half_root, 0.0))}
-    listing, step1 = config(half_root, 0.2), config(half_root, 0.2)
-    listing.cot.skip_unasked_scenes = step1.cot.skip_unasked_scenes = True
-    step1.cot.unasked_scenes_as = "step1"
-    as_listing, examples = build_examples(listing), build_examples(step1)
-    kept = [e for e in examples if not e.step1_only]
-    assert kept == as_listing[: len(kept)]  # referring rows and the share as with "every_object"
-    assert len(as_listing) == len(examples)  # the same count of rows instead
-    learned = [e for e in examples if e.step1_only]
-    assert sorted(e.uid for e in learned) == sorted(shows_unseen)
-    assert all(e.answer == plain[e.uid].answer and not e.segment for e in learned)
-    assert all(any(f" {u} " in e.answer.split("step 2")[0] for u in UNSEEN) for e in learned)
-
-    words = set(COT_WORDS) | {w for e in examples for w in e.answer.split()}
-    tokenizer = build_word_tokenizer(words | {w for r in rows for w in r.exp.split()})
-    clips = RefAVSDataset(half_root, "train", mask_size=16, image_size=16)
-    pair = [learned[0], kept[0]]
-    batch = SFTBatcher(pair, clips, tokenizer, batch_size=2, world_size=1, rank=0, seed=0).batch(0, 0)
-    at = {uid: i for i, uid in enumerate(batch["uids"])}
-    i, j = at[learned[0].uid], at[kept[0].uid]
-    words = learned[0].answer.split()
-    step2 = words.index("step", 1)
-    assert batch["ce_mask"][i, :step2].all() and not batch["ce_mask"][i, step2:].any()  # nor its eos
-    assert batch["ce_mask"][j, : len(kept[0].answer.split()) + 1].all()
-    assert batch["segment"].tolist() == [k == j for k in range(2)]
-    assert not batch["mask_valid"][i].any() and batch["mask_valid"][j].any()
 
 
 def test_batches_prompt_every_object_and_leave_its_masks_out_of_the_loss(distractor_root):
@@ -187,8 +131,8 @@ def test_a_batch_without_seg_still_gives_every_trainable_parameter_a_gradient():
     import torch
 
     from aurora_rl.config.schema import SFTLossConfig
-    from learner.deepspeed_config import with_every_parameter
     from aurora_rl.model.sft_loss import sft_loss
+    from learner.deepspeed_config import with_every_parameter
     from tests.model.tiny_policy import make_inputs, make_policy
 
     policy, tok = make_policy()

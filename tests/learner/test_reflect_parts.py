@@ -77,7 +77,7 @@ def test_examples_point_at_the_failing_rows_and_mix_ratio_holds():
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_mining_samples_each_clip_but_the_left_out_ones_group_size_times(ray_node, synthetic_root, tmp_path):
-    """The scenes ``corrector.skip_unasked_scenes`` leaves out are not sampled at all (their failures
+    """The scenes ``mix.skip_unasked_scenes`` leaves out are not sampled at all (their failures
     would be dropped); every other clip gets ``group_size`` completions, in row order."""
     policy, tok = make_policy(seed=3)
     ckpt = save_policy(policy, tok, tiny_model_config(), MediaShape(128, 64, 64), tmp_path / "ckpt")

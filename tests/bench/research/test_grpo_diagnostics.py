@@ -1,4 +1,4 @@
-"""bench/grpo_diagnostics.py: the random step's size, the step-1 / step-3 consistency check, classes per
+"""bench/research/grpo_diagnostics.py: the random step's size, the step-1 / step-3 consistency check, classes per
 template, step 3's positions."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from aurora_rl.data.scene_facts import write_scene_facts  # noqa: E402
-from bench.grpo_diagnostics import (  # noqa: E402
+from bench.research.grpo_diagnostics import (  # noqa: E402
     classes, consistency, positions, random_step_weights, step1_sees_target, step3_follows_step1,
 )
 

@@ -1,4 +1,4 @@
-"""bench/lookup_probe.py: its rows are right by construction, and a short run scores them."""
+"""bench/research/lookup_probe.py: its rows are right by construction, and a short run scores them."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from bench.lookup_probe import WHERE, run, scene_row  # noqa: E402
+from bench.research.lookup_probe import WHERE, run, scene_row  # noqa: E402
 
 
 @pytest.mark.parametrize("style", list(WHERE))
@@ -88,7 +88,7 @@ def test_pretraining_and_unseen_rows_show_in_a_short_run():
 
 @pytest.mark.parametrize("tie", [False, True])
 def test_tie_makes_one_matrix_embed_and_score_the_words(tie):
-    from bench.lookup_probe import build_llm
+    from bench.research.lookup_probe import build_llm
 
     llm = build_llm(50, layers=1, seed=0, hidden=64, tie=tie)
     embed, head = llm.get_input_embeddings().weight, llm.get_output_embeddings().weight

@@ -1,6 +1,6 @@
 """Does GRPO improve on its starting checkpoint by more than the spread across seeds?
 
-    .venv/bin/python bench/grpo_seeds.py --start runs/demo/runs/tiny-reflect/checkpoint \
+    .venv/bin/python bench/research/grpo_seeds.py --start runs/demo/runs/tiny-reflect/checkpoint \
         --data runs/demo/data --steps 30 --seeds 0 1 2 --out runs/grpo_seeds
 
 Evaluates the starting checkpoint once, runs ``train grpo`` from it with each seed (same
@@ -19,7 +19,7 @@ import statistics
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from aurora_rl.pipeline.main_job import EVAL_MAX_NEW_TOKENS  # noqa: E402
@@ -50,8 +50,10 @@ def main() -> int:
                         help="continue a seed's run that stopped short of --steps from its last checkpoint (exact "
                              "resume; with the constant lr schedule, the same as one longer run). Its evaluation at "
                              "the earlier step is kept as eval/seedN-stepK and it is evaluated again")
+    parser.add_argument("--config", default=str(ROOT / "configs" / "tiny" / "grpo.yaml"),
+                        help="the GRPO config every seed runs (e.g. configs/tiny/gain/grpo.yaml)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="extra overrides of configs/tiny/grpo.yaml for every seed (e.g. learner.optim.lr=3e-4)")
+                        help="extra overrides of --config for every seed (e.g. learner.optim.lr=3e-4)")
     args = parser.parse_args()
 
     from aurora_rl.config import load_config
@@ -77,7 +79,7 @@ def main() -> int:
                                               args.max_new_tokens)
         grpo_root = Path(args.grpo_data).resolve() if args.grpo_data else data.root
         for seed in args.seeds:
-            cfg = load_config(ROOT / "configs" / "tiny" / "grpo.yaml", [
+            cfg = load_config(args.config, [
                 f"data.root={grpo_root}", f"run.output_dir={out}", f"run.name=seed{seed}", f"run.seed={seed}",
                 f"model.path={Path(args.start).resolve()}", f"learner.steps={args.steps}",
                 f"learner.prompts_per_step={args.prompts}", "learner.mask_frames_per_clip=2",

@@ -1,7 +1,7 @@
 """Can the tiny LLM learn to look its answer up in its own step 1? A text-only check.
 
 The main job's answers read the scene right in step 1 and then, in step 3, name the position of
-an object that step 1 does not put there (bench/grpo_diagnostics.py consistency). This check takes
+an object that step 1 does not put there (bench/research/grpo_diagnostics.py consistency). This check takes
 the media out: the tiny Qwen2 of the main job (2 layers, hidden 128) gets a referring expression
 and a correct step 1 as text, and learns to write step 3, the object the expression asks for and
 its position. It trains on a fixed set of rows (the 4,000-video set's training split has 2,800
@@ -32,7 +32,7 @@ first phase's scenes: with far more names than the catalog's, can a per-class lo
 `--tie` gives the LLM one matrix for embedding words and scoring the next one, as Qwen2.5-0.5B
 has: does copying a word forward then write it, answered in training or not?
 
-    PYTHONPATH=. .venv/bin/python bench/lookup_probe.py --rows 8400 --steps 3000
+    PYTHONPATH=. .venv/bin/python bench/research/lookup_probe.py --rows 8400 --steps 3000
 """
 
 from __future__ import annotations

@@ -1,23 +1,23 @@
 """Why does a GRPO run move held-out J the way it does? Four checks on finished runs.
 
     # a random step as large as GRPO's: is GRPO's direction better or worse than chance on held-out?
-    .venv/bin/python bench/grpo_diagnostics.py random-step --start runs/demo/runs/tiny-reflect/checkpoint \
+    .venv/bin/python bench/research/grpo_diagnostics.py random-step --start runs/demo/runs/tiny-reflect/checkpoint \
         --moved runs/grpo_seeds/seed0/checkpoint --data runs/demo/data --seeds 0 1 2 --out runs/random_step
 
     # does step 3 of an answer pick the object its own step 1 describes? (synthetic benchmark)
-    .venv/bin/python bench/grpo_diagnostics.py consistency --data runs/demo/data \
+    .venv/bin/python bench/research/grpo_diagnostics.py consistency --data runs/demo/data \
         runs/grpo_seeds/eval/start/samples.jsonl runs/grpo_seeds/eval/seed0/samples.jsonl
 
     # does step 3 give the position of the class it names? which side do wrong picks fall on?
-    .venv/bin/python bench/grpo_diagnostics.py positions --data runs/demo/data \
+    .venv/bin/python bench/research/grpo_diagnostics.py positions --data runs/demo/data \
         runs/grpo_seeds/eval/start/samples.jsonl runs/grpo_seeds/eval/seed0/samples.jsonl
 
     # which expressions does class accuracy come from, and does step 1 see the target's class?
-    .venv/bin/python bench/grpo_diagnostics.py classes --data runs/demo/data \
+    .venv/bin/python bench/research/grpo_diagnostics.py classes --data runs/demo/data \
         runs/grpo_seeds/eval/start/samples.jsonl runs/grpo_seeds/eval/seed0/samples.jsonl
 
 random-step writes copies of --start in which every tensor has moved as far (L2) as --moved moved
-it, in a random direction, and evaluates them greedily on test_s / test_u like bench/grpo_seeds.py.
+it, in a random direction, and evaluates them greedily on test_s / test_u like bench/research/grpo_seeds.py.
 
 consistency reads evaluation samples (samples.jsonl) of visual expressions. From the answer's own
 step 1 it finds the object the expression names (by colour, class and position words). Then it
@@ -47,7 +47,7 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from aurora_rl.pipeline.main_job import EVAL_MAX_NEW_TOKENS  # noqa: E402
@@ -78,10 +78,10 @@ def random_step_weights(before: dict, after: dict, seed: int) -> dict:
 def random_step(args) -> int:
     from safetensors.torch import load_file, save_file
 
-    from aurora_rl.config.schema import ServicesConfig
+    from actors.eval_pool import evaluate_checkpoint
+    from aurora_rl.config.schema import MetricsConfig, ServicesConfig
     from aurora_rl.model.checkpoint import data_config_for
     from aurora_rl.services import run_services
-    from bench.grpo_seeds import evaluate_held_out
 
     start, moved, out = Path(args.start), Path(args.moved), Path(args.out).resolve()
     before = load_file(start / "policy.safetensors")
@@ -99,8 +99,11 @@ def random_step(args) -> int:
     results = {}
     with run_services(ServicesConfig()):
         for name, checkpoint in checkpoints.items():
-            results[name] = evaluate_held_out(str(checkpoint), data_config_for(str(checkpoint), args.data),
-                                              out / "eval" / name, args.eval_actors, args.max_new_tokens)
+            folder = out / "eval" / name
+            results[name] = (json.loads((folder / "results.json").read_text()) if (folder / "results.json").exists()
+                             else evaluate_checkpoint(str(checkpoint), data_config_for(str(checkpoint), args.data),
+                                                      ["test_s", "test_u"], folder, args.eval_actors, MetricsConfig(),
+                                                      args.max_new_tokens))
     rows = [("test_s", "J"), ("test_u", "J"), ("test_s", "class_acc")]
     randoms = [f"random{s}" for s in args.seeds]
     header = ["metric", "start", "GRPO", *randoms, "random mean", "random std"]

@@ -1,6 +1,6 @@
 """Does the [SEG] prompt tell SAM which object to segment? A diagnosis of a trained checkpoint.
 
-    PYTHONPATH=. .venv/bin/python bench/seg_prompt_probe.py --ckpt runs/demo/runs/tiny-sft/checkpoint \
+    PYTHONPATH=. .venv/bin/python bench/research/seg_prompt_probe.py --ckpt runs/demo/runs/tiny-sft/checkpoint \
         --data runs/demo/data [--fit-steps 1000 --sam runs/demo/runs/tiny-sam]
 
 With teacher-forced scene-CoT answers on non-null rows, it reports:

@@ -1,4 +1,4 @@
-"""bench/grpo_seeds.py's table: the training-reward row and the gain-against-spread verdict."""
+"""bench/research/grpo_seeds.py's table: the training-reward row and the gain-against-spread verdict."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from bench.grpo_seeds import add_training_reward, render  # noqa: E402
+from bench.research.grpo_seeds import add_training_reward, render  # noqa: E402
 
 
 def split_metrics(j: float, acc: float) -> dict:
@@ -36,7 +36,7 @@ def test_training_reward_first_tenth_against_last_tenth_and_verdict(tmp_path):
 
 
 def test_two_evaluations_pool_by_clip_count():
-    from bench.grpo_seeds import pool
+    from bench.research.grpo_seeds import pool
 
     a = {"train": {"reward": 2.0}, "test_s": {"J": 0.50, "F": 0.60, "class_acc": 0.40, "clips": 100},
          "test_u": {"J": 0.30, "F": 0.40, "class_acc": 0.0, "clips": 100}}
@@ -50,7 +50,7 @@ def test_two_evaluations_pool_by_clip_count():
 
 
 def test_interval_table_pairs_seeds_with_the_start_clip_by_clip():
-    from bench.grpo_seeds import render_intervals
+    from bench.research.grpo_seeds import render_intervals
 
     start = {split: {f"c{i}": (0.1 * (i % 7), 0.0) for i in range(40)} for split in ("test_s", "test_u")}
     seeds = [{split: {u: (j + shift, 1.0) for u, (j, _) in clips.items()} for split, clips in start.items()}
@@ -61,7 +61,7 @@ def test_interval_table_pairs_seeds_with_the_start_clip_by_clip():
 
 
 def test_a_seed_run_short_of_the_steps_is_found_and_its_earlier_evaluation_kept(tmp_path):
-    from bench.grpo_seeds import keep_earlier_evaluation, trained_steps
+    from bench.research.grpo_seeds import keep_earlier_evaluation, trained_steps
 
     run = tmp_path / "seed0"
     assert trained_steps(run) == 0  # never started

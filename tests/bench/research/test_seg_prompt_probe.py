@@ -1,4 +1,4 @@
-"""bench/seg_prompt_probe.py on a random tiny checkpoint: the table, and a refit that trains."""
+"""bench/research/seg_prompt_probe.py on a random tiny checkpoint: the table, and a refit that trains."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_probe_table_and_refit(synthetic_root, tmp_path):
@@ -20,7 +20,7 @@ def test_probe_table_and_refit(synthetic_root, tmp_path):
     tok = build_word_tokenizer(synthetic_words())
     cfg, shape = tiny_model_config(), MediaShape(mask_size=64, image_size=64)
     ckpt = save_policy(build_tiny_policy(cfg, tok, shape), tok, cfg, shape, tmp_path / "ckpt")
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "seg_prompt_probe.py"), "--ckpt", str(ckpt), "--data",
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "research" / "seg_prompt_probe.py"), "--ckpt", str(ckpt), "--data",
                            str(synthetic_root), "--train-rows", "24", "--test-rows", "12", "--fit-steps", "2",
                            "--threads", "1"], capture_output=True, text=True, timeout=600, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})

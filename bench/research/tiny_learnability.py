@@ -6,7 +6,7 @@ can only be right if the model read the media: step 1 (colours, classes, positio
 frames) and step 2 (which objects sound, from which frame, from the audio) exact-match, and
 target-class accuracy, on train clips and held-out test_s clips.
 
-    PYTHONPATH=. .venv/bin/python bench/tiny_learnability.py --root /tmp/synth300 --seconds 150
+    PYTHONPATH=. .venv/bin/python bench/research/tiny_learnability.py --root /tmp/synth300 --seconds 150
 
 Each variant is a TinyBackboneConfig override plus optimiser settings; a table is printed.
 """
