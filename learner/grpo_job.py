@@ -173,16 +173,6 @@ class GRPOJob:
             self.log(f"[grpo] stop: {what} did not finish cleanly ({', '.join(failed)}); killing them")
 
     # ------------------------------------------------------------------ the loop
-    def prompts_for_step(self, step: int, n_rows: int) -> list[tuple[int, str]]:
-        """P (dataset index, group id) pairs; epochs are fresh permutations of the split."""
-        p = self.cfg.learner.prompts_per_step
-        out = []
-        for j in range(step * p, (step + 1) * p):
-            epoch, pos = divmod(j, n_rows)
-            order = np.random.default_rng([self.cfg.run.seed, epoch]).permutation(n_rows)
-            out.append((int(order[pos]), f"{self.attempt}/s{step}/p{j - step * p}"))
-        return out
-
     def run(self, steps: Optional[int] = None, scale_plan: Optional[dict[int, int]] = None) -> Path:
         """Train until ``learner.steps`` (or ``steps`` more); ``scale_plan`` maps step -> actor count.
 
@@ -216,12 +206,13 @@ class GRPOJob:
 
         from aurora_rl.grpo.advantages import group_advantages
         from aurora_rl.records import encode
-        from learner.rollout_dispatch import sample_step
+        from learner.rollout_dispatch import sample_step, step_prompts
 
         cfg = self.cfg
         t_step = t0 = time.monotonic()
         seed = cfg.run.seed * 1_000_003 + self.step
-        sample = sample_step(lambda: self.rollout.actors, self.prompts_for_step(self.step, n_rows), seed, self.version,
+        prompts = step_prompts(cfg.run.seed, self.step, cfg.learner.prompts_per_step, n_rows, self.attempt)
+        sample = sample_step(lambda: self.rollout.actors, prompts, seed, self.version,
                              lambda dead: self.rollout.replace_and_sync(dead, self.version),
                              cfg.rollout.prompts_per_batch, self.log)
         self._count_sampling_faults(sample)
@@ -292,29 +283,9 @@ class GRPOJob:
         return out
 
     def _step_metrics(self, records, rewards, stats, rollouts, sync, phases) -> dict:
-        import torch
+        from aurora_rl.grpo.step_metrics import step_metrics
 
-        from aurora_rl.grpo.advantages import group_spread_shares
-        from aurora_rl.grpo.completions import completion_shares
-
-        kinds = sorted({k for r in records for k in (r.rewards or {}) if k != "total"})
-        flat, small = group_spread_shares(torch.from_numpy(rewards))
-        out = {"reward": float(rewards.mean()), "group_reward_std": float(rewards.std(axis=1).mean()),
-               "groups_flat": flat, "groups_small_spread": small}
-        for kind in kinds:
-            out[f"reward_{kind}"] = float(np.mean([r.rewards[kind] for r in records]))
-        for key in ("loss", "policy_loss", "kl", "clip_fraction", "mask_bce", "mask_dice", "grad_norm"):
-            out[key] = float(np.mean([s[key] for s in stats]))
-        out.update(completion_shares([r.completion_text for r in records],
-                                     [len(r.completion_token_ids) for r in records],
-                                     self.cfg.rollout.sampling.max_new_tokens))
-        if "mix_ce" in stats[0]:
-            out["mix_ce"] = float(np.mean([s["mix_ce"] for s in stats]))
-        tokens = sum(r["tokens"] for r in rollouts)
-        sample_s = max(r["sample_s"] for r in rollouts)
-        out["tokens_per_s"] = tokens / sample_s if sample_s > 0 else 0.0
-        out["seg_s"] = max(r["seg_s"] for r in rollouts)
-        out["policy_lag"] = float(self.version - 1 - min(r.policy_version for r in records))
+        out = step_metrics(records, rewards, stats, rollouts, self.cfg.rollout.sampling.max_new_tokens, self.version)
         out["rollout_queue"] = float(self.collector.rollout_depth())
         out["scored_queue"] = float(self.collector.scored_depth())
         out["version"] = float(self.version)

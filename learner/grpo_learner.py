@@ -100,16 +100,8 @@ class LearnerRank:
             last = k == len(chunks) - 1
             # only the last chunk runs through the engine, whose backward hooks belong to its one backward
             model = self.engine if last else self.engine.module
-            rows = inputs(chunk)
-            out = model(rows)
-            ref = None
-            if self.reference is not None:
-                with torch.no_grad():
-                    ref = self.reference(rows, with_masks=False).answer_logprobs[:, :out.answer_logprobs.shape[1]]
-            mix_out = None
-            if self.every_object is not None and last:  # once a step, in the engine's backward
-                epoch, in_epoch = divmod(step, self.every_object.steps_per_epoch)
-                mix_out = model(self.every_object.batch(epoch, in_epoch)["student"], with_masks=False)
+            # the mix's rows once a step, in the engine's backward
+            out, ref, mix_out = self._outputs(model, inputs(chunk), step if last else None)
             loss, parts = grpo_loss(out, batch.select(chunk), self.cfg.objective, ref, mix_out)
             loss = with_every_parameter(loss, self.engine.module)  # a rank without [SEG]s must reduce the same grads
             for key, value in parts.items():
@@ -139,6 +131,23 @@ class LearnerRank:
             "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
             "micro_batches": len(chunks), "learn_s": time.monotonic() - t0,
         }
+
+    def _outputs(self, model, rows, mix_step=None) -> tuple:
+        """The policy's outputs on ``rows``, the frozen reference's log-probabilities of the same
+        answers (None without a KL term), and the outputs on the data mix's rows of ``mix_step``
+        (None when not given or the mix adds none)."""
+        import torch
+
+        out = model(rows)
+        ref = None
+        if self.reference is not None:
+            with torch.no_grad():
+                ref = self.reference(rows, with_masks=False).answer_logprobs[:, :out.answer_logprobs.shape[1]]
+        mix_out = None
+        if self.every_object is not None and mix_step is not None:
+            epoch, in_epoch = divmod(mix_step, self.every_object.steps_per_epoch)
+            mix_out = model(self.every_object.batch(epoch, in_epoch)["student"], with_masks=False)
+        return out, ref, mix_out
 
     def _every_object_batcher(self):
         """The data mix's "every object ." rows of the training split (of ``mix.every_object_data``

@@ -18,9 +18,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+import numpy as np
+
 from learner.actor_calls import gather
 
 MAX_ATTEMPTS = 3  # sampling attempts per prompt before its group is given up (counted)
+
+
+def step_prompts(seed: int, step: int, per_step: int, n_rows: int, attempt: str) -> list[tuple[int, str]]:
+    """The ``per_step`` (dataset index, group id) pairs of ``step``: the split's rows in epochs,
+    each a fresh permutation of the ``n_rows`` rows drawn from (seed, epoch)."""
+    out = []
+    for j in range(step * per_step, (step + 1) * per_step):
+        epoch, pos = divmod(j, n_rows)
+        order = np.random.default_rng([seed, epoch]).permutation(n_rows)
+        out.append((int(order[pos]), f"{attempt}/s{step}/p{j - step * per_step}"))
+    return out
 
 
 def wire_group_id(group_id: str, attempt: int) -> str:

@@ -110,7 +110,7 @@ class SamConfig:
     input_size: int = field(224, ge=32)  # AURORA runs ViT-H at 224 px with interpolated positions
     freeze_image_encoder: bool = True
     # false keeps SAM's mask decoder as loaded: a promptable decoder trained jointly with a
-    # still-random LLM learns to ignore the prompt (docs/ARCHITECTURE.md, the tiny model's masks)
+    # still-random LLM learns to ignore the prompt (docs/FINDINGS.md)
     train_mask_decoder: bool = True
     cache_clips: int = field(1024, ge=0)  # clips whose frozen image embeddings stay in memory
 

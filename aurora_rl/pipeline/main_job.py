@@ -80,7 +80,7 @@ def run_main_job(out: str, quick: bool = False) -> int:
     progress = Progress(total_stages=10)
     sam = runs / "tiny-sam"
     # The pretrained SAM's mask decoder stays frozen: trained together with a still-random LLM it
-    # learns to ignore the [SEG] prompt and segment every object (docs/ARCHITECTURE.md). Later
+    # learns to ignore the [SEG] prompt and segment every object (docs/FINDINGS.md). Later
     # stages inherit this from the checkpoint's model config.
     common = [f"data.root={data}", f"run.output_dir={runs}", "trainer.mask_frames_per_clip=2", "trainer.log_every=10",
               f"model.sam.path={sam}", "model.sam.train_mask_decoder=false"]

@@ -90,7 +90,7 @@ def test_sequence_mean_ignores_padding_and_empty_rows():
 
 
 def test_completion_shares_count_cut_and_reflective_answers():
-    from aurora_rl.grpo.completions import completion_shares
+    from aurora_rl.grpo.step_metrics import completion_shares
 
     plain = "step 1 : a . step 2 : b . step 3 : c . step 4 : the target is dog . it is [SEG] ."
     first = "step 1 : a . step 2 : b . step 3 : c . step 4 : the target is cat . wait , let me reconsider ."

@@ -212,3 +212,24 @@ def test_non_finite_loss_skips_the_step_counted(job, fault_row):
     assert job.version == version + 1
     assert_nothing_lost_or_duplicated(job, fault_row, dropped)
     assert fault_row["dropped"] == P * G, fault_row["dropped_ids"]
+
+def test_reward_worker_killed_is_replaced_before_the_next_step(job, fault_row):
+    """A reward worker SIGKILLed between steps: its scoring loop ends, the reward pool starts a new
+    worker in its bundle before the next step, and the step is scored and learned as any other."""
+    import ray
+
+    fault_row["fault"] = "reward worker dies (replaced)"
+    dropped = set(account(job).dropped)
+    replaced = job.faults["reward_workers_replaced"]
+    victim, run = job.rewards.workers[0], job.rewards.runs[0]
+    os.kill(ray.get(victim.__ray_call__.remote(lambda self: os.getpid())), signal.SIGKILL)
+    t0 = time.monotonic()
+    ray.wait([run], timeout=60)  # Ray has seen the death
+    step = job.step
+    job.run(steps=1)
+    fault_row["recovery_s"] = round(time.monotonic() - t0, 1)
+    assert job.step == step + 1
+    assert job.faults["reward_workers_replaced"] == replaced + 1
+    assert job.rewards.workers[0] is not victim and any("reward worker 0 died" in line for line in job.lines)
+    assert len(job.rewards.workers) == 2 and not ray.wait(job.rewards.runs, timeout=0)[0]  # both loops running
+    assert_nothing_lost_or_duplicated(job, fault_row, dropped)
