@@ -34,8 +34,9 @@ def exported_by_code() -> set[str]:
     """Prometheus names of what the code exports through ray.util.metrics:
 
     - the driver's per-step gauges ``aurora_grpo_<key>`` (learner/train_log.py), one per key of
-      the GRPO metrics row: the keys the job and the step collector name (string constants of
-      learner/grpo_job.py and learner/grpo_collect.py), ``reward_<kind>`` per reward kind,
+      the GRPO metrics row: the keys the job, its step metrics and the step collector name (string
+      constants of learner/grpo_job.py, aurora_rl/grpo/step_metrics.py and learner/grpo_collect.py),
+      ``reward_<kind>`` per reward kind,
       ``time_<phase>_s`` per phase the loop times (the keys of the dict it passes), and the
       logger's own ``samples_per_s``;
     - the reward workers' ``Counter`` / ``Gauge`` names (a counter gains ``_total``).
@@ -43,7 +44,9 @@ def exported_by_code() -> set[str]:
     from rewards.reward_functions import REWARD_KINDS
 
     job = ast.parse((ROOT / "learner" / "grpo_job.py").read_text())
-    keys = string_constants(job) | string_constants(ast.parse((ROOT / "learner" / "grpo_collect.py").read_text()))
+    keys = string_constants(job)
+    for module in ("learner/grpo_collect.py", "aurora_rl/grpo/step_metrics.py"):
+        keys |= string_constants(ast.parse((ROOT / module).read_text()))
     keys |= {f"reward_{kind}" for kind in REWARD_KINDS}
     phase_dicts = [n for n in ast.walk(job) if isinstance(n, ast.Dict)
                    and {"sample", "step"} <= {k.value for k in n.keys if isinstance(k, ast.Constant)}]
