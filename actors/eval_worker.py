@@ -41,7 +41,8 @@ class EvalWorker:
             for index, clip, completions in zip(chunk, clips, groups):
                 for k, completion in enumerate(completions):
                     out.append({
-                        "index": index, "sample": k, "uid": clip.uid, "split": split, "expression": clip.expression,
+                        "index": index, "sample": k, "uid": clip.uid, "row": clip.row, "split": split,
+                        "expression": clip.expression,
                         "text": completion.text, "has_seg": completion.has_seg,
                         "mask_probs": completion.mask_probs, "gt_masks": clip.masks, "mask_valid": clip.mask_valid,
                         "is_null": clip.is_null,

@@ -90,7 +90,8 @@ class RolloutActor:
                     uid=clip.uid, group_id=group_id, sample_index=k, group_size=g,
                     policy_version=self.engine.version, prompt_token_ids=np.array(prompt_ids),
                     completion_token_ids=np.array(c.token_ids), sampling_logprobs=np.array(c.logprobs),
-                    completion_text=c.text, meta={"actor": self.actor_id, "dataset_index": int(index)},
+                    completion_text=c.text,
+                    meta={"actor": self.actor_id, "dataset_index": int(index), "row": clip.row},
                 ).with_masks(c.mask_probs.astype(np.float32) > self.mask_threshold if c.has_seg else None)
                 self.stream.publish(record)
                 self.published += 1

@@ -12,7 +12,8 @@ import sys
 from aurora_rl.config import ConfigError
 from aurora_rl.data.errors import DataError
 
-COMMAND_MODULES = ["config", "services", "demo", "infer", "train", "eval", "data", "cot", "sam", "jobs", "cluster"]
+COMMAND_MODULES = ["config", "services", "demo", "infer", "train", "eval", "report", "data", "cot", "sam", "jobs",
+                   "cluster"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +27,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def attach_dash_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``--opt VALUE`` as ``--opt=VALUE`` when VALUE begins with ``-`` and is no option.
+
+    argparse reads such a value as an option and stops ("expected one argument"), yet 344 Ref-AVS
+    video ids begin with ``-`` or ``--``, so a folder or uid of theirs is a natural value.
+    """
+    takes_value, flags = set(), set()
+    parsers = [parser]
+    while parsers:
+        for action in parsers.pop()._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers += list(action.choices.values())
+            flags |= set(action.option_strings)
+            if action.option_strings and action.nargs is None and action.const is None:
+                takes_value |= set(action.option_strings)
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1] in takes_value and token.startswith("-") and token.split("=")[0] not in flags:
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def exit_on_sigterm() -> None:
     """Turn SIGTERM into SystemExit, so that ``with`` blocks unwind and stop what they started.
 
@@ -37,7 +62,8 @@ def exit_on_sigterm() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(attach_dash_values(parser, sys.argv[1:] if argv is None else argv))
     exit_on_sigterm()
     try:
         return int(args.handler(args) or 0)

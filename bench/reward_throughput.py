@@ -47,15 +47,16 @@ ROLLOUT_RATE = 30.0  # records/s of one rollout actor on this CPU (bench/grpo_st
 
 def build_records(root: Path, mask_size: int, count: int) -> list[RolloutRecord]:
     truth = GroundTruth(root, "train", mask_size)
-    uids = sorted(truth.rows)
+    lines = sorted(truth.rows)
     records = []
     for i in range(count):
-        uid = uids[(i // 3) % len(uids)]
-        t = truth(uid)
+        line = lines[(i // 3) % len(lines)]
+        t = truth(line)
         record = RolloutRecord(
-            uid=uid, group_id=f"g{i // 3}", sample_index=i % 3, group_size=3, policy_version=0,
+            uid=truth.rows[line].uid, group_id=f"g{i // 3}", sample_index=i % 3, group_size=3, policy_version=0,
             prompt_token_ids=np.arange(40), completion_token_ids=np.arange(60), sampling_logprobs=np.zeros(60),
             completion_text=compose_answer("a red circle", "a low beat", "the first sound", t.target_class),
+            meta={"row": line},
         ).with_masks(np.roll(t.masks.astype(bool), 2, axis=2))
         records.append(record)
     return records
@@ -73,11 +74,11 @@ def pure_rate(root: Path, mask_size: int, payloads: list[bytes], decoder) -> flo
     truth = GroundTruth(root, "train", mask_size)
     cfg = RewardConfig()
     for p in payloads:  # warm the ground-truth cache: this row measures the scoring alone
-        truth(decode(p).uid)
+        truth(decode(p).meta["row"])
     start = time.perf_counter()
     for p in payloads:
         record = decoder(p)
-        t = truth(record.uid)
+        t = truth(record.meta["row"])
         score_record(record, t.masks, t.target_class, cfg)
     return len(payloads) / (time.perf_counter() - start)
 

@@ -5,7 +5,7 @@
 1. Mine: Ray actors run the stage-1 checkpoint (``model.path``) over the training split
    with vLLM sampling + the [SEG] pass (``actors/eval_pool.py``), G completions per clip.
 2. Select real failures: a completion whose target class is wrong, or whose mean mask IoU
-   (the IoU reward's definition) is below ``failure_iou``. At most one per uid.
+   (the IoU reward's definition) is below ``failure_iou``. At most one per row (sample).
 3. Build reflective answers: the model's own wrong reasoning (its final "it is [SEG] ."
    removed), the trigger ("wait , let me reconsider ."), then a corrected path from the
    corrector source (scene facts, a JSONL, or a served model's JSONL).
@@ -52,21 +52,21 @@ def reflective_answer(failed_text: str, corrected_answer: str, trigger: str) -> 
 
 
 def select_failures(preds: list[dict], failure_iou: float) -> list[tuple[dict, str]]:
-    """The first failing completion of each uid, with its reason, in row order."""
-    chosen: dict[str, tuple[dict, str]] = {}
+    """The first failing completion of each row (sample), with its reason, in row order."""
+    chosen: dict[int, tuple[dict, str]] = {}
     for p in sorted(preds, key=lambda p: (p["index"], p.get("sample", 0))):
-        if p["uid"] in chosen:
+        if p["row"] in chosen:
             continue
         reason = failure_reason(p, failure_iou)
         if reason:
-            chosen[p["uid"]] = (p, reason)
+            chosen[p["row"]] = (p, reason)
     return list(chosen.values())
 
 
 def build_reflective_examples(failures: list[tuple[dict, str]], corrections: dict, trigger: str) -> list[SFTExample]:
     out = []
     for pred, _ in failures:
-        entry = corrections.get(pred["uid"])
+        entry = corrections.get(pred["row"])
         if entry is None:
             continue
         answer = reflective_answer(pred["text"], entry.answer, trigger)
@@ -83,13 +83,13 @@ def mix(reflective: list[SFTExample], base: list[SFTExample], ratio: float, seed
     return reflective + [base[i] for i in sorted(picked)]
 
 
-def mine(cfg: ReflectConfig, out_dir: Path, log=print, skip: Collection[str] = ()) -> list[dict]:
-    """Sampled completions for every training clip but those of the uids in ``skip``."""
+def mine(cfg: ReflectConfig, out_dir: Path, log=print, skip: Collection[int] = ()) -> list[dict]:
+    """Sampled completions for every training row but those in ``skip`` (metadata lines)."""
     from actors.eval_pool import EvalPool
     from aurora_rl.data.refavs_dataset import RefAVSDataset
 
     rows = RefAVSDataset.from_config(cfg.data, cfg.data.train_split).rows
-    indices = [i for i, row in enumerate(rows) if row.uid not in skip]
+    indices = [i for i, row in enumerate(rows) if row.line not in skip]
     k = cfg.rollout.num_actors
     with EvalPool(cfg.model.path, cfg.data, out_dir, k, cfg.rollout.kv_cache_gib, cfg.rollout.sampling.max_new_tokens,
                   name="miner") as pool:
@@ -115,10 +115,10 @@ def run_reflect(cfg: ReflectConfig, resume: bool = False, log=print) -> Path:
         return run_sft(sft_cfg, resume=True, stage="reflect", examples=examples)
     facts = load_scene_facts(Path(cfg.data.root))
     # as stage 1's referring rows: no failure mined from the rows the mix leaves out, so none sampled
-    skip = DataMix(cfg.mix, cfg.run.seed).left_out([r.uid for r in training_rows(cfg.data)], facts)
+    skip = DataMix(cfg.mix, cfg.run.seed).left_out(training_rows(cfg.data), facts)
     preds = mine(cfg, out, log, skip)
     failures = select_failures(preds, cfg.failure_iou)
-    corrections, report = load_cot(cfg.corrector.source, [p["uid"] for p, _ in failures], facts=facts,
+    corrections, report = load_cot(cfg.corrector.source, [(p["uid"], p["row"]) for p, _ in failures], facts=facts,
                                    path=cfg.corrector.path, max_tokens=cfg.corrector.max_tokens)
     reflective = build_reflective_examples(failures, corrections, cfg.trigger)
     base = build_examples(sft_cfg)
@@ -126,12 +126,13 @@ def run_reflect(cfg: ReflectConfig, resume: bool = False, log=print) -> Path:
     reasons: dict[str, int] = {}
     for _, reason in failures:
         reasons[reason] = reasons.get(reason, 0) + 1
-    summary = {"completions": len(preds), "clips": len({p["uid"] for p in preds}), "failures": len(failures),
+    summary = {"completions": len(preds), "clips": len({p["row"] for p in preds}), "failures": len(failures),
                "by_reason": reasons, "reflective_examples": len(reflective), "base_examples": len(examples) - len(reflective)}
     (out / "mining_summary.json").write_text(json.dumps(summary, indent=2))
     with (out / "failures.jsonl").open("w") as f:
         for pred, reason in failures:
-            f.write(json.dumps({"uid": pred["uid"], "index": pred["index"], "sample": pred.get("sample", 0),
+            f.write(json.dumps({"uid": pred["uid"], "row": pred["row"], "index": pred["index"],
+                                "sample": pred.get("sample", 0),
                                 "reason": reason, "text": pred["text"], "gt_class": pred["gt_class"]}) + "\n")
     mixed_path.write_text("".join(json.dumps(dataclasses.asdict(e)) + "\n" for e in examples))
     log(f"[reflect] {summary['failures']} failures among {summary['clips']} clips {reasons}; "

@@ -34,6 +34,16 @@ def training_rows(data: DataConfig) -> list:
     return rows[: data.max_samples]
 
 
+def target_class(row, facts: dict) -> str | None:
+    """The class a row refers to: from the scene facts where there are some (synthetic data),
+    else the class part of its uid, as the official data and its reward take it (None: null row)."""
+    from aurora_rl.data import refavs_layout as layout
+
+    if row.uid in facts:
+        return facts[row.uid]["target_class"]
+    return None if row.split == layout.NULL_SPLIT else layout.uid_class(row.uid)
+
+
 def build_examples(cfg: SFTConfig) -> list[SFTExample]:
     """The stage's training examples: the referring rows of the training split with their CoT (or
     their direct answers, for the distillation teacher), then the rows of the data mix."""
@@ -45,22 +55,18 @@ def build_examples(cfg: SFTConfig) -> list[SFTExample]:
     rows = training_rows(cfg.data)
     facts = load_scene_facts(Path(cfg.data.root))
     if cfg.direct_answer:
-        missing = [r.uid for r in rows if r.uid not in facts]
-        if missing:
-            raise ValueError(f"direct-answer training needs the target class of every uid; {len(missing)} lack "
-                             f"scene facts (e.g. {missing[0]})")
-        return [SFTExample(r.uid, i, direct_answer(facts[r.uid]["target_class"]), facts[r.uid]["target_class"])
+        return [SFTExample(r.uid, i, direct_answer(target_class(r, facts)), target_class(r, facts))
                 for i, r in enumerate(rows)]
     mix = DataMix(cfg.mix, cfg.run.seed)
-    left_out = mix.left_out([r.uid for r in rows], facts)
+    left_out = mix.left_out(rows, facts)
     if left_out:
         print(f"[sft] {len(left_out)} of {len(rows)} training rows show an object of a class no row asks for: "
               "asked \"every object .\" instead (mix.skip_unasked_scenes)", flush=True)
-    cot, report = load_cot(cfg.cot.source, [r.uid for r in rows if r.uid not in left_out], facts=facts,
+    cot, report = load_cot(cfg.cot.source, [(r.uid, r.line) for r in rows if r.line not in left_out], facts=facts,
                            path=cfg.cot.path, max_tokens=cfg.cot.max_tokens)
     print(report.summary(), flush=True)
-    examples = [SFTExample(r.uid, i, cot[r.uid].answer, cot[r.uid].target_class)
-                for i, r in enumerate(rows) if r.uid in cot]
+    examples = [SFTExample(r.uid, i, cot[r.line].answer, cot[r.line].target_class)
+                for i, r in enumerate(rows) if r.line in cot]
     return examples + [listing_example(row) for row in mix.sft_rows(rows, facts, len(examples), left_out)]
 
 

@@ -1,10 +1,11 @@
-"""Ground truth of a Ref-AVS uid for the reward workers: masks, true class, null flag.
+"""Ground truth of a Ref-AVS row for the reward workers: masks, true class, null flag.
 
 Reads only metadata.csv, the mask PNGs and (synthetic data) scene_facts.jsonl — never frames or
 audio, so a reward worker stays cheap. Real Ref-AVS has no scene facts: the true class is then
 the class part of the uid (``<vid>_<class>_<n>``). Null rows (split test_n, or facts of kind
-"null") have empty masks and no class. Recent uids are kept in an LRU cache because the G
-completions of a group (and retries) ask for the same uid in a row.
+"null") have empty masks and no class. A row is named by its metadata line (uids repeat in the
+official metadata: the same clip with another object or expression). Recent rows are kept in an
+LRU cache because the G completions of a group (and retries) ask for the same row in turn.
 """
 
 from __future__ import annotations
@@ -28,14 +29,14 @@ class Truth(NamedTuple):
 
 
 class GroundTruth:
-    """uid -> ``Truth``.
+    """row (metadata line) -> ``Truth``.
 
     Args:
         data_root: the Ref-AVS folder (metadata.csv, gt_mask/, optional scene_facts.jsonl).
-        split: keep only this split's rows; None keeps every split (uids are unique per file).
+        split: keep only this split's rows; None keeps every split.
         mask_size: masks are resized (nearest) to mask_size x mask_size, as the dataset does.
         num_frames: frames per clip, evenly spaced over the 10 on disk (as RefAVSDataset).
-        cache_size: how many uids' masks stay in memory.
+        cache_size: how many rows' masks stay in memory.
     """
 
     def __init__(
@@ -48,26 +49,30 @@ class GroundTruth:
         cache_size: int = 256,
     ):
         self.root = Path(data_root)
-        self.rows = {r.uid: r for r in layout.read_metadata(self.root) if split is None or r.split == split}
+        self.rows = {r.line: r for r in layout.read_metadata(self.root) if split is None or r.split == split}
         self.facts = load_scene_facts(self.root)
         self.mask_size = mask_size
         self.frame_indices = evenly_spaced(layout.NUM_FRAMES, num_frames)
         self._lookup = lru_cache(maxsize=cache_size)(self._load)
 
-    def __contains__(self, uid: str) -> bool:
-        return uid in self.rows
+    def __contains__(self, row: int) -> bool:
+        return row in self.rows
 
-    def __call__(self, uid: str) -> Truth:
-        """The truth of ``uid``; DataError naming metadata.csv (unknown uid) or the mask file."""
-        return self._lookup(uid)
+    def __call__(self, row: int) -> Truth:
+        """The truth of metadata line ``row``; DataError naming metadata.csv (unknown row) or the mask file."""
+        return self._lookup(row)
+
+    def row_of(self, uid: str) -> int:
+        """The first row of ``uid`` (for data whose uids are unique, as the synthetic benchmark's)."""
+        return next(line for line, r in self.rows.items() if r.uid == uid)
 
     def cache_info(self):
         return self._lookup.cache_info()
 
-    def _load(self, uid: str) -> Truth:
-        row = self.rows.get(uid)
+    def _load(self, line: int) -> Truth:
+        row = self.rows.get(line)
         if row is None:
-            raise DataError(layout.metadata_path(self.root), f"uid {uid!r} is not in this ground truth")
+            raise DataError(layout.metadata_path(self.root), f"row {line!r} is not in this ground truth")
         masks = np.stack(
             [
                 mask_to_array(open_image(layout.mask_path(self.root, row.vid, row.fid, i)), self.mask_size)
@@ -75,11 +80,11 @@ class GroundTruth:
             ]
         )
         masks.setflags(write=False)
-        facts = self.facts.get(uid)
+        facts = self.facts.get(row.uid)
         if facts is not None:
             is_null = row.split == layout.NULL_SPLIT or facts["expression_kind"] == "null"
             target = facts["target_class"]
         else:
             is_null = row.split == layout.NULL_SPLIT
-            target = layout.uid_class(uid)
+            target = layout.uid_class(row.uid)
         return Truth(masks, None if is_null else target, is_null)

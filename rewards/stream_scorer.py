@@ -46,6 +46,14 @@ def scorer_client(redis_url: str, block_ms: int = 500, name: Optional[str] = Non
                                 socket_timeout=block_ms / 1000.0 + 5.0, client_name=name)
 
 
+def metadata_row(record) -> int:
+    """The metadata line a record was sampled from (``meta["row"]``: uids repeat, rows do not)."""
+    row = record.meta.get("row")
+    if not isinstance(row, int) or isinstance(row, bool):
+        raise ValueError(f"record {record.record_id} names no metadata row (meta.row is {row!r})")
+    return row
+
+
 def seen_key(scored_stream: str) -> str:
     """The sorted set of record ids already published to ``scored_stream`` (score: time in ms)."""
     return f"{scored_stream}:seen"
@@ -86,7 +94,7 @@ class StreamScorer:
         client: a Redis client (its errors propagate: the caller retries).
         queue: stream names, record size limit, claim_idle_ms.
         reward: reward weights and variant.
-        truth: uid -> ground truth.
+        truth: row (the record's ``meta['row']``, its metadata line) -> ground truth.
         consumer: this consumer's name in group "scorers" (unique per worker).
         batch: messages per read.
         dedupe_ttl_s: how long a record id is remembered; must exceed any redelivery delay
@@ -194,10 +202,10 @@ class StreamScorer:
         for d in deliveries:
             record = d.record
             try:
-                truth = self.truth(record.uid)
+                truth = self.truth(metadata_row(record))
                 scores = score_record(record, truth.masks, truth.target_class, self.reward)
             except (DataError, ValueError) as e:
-                # Well-formed but not scorable (unknown uid, mask shape, missing ground-truth file):
+                # Well-formed but not scorable (no or unknown row, mask shape, missing ground-truth file):
                 # dead-letter it rather than leave it pending and reclaimed forever.
                 self.counts["unscorable"] += 1
                 pipe.xadd(self.stream.dead_stream,

@@ -26,5 +26,6 @@ def test_teacher_writes_cot_and_every_written_entry_is_valid(tmp_path, synthetic
     assert "CoT: " in run.stdout and "accepted" in run.stdout
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     # a random teacher rarely writes a well-formed answer: whatever it wrote must pass validation again
-    entries, report = load_cot("jsonl", [x["uid"] for x in lines], path=str(out), max_tokens=20)
+    assert all(isinstance(x["row"], int) for x in lines)  # each entry names its metadata row
+    entries, report = load_cot("jsonl", [(x["uid"], x["row"]) for x in lines], path=str(out), max_tokens=20)
     assert len(entries) == len(lines) and sum(report.rejected.values()) == 0

@@ -43,7 +43,7 @@ def generate_cot(args) -> int:
     report = CoTReport()
     accepted = []
     for pred in preds:
-        entry = CoTEntry(pred["uid"], pred["text"], parse_answer(pred["text"]).target_class)
+        entry = CoTEntry(pred["uid"], pred["text"], parse_answer(pred["text"]).target_class, pred["row"])
         if check_entry(entry, args.max_tokens, lambda s: len(s.split()), report):
             accepted.append(entry)
     write_cot_jsonl(accepted, args.out)

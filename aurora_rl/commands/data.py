@@ -39,6 +39,8 @@ def validate_command(args) -> int:
 
     report = validate_dataset(args.dir, args.layout)
     scope = f"{report.layout}, {report.rows} rows, {report.files_checked} files checked"
+    for note in report.notes:
+        print(f"{args.dir}: {note}")
     if report.problems:
         print(f"{args.dir}: {len(report.problems)} problem(s) ({scope}):")
         for p in report.problems:

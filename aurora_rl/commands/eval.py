@@ -1,12 +1,17 @@
-"""``aurora-rl eval --ckpt C --data DIR --splits test_s,test_u,test_n [--compare C2]``."""
+"""``aurora-rl eval --ckpt C --data DIR --splits test_s,test_u,test_n [--compare C2]``, or
+``aurora-rl eval --config configs/tiny/eval.yaml [key=value ...]``."""
 
 from __future__ import annotations
 
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint on held-out splits (official metrics)")
-    p.add_argument("--ckpt", required=True, help="aurora_rl checkpoint folder, or 'largest-object' for the baseline")
-    p.add_argument("--data", required=True, help="dataset folder (Ref-AVS layout)")
+    p.add_argument("--config", default=None,
+                   help="an eval config (configs/*/eval.yaml): model.path, data (root, eval_splits, layout, "
+                        "max_samples), num_actors, max_new_tokens, metrics; writes to run.output_dir/run.name")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="overrides of --config")
+    p.add_argument("--ckpt", default=None, help="aurora_rl checkpoint folder, or 'largest-object' for the baseline")
+    p.add_argument("--data", default=None, help="dataset folder (Ref-AVS layout)")
     p.add_argument("--splits", default="test_s,test_u,test_n", help="Ref-AVS: test_s,test_u,test_n; AVSBench: test")
     p.add_argument("--layout", choices=["refavs", "avsbench-s4", "avsbench-ms3"], default="refavs",
                    help="the dataset's layout (AVSBench: unreferenced, the expression is 'the sounding object')")
@@ -20,6 +25,41 @@ def register(sub) -> None:
 
 
 def run_eval(args) -> int:
+    import sys
+
+    if args.config:
+        return run_eval_config(args)
+    if args.overrides or not (args.ckpt and args.data):
+        print("aurora-rl eval: give --config FILE [key=value ...], or --ckpt and --data", file=sys.stderr)
+        return 2
+    return run_eval_args(args)
+
+
+def run_eval_config(args) -> int:
+    """An eval config: the checkpoint, data, splits, actors and convention it names."""
+    from pathlib import Path
+
+    from actors.eval_pool import evaluate_checkpoint
+    from aurora_rl.config import load_config
+    from aurora_rl.evaluation.scoring import results_table
+    from aurora_rl.model.checkpoint import data_config_for
+    from aurora_rl.services import run_services
+
+    cfg = load_config(args.config, args.overrides, expect="eval")
+    if not cfg.model.path:
+        raise FileNotFoundError(f"{args.config}: model.path names no checkpoint to evaluate")
+    d = cfg.data
+    data = data_config_for(cfg.model.path, d.root, layout=d.layout, max_samples=d.max_samples)
+    out = Path(cfg.run.output_dir) / cfg.run.name
+    with run_services(cfg.services, need_redis=False):
+        results = evaluate_checkpoint(cfg.model.path, data, d.eval_splits, out, cfg.num_actors, cfg.metrics,
+                                      cfg.max_new_tokens)
+    print(results_table(results))
+    print(f"tables and per-sample outputs under {out}")
+    return 0
+
+
+def run_eval_args(args) -> int:
     from pathlib import Path
 
     from actors.eval_pool import evaluate_checkpoint

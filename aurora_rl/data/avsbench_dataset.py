@@ -186,6 +186,7 @@ class AVSBenchDataset:
         wav = resample(wav, rate, self.sample_rate)
         return ClipSample(
             uid=row.name,
+            row=row.line,
             vid=row.name,
             fid=0,
             split=row.split,

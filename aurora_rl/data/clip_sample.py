@@ -13,7 +13,10 @@ class ClipSample:
     """A clip, its audio, one referring expression and the mask of its referent in every frame.
 
     Attributes:
-        uid: unique id of the (clip, expression) pair, e.g. ``-1HyqEM_VwM_137000_147000_piano_1``.
+        uid: id of the (clip, expression) pair, e.g. ``-1HyqEM_VwM_137000_147000_piano_1``; it can
+            occur on more than one row of the official metadata.
+        row: the sample's identity: its line in the metadata CSV. Every store of samples (ground
+            truth, predictions, CoT, corrections) is keyed by it.
         vid: the media folder, ``uid.rsplit('_', 2)[0]``.
         fid: which object's masks (``gt_mask/<vid>/fid_<fid>/``).
         split: train / val / test_s / test_u / test_n (AVSBench: train / val / test).
@@ -29,6 +32,7 @@ class ClipSample:
     """
 
     uid: str
+    row: int
     vid: str
     fid: int
     split: str
@@ -57,7 +61,7 @@ def collate_clips(items: list) -> dict[str, Any]:
     Returns a dict with frames [B, T, 3, H, W] float32, masks [B, T, M, M] uint8,
     mask_valid [B, T] bool, is_null [B] bool, audio [B, N_max] float32 zero-padded with
     audio_lengths [B] int64, fbank [B, F_max, bins] float32 zero-padded with fbank_lengths [B],
-    the string fields as lists (uid, vid, fid, split, expression), facts as a list, and
+    the other fields as lists (uid, row, vid, fid, split, expression), facts as a list, and
     ``failures``: the LoadFailure records of items that could not be read (see load_failures.py).
     A batch whose items all failed has B = 0 and no tensors, only ``failures``.
     """
@@ -76,7 +80,7 @@ def collate_clips(items: list) -> dict[str, Any]:
     batch["is_null"] = torch.tensor([s.is_null for s in samples], dtype=torch.bool)
     batch["audio"], batch["audio_lengths"] = _pad([s.audio for s in samples])
     batch["fbank"], batch["fbank_lengths"] = _pad([s.fbank for s in samples])
-    for key in ("uid", "vid", "fid", "split", "expression", "facts"):
+    for key in ("uid", "row", "vid", "fid", "split", "expression", "facts"):
         batch[key] = [getattr(s, key) for s in samples]
     return batch
 

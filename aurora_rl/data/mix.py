@@ -2,7 +2,7 @@
 
 One interface for every stage that trains:
 
-    left_out(uids, facts)   the referring rows kept out of training: with skip_unasked_scenes,
+    left_out(rows, facts)   the referring rows kept out of training: with skip_unasked_scenes,
                             those whose scene shows an object of a class no training row asks for
                             (stage 1 does not learn them, stage 2 does not sample them)
     sft_rows(...)           the "every object ." rows stages 1 and 2 add: a share of the referring
@@ -71,16 +71,19 @@ class DataMix:
         self.cfg = cfg
         self.seed = seed
 
-    def left_out(self, uids: list[str], facts: dict) -> set[str]:
-        """The referring rows (by uid) this stage does not learn."""
-        return unasked_scene_uids(uids, facts) if self.cfg.skip_unasked_scenes else set()
+    def left_out(self, rows, facts: dict) -> set[int]:
+        """The referring rows (their metadata lines) this stage does not learn."""
+        if not self.cfg.skip_unasked_scenes:
+            return set()
+        unasked = unasked_scene_uids(list(dict.fromkeys(r.uid for r in rows)), facts)
+        return {r.line for r in rows if r.uid in unasked}
 
-    def sft_rows(self, rows, facts: dict, referring: int, left_out: set[str]) -> list[ListingRow]:
+    def sft_rows(self, rows, facts: dict, referring: int, left_out: set[int]) -> list[ListingRow]:
         """The rows stages 1 and 2 add to their ``referring`` examples: ``every_object_share`` of
         them, then one for each row of ``rows`` in ``left_out`` (its own clip, asked "every object .")."""
         share = every_object_rows(rows, facts, round(self.cfg.every_object_share * referring), self.seed)
         instead = [ListingRow(f"{r.uid}/every_object", i, list_cot(facts[r.uid])) for i, r in enumerate(rows)
-                   if r.uid in left_out]
+                   if r.line in left_out]
         return share + instead
 
     def grpo_rows(self, rows, facts: dict) -> list[ListingRow]:

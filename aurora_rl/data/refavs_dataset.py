@@ -95,6 +95,7 @@ class RefAVSDataset:
         is_null = row.split == layout.NULL_SPLIT or (facts is not None and facts["expression_kind"] == "null")
         return ClipSample(
             uid=row.uid,
+            row=row.line,
             vid=row.vid,
             fid=row.fid,
             split=row.split,

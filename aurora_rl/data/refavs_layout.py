@@ -8,14 +8,21 @@ ROOT/gt_mask/<vid>/fid_<fid>/00000.png .. 00009.png  masks of object <fid>, one 
 ROOT/scene_facts.jsonl                             synthetic data only (see scene_facts.py)
 ```
 The folder vid is ``uid.rsplit('_', 2)[0]`` (uids are ``<vid>_<class>_<n>`` and a YouTube id
-may itself contain underscores); like the official loader we derive it from the uid and do not
-trust the CSV's vid column. Null rows (split test_n) point at masks that are all empty.
+may itself contain underscores, or begin with ``-``); like the official loader we derive it from
+the uid and do not trust the CSV's vid column. Null rows (split test_n) point at masks that are
+all empty.
+
+As released, the official metadata has rows of a split that is none of the five (``TODO``),
+which the official loader never reads: they are skipped and counted. A uid may occur twice (the
+same clip with another expression or another object): each row is a sample of its own, so every
+store of samples is keyed by the row (its CSV line, ``RefAVSRow.line``), not by the uid.
 """
 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aurora_rl.data.errors import DataError, Problem
@@ -58,7 +65,8 @@ def mask_path(root: str | Path, vid: str, fid: int, index: int) -> Path:
 
 @dataclass(frozen=True)
 class RefAVSRow:
-    """One metadata.csv row. ``vid`` is the folder vid derived from the uid; ``line`` is 1-based."""
+    """One metadata.csv row. ``vid`` is the folder vid derived from the uid; ``line`` (1-based) is
+    the row's identity: uids repeat in the official metadata."""
 
     vid: str
     uid: str
@@ -68,57 +76,71 @@ class RefAVSRow:
     line: int
 
 
-def parse_metadata(root: str | Path) -> tuple[list[RefAVSRow], list[Problem]]:
-    """Read metadata.csv -> (good rows, problems). Problems name the CSV and the line.
+@dataclass
+class Metadata:
+    """A metadata.csv as read: the good rows, the problems (naming the CSV and the line), and the
+    rows of unknown splits that were skipped, counted by split name."""
 
-    Rows with a problem are left out of the returned rows; a missing or header-less file gives
-    no rows and one problem. Kinds: "metadata" (file or header), "bad_row", "unknown_split".
-    """
+    rows: list[RefAVSRow]
+    problems: list[Problem]
+    skipped: Counter = field(default_factory=Counter)
+
+
+def parse_metadata(root: str | Path) -> Metadata:
+    """Read metadata.csv. Rows with a problem are left out of ``rows``; a missing or header-less
+    file gives no rows and one problem. Kinds: "metadata" (file or header), "bad_row". Rows of a
+    split that is none of ``SPLITS`` (the official file has ``TODO``) are skipped and counted."""
     path = metadata_path(root)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return [], [Problem("metadata", str(path), "metadata file is missing")]
+        return Metadata([], [Problem("metadata", str(path), "metadata file is missing")])
     except (OSError, UnicodeDecodeError) as e:
-        return [], [Problem("metadata", str(path), f"cannot read metadata ({e})")]
+        return Metadata([], [Problem("metadata", str(path), f"cannot read metadata ({e})")])
     reader = csv.reader(text.splitlines())
     header = next(reader, None)
     if header is None or [h.strip() for h in header[: len(COLUMNS)]] != list(COLUMNS):
         got = ",".join(header or [])
-        return [], [Problem("metadata", str(path), f"line 1: header must start with {','.join(COLUMNS)}, got {got!r}")]
-    rows, problems, seen = [], [], {}
+        return Metadata([], [Problem("metadata", str(path),
+                                     f"line 1: header must start with {','.join(COLUMNS)}, got {got!r}")])
+    out = Metadata([], [])
     for line, fields in enumerate(reader, start=2):
         if not fields:
             continue
 
-        def bad(message: str, kind: str = "bad_row") -> None:
-            problems.append(Problem(kind, str(path), f"line {line}: {message}"))
+        def bad(message: str) -> None:
+            out.problems.append(Problem("bad_row", str(path), f"line {line}: {message}"))
 
         if len(fields) != len(header):
             bad(f"expected {len(header)} columns, got {len(fields)} (unquoted comma?)")
             continue
         _, uid, split, fid_text, exp = (f.strip() for f in fields[: len(COLUMNS)])
-        before = len(problems)
+        if split not in SPLITS:
+            out.skipped[split] += 1
+            continue
+        before = len(out.problems)
         if uid.count("_") < 2 or not all(uid.rsplit("_", 2)):
             bad(f"uid {uid!r} is not <vid>_<class>_<n>")
-        if split not in SPLITS:
-            bad(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})", "unknown_split")
         if not fid_text.isdigit():
             bad(f"fid {fid_text!r} is not a non-negative integer")
         if not exp:
             bad("empty expression")
-        if uid in seen:
-            bad(f"duplicate uid {uid!r} (first at line {seen[uid]})")
-        if len(problems) > before:
-            continue
-        seen[uid] = line
-        rows.append(RefAVSRow(folder_vid(uid), uid, split, int(fid_text), exp, line))
-    return rows, problems
+        if len(out.problems) == before:
+            out.rows.append(RefAVSRow(folder_vid(uid), uid, split, int(fid_text), exp, line))
+    return out
+
+
+def skipped_note(skipped: Counter) -> str:
+    """One line for the rows skipped for their split, e.g. "25 rows of split 'TODO' skipped"."""
+    parts = [f"{n} row{'s' * (n != 1)} of split {split!r}" for split, n in sorted(skipped.items())]
+    return f"{', '.join(parts)} skipped (not one of {', '.join(SPLITS)})"
 
 
 def read_metadata(root: str | Path) -> list[RefAVSRow]:
-    """Read metadata.csv; raise DataError (naming the file and the first bad lines) on any problem."""
-    rows, problems = parse_metadata(root)
+    """The rows of metadata.csv (those of unknown splits skipped); DataError naming the file and the
+    first bad lines on any problem."""
+    metadata = parse_metadata(root)
+    rows, problems = metadata.rows, metadata.problems
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         lines = "\n  ".join(p.message for p in problems[:5])

@@ -17,8 +17,10 @@ NULL_CLASS = "(none)"
 
 def compute_stats(root: str | Path) -> dict:
     """{"splits": {split: {"videos", "rows"}}, "kinds": {split: Counter}, "classes": {split: Counter},
-    "templates": Counter}. Raises DataError when metadata.csv or the facts are invalid."""
+    "templates": Counter, "skipped": Counter (rows of unknown splits, by split name), "repeated_uids":
+    uids on more than one row}. Raises DataError when metadata.csv or the facts are invalid."""
     rows = layout.read_metadata(root)
+    skipped = layout.parse_metadata(root).skipped
     facts = load_scene_facts(root)
     splits = {s: {"videos": 0, "rows": 0} for s in layout.SPLITS}
     kinds = {s: Counter() for s in layout.SPLITS}
@@ -38,7 +40,9 @@ def compute_stats(root: str | Path) -> dict:
             classes[r.split][NULL_CLASS if r.split == layout.NULL_SPLIT else layout.uid_class(r.uid)] += 1
     for s in layout.SPLITS:
         splits[s]["videos"] = len(videos[s])
-    return {"splits": splits, "kinds": kinds, "classes": classes, "templates": templates}
+    repeated = sum(n > 1 for n in Counter(r.uid for r in rows).values())
+    return {"splits": splits, "kinds": kinds, "classes": classes, "templates": templates, "skipped": skipped,
+            "repeated_uids": repeated}
 
 
 def _table(title: str, columns: list[str], rows: list[tuple[str, list[int]]]) -> str:
@@ -70,4 +74,9 @@ def format_stats(stats: dict) -> str:
     ]
     if stats["templates"]:
         parts.append("templates: " + ", ".join(f"{k} {v}" for k, v in sorted(stats["templates"].items())))
+    notes = [layout.skipped_note(stats["skipped"])] if stats["skipped"] else []
+    if stats["repeated_uids"]:
+        notes.append(f"{stats['repeated_uids']} uid(s) on more than one row (each row is a sample of its own)")
+    if notes:
+        parts.append("\n".join(notes))
     return "\n\n".join(parts) + "\n"

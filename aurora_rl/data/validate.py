@@ -1,6 +1,7 @@
 """``aurora-rl data validate``: check every row and every file of a dataset, report all problems.
 
-Problem kinds: metadata, bad_row, unknown_split (the CSV); missing_frame, unreadable_frame,
+Problem kinds: metadata, bad_row, unknown_split (the CSV; Ref-AVS rows of an unknown split are
+skipped and counted in the report's notes instead, as the official loader never reads them); missing_frame, unreadable_frame,
 frame_count, frame_size (frames); missing_audio, unreadable_audio, silent_audio (the wav);
 missing_mask, unreadable_mask, mask_count, mask_size, non_binary_mask, null_mask_not_empty
 (masks); facts (scene_facts.jsonl). Every problem names the file at fault.
@@ -8,7 +9,7 @@ missing_mask, unreadable_mask, mask_count, mask_size, non_binary_mask, null_mask
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -32,6 +33,7 @@ class ValidationReport:
     rows: int
     files_checked: int
     problems: list[Problem]
+    notes: list[str] = field(default_factory=list)  # what was skipped on purpose (not a problem)
 
 
 class _Checks:
@@ -136,8 +138,9 @@ def validate_refavs(root: str | Path) -> ValidationReport:
     """Check a Ref-AVS folder: the CSV, every frame, wav and mask, and the scene facts if present."""
     root = Path(root)
     checks = _Checks()
-    rows, problems = layout.parse_metadata(root)
-    checks.problems += problems
+    metadata = layout.parse_metadata(root)
+    rows = metadata.rows
+    checks.problems += metadata.problems
     checks.files += 1
     facts = {}
     try:
@@ -157,8 +160,9 @@ def validate_refavs(root: str | Path) -> ValidationReport:
     for (vid, fid), is_null in null_of.items():
         paths = [layout.mask_path(root, vid, fid, i) for i in range(layout.NUM_FRAMES)]
         checks.masks(paths, frame_sizes[vid], frame_paths[vid], must_be_empty=is_null)
-    _check_facts(root, [r.uid for r in rows], checks)
-    return ValidationReport("refavs", len(rows), checks.files, checks.problems)
+    _check_facts(root, list(dict.fromkeys(r.uid for r in rows)), checks)
+    notes = [layout.skipped_note(metadata.skipped)] if metadata.skipped else []
+    return ValidationReport("refavs", len(rows), checks.files, checks.problems, notes)
 
 
 def validate_avsbench(root: str | Path, variant: str) -> ValidationReport:

@@ -57,7 +57,7 @@ def largest_object_predictions(data: DataConfig, split: str) -> list[dict]:
             masks = F.interpolate(torch.from_numpy(masks)[:, None].float(), size=clip.masks.shape[1:],
                                   mode="nearest")[:, 0].numpy() > 0.5
         out.append({
-            "index": index, "uid": clip.uid, "split": split, "expression": clip.expression,
+            "index": index, "uid": clip.uid, "row": clip.row, "split": split, "expression": clip.expression,
             "text": compose_answer("-", "-", "-", "largest"), "has_seg": True,
             "mask_probs": masks.astype(np.float16), "gt_masks": clip.masks, "mask_valid": clip.mask_valid,
             "is_null": clip.is_null, "gt_class": None if clip.facts is None else clip.facts.get("target_class"),

@@ -18,6 +18,12 @@ from aurora_rl.metrics.refavs_metrics import OFFICIAL, MetricConvention, RefAVSE
 from aurora_rl.prompts.answer_format import NULL_CLASS, parse_answer
 
 
+def sample_key(prediction: dict) -> str:
+    """A prediction's key in saved evaluations: ``uid@row``, since a uid can occur on more than one
+    row of the official metadata (the row is the sample's metadata line)."""
+    return f"{prediction['uid']}@{prediction['row']}"
+
+
 def score_predictions(predictions: dict[str, list[dict]], metrics: MetricsConfig) -> dict:
     """Official metrics per split (+ Mix), class accuracy, format rate, the share of reflective
     answers (more than one reasoning path) and failure counts."""
@@ -65,12 +71,14 @@ def save_predictions(predictions: dict[str, list[dict]], out_dir: Path) -> None:
         for split, preds in predictions.items():
             np.savez_compressed(out_dir / f"predictions_{split}.npz",
                                 uids=np.array([p["uid"] for p in preds]),
+                                keys=np.array([sample_key(p) for p in preds]),
                                 mask_probs=np.stack([p["mask_probs"] for p in preds]),
                                 gt_masks=np.stack([p["gt_masks"] for p in preds]))
             for p in preds:
                 parsed = parse_answer(p["text"])
                 f.write(json.dumps({
-                    "uid": p["uid"], "split": split, "expression": p["expression"], "kind": p["kind"],
+                    "key": sample_key(p), "uid": p["uid"], "row": p["row"], "split": split,
+                    "expression": p["expression"], "kind": p["kind"],
                     "text": p["text"], "target_class": parsed.target_class, "gt_class": p["gt_class"],
                     "iou": sample_iou(p["mask_probs"], p["gt_masks"]), "problems": parsed.problems,
                     "failure": failure_kind(p, parsed, OFFICIAL.j_threshold, OFFICIAL.s_threshold),

@@ -33,11 +33,12 @@ SEG_SUFFIX = f"it is {SEG} ."
 
 @dataclass(frozen=True)
 class CoTEntry:
-    """One uid's chain-of-thought answer, from any source (scene facts, a JSONL, a teacher)."""
+    """One sample's chain-of-thought answer, from any source (scene facts, a JSONL, a teacher)."""
 
     uid: str
     answer: str  # the full four-step answer ending in "it is [SEG] ."
     target_class: Optional[str]  # None for null references
+    row: Optional[int] = None  # the metadata line it answers; None: any row of its uid
 
 
 def build_prompt(expression: str) -> str:

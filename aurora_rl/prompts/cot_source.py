@@ -1,9 +1,11 @@
-"""Chain-of-thought per uid, behind one interface, from three sources.
+"""Chain-of-thought per sample (a metadata row), behind one interface, from three sources.
 
 - ``scene``: written from the synthetic benchmark's scene facts (``scene_cot.py``);
 - ``jsonl``: an existing file, one object per line: ``{"uid": ..., "cot": "<full answer>"}``
   or the steps apart ``{"uid", "images", "audio", "reference", "target"}`` (``target``
-  null for a null reference);
+  null for a null reference). A uid can occur on more than one row of the official metadata
+  (another expression, another object): a line may name its row (``"row": <metadata line>``),
+  and must when its uid is asked on more than one row;
 - ``teacher``: a served model writes that JSONL first (``aurora-rl cot generate``), then it is
   read as ``jsonl``.
 
@@ -27,7 +29,7 @@ from aurora_rl.prompts.scene_cot import scene_cot
 class CoTReport:
     accepted: int = 0
     rejected: Counter = field(default_factory=Counter)  # reason -> count
-    examples: dict = field(default_factory=dict)  # reason -> first uid with it
+    examples: dict = field(default_factory=dict)  # reason -> the first sample (uid@row) or line with it
 
     def reject(self, uid: str, reason: str) -> None:
         self.rejected[reason] += 1
@@ -36,26 +38,27 @@ class CoTReport:
     def summary(self) -> str:
         total = self.accepted + sum(self.rejected.values())
         lines = [f"CoT: {self.accepted}/{total} accepted"]
-        lines += [f"  rejected {n}: {reason} (e.g. uid {self.examples[reason]})" for reason, n in self.rejected.most_common()]
+        lines += [f"  rejected {n}: {reason} (e.g. {self.examples[reason]})" for reason, n in self.rejected.most_common()]
         return "\n".join(lines)
 
 
 def check_entry(entry: CoTEntry, max_tokens: int, count_tokens: Callable[[str], int], report: CoTReport) -> bool:
     parsed = parse_answer(entry.answer)
+    where = entry.uid if entry.row is None else f"{entry.uid}@{entry.row}"
     if parsed.problems:
-        report.reject(entry.uid, "malformed: " + "; ".join(parsed.problems))
+        report.reject(where, "malformed: " + "; ".join(parsed.problems))
         return False
     n = count_tokens(entry.answer)
     if n > max_tokens:
-        report.reject(entry.uid, f"longer than max_tokens={max_tokens}")
+        report.reject(where, f"longer than max_tokens={max_tokens}")
         return False
     report.accepted += 1
     return True
 
 
-def read_cot_jsonl(path: str | Path, report: CoTReport) -> dict[str, CoTEntry]:
+def read_cot_jsonl(path: str | Path, report: CoTReport) -> list[CoTEntry]:
     """Entries of a CoT JSONL; lines that cannot be read are rejected with their line number."""
-    out: dict[str, CoTEntry] = {}
+    out: list[CoTEntry] = []
     path = Path(path)
     with path.open() as f:
         for lineno, line in enumerate(f, start=1):
@@ -70,6 +73,10 @@ def read_cot_jsonl(path: str | Path, report: CoTReport) -> dict[str, CoTEntry]:
             if not isinstance(obj, dict) or not isinstance(obj.get("uid"), str):
                 report.reject(where, "no string 'uid'")
                 continue
+            row = obj.get("row")
+            if row is not None and (not isinstance(row, int) or isinstance(row, bool)):
+                report.reject(where, "'row' is not a metadata line number")
+                continue
             if isinstance(obj.get("cot"), str):
                 answer = obj["cot"]
                 target = parse_answer(answer).target_class
@@ -79,7 +86,7 @@ def read_cot_jsonl(path: str | Path, report: CoTReport) -> dict[str, CoTEntry]:
             else:
                 report.reject(where, "needs 'cot' or 'images'/'audio'/'reference'/'target'")
                 continue
-            out[obj["uid"]] = CoTEntry(obj["uid"], answer, target if target != "nothing" else None)
+            out.append(CoTEntry(obj["uid"], answer, target if target != "nothing" else None, row))
     return out
 
 
@@ -88,30 +95,41 @@ def write_cot_jsonl(entries: Iterable[CoTEntry], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as f:
         for e in entries:
-            f.write(json.dumps({"uid": e.uid, "cot": e.answer}) + "\n")
+            f.write(json.dumps({"uid": e.uid, **({} if e.row is None else {"row": e.row}), "cot": e.answer}) + "\n")
     return path
 
 
-def load_cot(source: str, uids: Iterable[str], *, facts: dict | None = None, path: str | None = None,
+def load_cot(source: str, samples: Iterable[tuple[str, int]], *, facts: dict | None = None, path: str | None = None,
              max_tokens: int = 150, count_tokens: Callable[[str], int] = lambda s: len(s.split())
-             ) -> tuple[dict[str, CoTEntry], CoTReport]:
-    """CoT for ``uids`` from ``source`` ("scene" or "jsonl"), validated; missing uids are rejected too."""
+             ) -> tuple[dict[int, CoTEntry], CoTReport]:
+    """CoT for ``samples`` ((uid, metadata row) pairs) from ``source`` ("scene" or "jsonl"),
+    validated, keyed by row; samples without one are rejected too."""
+    samples = list(samples)
     report = CoTReport()
     if source == "scene":
         if facts is None:
             raise ValueError("the scene CoT source needs the dataset's scene facts (scene_facts.jsonl)")
-        available = {uid: scene_cot(facts[uid]) for uid in uids if uid in facts}
+        entries = [scene_cot(facts[uid], row) for uid, row in samples if uid in facts]
     elif source in ("jsonl", "teacher"):
         if not path:
             raise ValueError(f"CoT source {source!r} needs a path")
-        available = read_cot_jsonl(path, report)
+        entries = read_cot_jsonl(path, report)
     else:
         raise ValueError(f"unknown CoT source {source!r} (scene, jsonl, teacher)")
+    by_row = {e.row: e for e in entries if e.row is not None}
+    by_uid = {e.uid: e for e in entries if e.row is None}
+    rows_of_uid = Counter(uid for uid, _ in samples)
     out = {}
-    for uid in uids:
-        entry = available.get(uid)
-        if entry is None:
-            report.reject(uid, "no CoT for this uid")
-        elif check_entry(entry, max_tokens, count_tokens, report):
-            out[uid] = entry
+    for uid, row in samples:
+        entry = by_row.get(row)
+        if entry is not None and entry.uid != uid:
+            report.reject(f"{uid}@{row}", "the CoT names this row with another uid")
+        elif entry is None and uid in by_uid and rows_of_uid[uid] > 1:
+            report.reject(f"{uid}@{row}", "uid on more than one row: its CoT must name the row")
+        elif entry is None and uid not in by_uid:
+            report.reject(f"{uid}@{row}", "no CoT for this sample")
+        else:
+            entry = entry or CoTEntry(uid, by_uid[uid].answer, by_uid[uid].target_class, row)
+            if check_entry(entry, max_tokens, count_tokens, report):
+                out[row] = entry
     return out, report

@@ -14,6 +14,8 @@ look-alike objects to segment.
 
 from __future__ import annotations
 
+from typing import Optional
+
 from aurora_rl.prompts.answer_format import CoTEntry, compose_answer
 
 POSITION_ORDER = {"left": 0, "center": 1, "right": 2}
@@ -65,7 +67,7 @@ def list_cot(facts: dict) -> str:
     return " ".join(f"step {i} : {text}" for i, text in enumerate(steps, start=1))
 
 
-def scene_cot(facts: dict) -> CoTEntry:
+def scene_cot(facts: dict, row: Optional[int] = None) -> CoTEntry:
     answer = compose_answer(describe_images(facts["objects"]), describe_audio(facts["objects"]),
                             describe_reference(facts), facts["target_class"])
-    return CoTEntry(facts["uid"], answer, facts["target_class"])
+    return CoTEntry(facts["uid"], answer, facts["target_class"], row)

@@ -63,7 +63,7 @@ def build_report(demo_dir: Path, stages: list[StageResult], data_root: Path, out
                           len(s.metrics_files)) for s in stages],
         rows=rows, verdicts=verdicts, curves=curves, examples=examples,
         overlays={uid: {stage: _rel(p, out_dir) for stage, p in by_stage.items()} for uid, by_stage in overlays.items()},
-        answers={e.uid: {n: ev.samples[e.uid] for n, ev in zip(names, evals)} for e in examples},
+        answers={e.key: {n: ev.samples[e.key] for n, ev in zip(names, evals)} for e in examples},
     )
     index = out_dir / "index.html"
     index.write_text(render_page(content), encoding="utf-8")

@@ -17,8 +17,9 @@ class ReportError(RuntimeError):
 @dataclass
 class StageEval:
     """results: results.json as written ({split: {...}, "mix": {"J", "F"}}).
-    samples: {uid: samples.jsonl row} (uid, split, expression, kind, text, target_class,
-        gt_class, iou, problems, failure).
+    samples: {key: samples.jsonl row} (key, uid, row, split, expression, kind, text, target_class,
+        gt_class, iou, problems, failure); the key is ``uid@row`` (uids repeat in the official
+        metadata), or the uid in a folder written before rows were recorded.
     """
 
     results: dict
@@ -26,12 +27,13 @@ class StageEval:
     eval_dir: Path
 
     def predictions(self, split: str) -> dict[str, np.ndarray]:
-        """predictions_<split>.npz: uids [N], mask_probs float16 [N,T,M,M], gt_masks [N,T,M,M]."""
+        """predictions_<split>.npz: keys [N] (as ``samples``), mask_probs float16 [N,T,M,M], gt_masks [N,T,M,M]."""
         path = self.eval_dir / f"predictions_{split}.npz"
         if not path.is_file():
             raise ReportError(f"{path}: missing (needed for the overlays of split {split})")
         with np.load(path) as z:
-            return {k: z[k] for k in ("uids", "mask_probs", "gt_masks")}
+            return {"keys": z["keys"] if "keys" in z else z["uids"], "mask_probs": z["mask_probs"],
+                    "gt_masks": z["gt_masks"]}
 
     def split_samples(self, splits) -> list[dict]:
         return [s for s in self.samples.values() if s["split"] in splits]
@@ -55,7 +57,7 @@ def load_stage_eval(eval_dir: str | Path) -> StageEval:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ReportError(f"{samples_path}: line {n} is not valid JSON ({e})") from None
-            samples[row["uid"]] = row
+            samples[row.get("key", row["uid"])] = row
     return StageEval(results, samples, eval_dir)
 
 

@@ -45,8 +45,8 @@ class PageContent:
     verdicts: list[StageVerdict]
     curves: dict[str, str | None]  # stage -> PNG, None when it logged no training metrics
     examples: list[Example]
-    overlays: dict[str, dict[str, str]]  # uid -> stage -> PNG
-    answers: dict[str, dict[str, dict]]  # uid -> stage -> samples.jsonl row
+    overlays: dict[str, dict[str, str]]  # sample key -> stage -> PNG
+    answers: dict[str, dict[str, dict]]  # sample key -> stage -> samples.jsonl row
     files: list[str] = field(default_factory=lambda: ["results.md", "results.json"])
 
 
@@ -61,7 +61,7 @@ def render_page(c: PageContent) -> str:
              "<h2 id='examples'>Examples</h2>",
              "<p>The same clips for every stage. Each grid: magenta = predicted mask (p &gt; 0.5), white "
              "outline = ground truth.</p>"]
-    parts += [_example(e, c.overlays.get(e.uid, {}), c.answers.get(e.uid, {})) for e in c.examples]
+    parts += [_example(e, c.overlays.get(e.key, {}), c.answers.get(e.key, {})) for e in c.examples]
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -125,5 +125,5 @@ def _example(e: Example, overlays: dict[str, str], answers: dict[str, dict]) -> 
                     f"{escape(a.get('target_class') or '-')}, failure: {escape(str(a.get('failure') or 'none'))}"
                     f"<pre>{escape(a.get('text', ''))}</pre></figcaption></figure>")
     kind = f" [{escape(e.kind)}]" if e.kind else ""
-    return (f"<h3 id='{escape(e.uid)}'>{escape(e.split)}: “{escape(e.expression)}”{kind}</h3>"
+    return (f"<h3 id='{escape(e.key)}'>{escape(e.split)}: “{escape(e.expression)}”{kind}</h3>"
             f"<p>{escape(e.uid)}</p><div class='stages'>{''.join(figs)}</div>")

@@ -21,6 +21,7 @@ LEGEND = "magenta: predicted mask (p > 0.5); white outline: ground truth"
 @dataclass
 class Example:
     split: str
+    key: str  # the sample's key in every stage's evaluation (``uid@row``)
     uid: str
     expression: str
     kind: str
@@ -29,7 +30,7 @@ class Example:
 def choose_examples(evals: list[StageEval], per_split: dict[str, int] = EXAMPLES_PER_SPLIT) -> list[Example]:
     """The clips shown for every stage: per split, those whose IoU differs most across stages.
 
-    Only uids every stage evaluated qualify; ties (e.g. a single stage) go by uid, so the
+    Only samples every stage evaluated qualify; ties (e.g. a single stage) go by key, so the
     choice is deterministic.
     """
     common = set(evals[0].samples)
@@ -37,11 +38,11 @@ def choose_examples(evals: list[StageEval], per_split: dict[str, int] = EXAMPLES
         common &= set(ev.samples)
     examples = []
     for split, k in per_split.items():
-        uids = [u for u in common if evals[0].samples[u]["split"] == split]
-        spread = {u: np.ptp([ev.samples[u]["iou"] for ev in evals]) for u in uids}
-        for u in sorted(uids, key=lambda u: (-spread[u], u))[:k]:
+        keys = [u for u in common if evals[0].samples[u]["split"] == split]
+        spread = {u: np.ptp([ev.samples[u]["iou"] for ev in evals]) for u in keys}
+        for u in sorted(keys, key=lambda u: (-spread[u], u))[:k]:
             s = evals[0].samples[u]
-            examples.append(Example(split, u, s["expression"], s.get("kind", "")))
+            examples.append(Example(split, u, s["uid"], s["expression"], s.get("kind", "")))
     return examples
 
 
@@ -73,21 +74,21 @@ def safe_name(uid: str) -> str:
 
 def render_overlays(names: list[str], evals: list[StageEval], examples: list[Example], data_root: Path,
                     out_dir: Path) -> dict[str, dict[str, Path]]:
-    """Write out_dir/<stage>/<uid>.png for every stage and example -> {uid: {stage: path}}."""
-    paths: dict[str, dict[str, Path]] = {e.uid: {} for e in examples}
+    """Write out_dir/<stage>/<key>.png for every stage and example -> {key: {stage: path}}."""
+    paths: dict[str, dict[str, Path]] = {e.key: {} for e in examples}
     frames_cache: dict[str, np.ndarray] = {}
     for name, ev in zip(names, evals):
         for split in sorted({e.split for e in examples}):
             pred = ev.predictions(split)
-            index = {str(u): i for i, u in enumerate(pred["uids"])}
+            index = {str(u): i for i, u in enumerate(pred["keys"])}
             for e in (e for e in examples if e.split == split):
-                if e.uid not in index:
-                    raise ReportError(f"{ev.eval_dir}/predictions_{split}.npz: no prediction for {e.uid}")
-                probs, gt = pred["mask_probs"][index[e.uid]], pred["gt_masks"][index[e.uid]]
+                if e.key not in index:
+                    raise ReportError(f"{ev.eval_dir}/predictions_{split}.npz: no prediction for {e.key}")
+                probs, gt = pred["mask_probs"][index[e.key]], pred["gt_masks"][index[e.key]]
                 if e.uid not in frames_cache:
                     frames_cache[e.uid] = load_frames(data_root, e.uid, probs.shape[0])
-                paths[e.uid][name] = overlay_grid(
-                    frames_cache[e.uid], probs.astype(np.float32) > MASK_THRESHOLD, caption(name, ev.samples[e.uid]),
-                    out_dir / safe_name(name) / f"{safe_name(e.uid)}.png", gt_masks=gt > 0,
-                    columns=min(5, probs.shape[0]), title=f"stage {name} | {split} | {e.uid}")
+                paths[e.key][name] = overlay_grid(
+                    frames_cache[e.uid], probs.astype(np.float32) > MASK_THRESHOLD, caption(name, ev.samples[e.key]),
+                    out_dir / safe_name(name) / f"{safe_name(e.key)}.png", gt_masks=gt > 0,
+                    columns=min(5, probs.shape[0]), title=f"stage {name} | {split} | {e.key}")
     return paths

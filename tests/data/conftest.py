@@ -17,3 +17,11 @@ def s4_root(tmp_path):
 @pytest.fixture
 def ms3_root(tmp_path):
     return write_avsbench_fixture(tmp_path / "ms3", "ms3")
+
+
+@pytest.fixture
+def official_root(tmp_path):
+    """The Ref-AVS fixture with the official metadata's quirks: a repeated uid, a TODO row."""
+    from tests.data.layout_fixtures import write_official_quirks_fixture
+
+    return write_official_quirks_fixture(tmp_path / "official")

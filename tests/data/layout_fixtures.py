@@ -107,3 +107,22 @@ def write_avsbench_fixture(root: Path, variant: str) -> Path:
         for i in range(1, (2 if (variant == "s4" and split == "train") else 6)):
             Image.fromarray(expected_mask(0, i) * 255, mode="L").save(mask_dir / f"{name}_{i}.png")
     return root
+
+
+# The official metadata's quirks, added to the fixture above: the uid of a test_s row again with
+# another object and expression (a separate sample), and a row of split TODO whose media do not exist
+# (the official loader never reads that split).
+REPEATED = ("-5-tOp4t_kU_0_10000", "-5-tOp4t_kU_0_10000_helicopter_1", "test_s", 1, "The object on the right.")
+TODO_ROW = ("zzz", "nowhere_000_piano_1", "TODO", 0, "The piano.")
+
+
+def write_official_quirks_fixture(root: Path) -> Path:
+    """``write_refavs_fixture`` plus ``REPEATED`` (its masks written) and ``TODO_ROW`` (nothing written)."""
+    write_refavs_fixture(root)
+    with (root / "metadata.csv").open("a", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows([REPEATED, TODO_ROW])
+    folder = root / "gt_mask" / REPEATED[1].rsplit("_", 2)[0] / f"fid_{REPEATED[3]}"
+    folder.mkdir(parents=True)
+    for t in range(10):
+        Image.fromarray(expected_mask(REPEATED[3], t) * 255, mode="L").save(folder / f"{t:05d}.png")
+    return root

@@ -4,7 +4,7 @@ import pytest
 from aurora_rl.config.schema import DataConfig
 from aurora_rl.data import DataError, RefAVSDataset, build_dataset, collate_clips
 from aurora_rl.data.refavs_layout import folder_vid, parse_metadata
-from tests.data.layout_fixtures import SIZE, VIDS, expected_mask
+from tests.data.layout_fixtures import REPEATED, SIZE, VIDS, expected_mask
 
 
 def nearest(mask: np.ndarray, size: int) -> np.ndarray:
@@ -121,9 +121,24 @@ def test_bad_csv_raises_naming_file_and_line(refavs_root):
     csv_path = refavs_root / "metadata.csv"
     lines = csv_path.read_text().splitlines()
     lines[3] = lines[3].replace(",test_s,", ",testing,")
+    lines[4] = lines[4].replace(",val,1,", ",val,x,")
     csv_path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataError, match="line 4: unknown split 'testing'") as e:
+    with pytest.raises(DataError, match="line 5: fid 'x' is not a non-negative integer") as e:
         RefAVSDataset(refavs_root, "train")
     assert e.value.path == str(csv_path)
-    rows, problems = parse_metadata(refavs_root)
-    assert len(rows) == 4 and [p.kind for p in problems] == ["unknown_split"]
+    metadata = parse_metadata(refavs_root)
+    assert len(metadata.rows) == 3 and [p.kind for p in metadata.problems] == ["bad_row"]
+    assert metadata.skipped == {"testing": 1}  # a split none of the five: skipped and counted, not an error
+
+
+def test_the_official_quirks_rows_of_unknown_splits_skipped_and_a_repeated_uid_two_samples(official_root):
+    """As released: TODO rows are skipped and counted (the official loader never reads them), and a
+    uid on two rows (another object, another expression) gives two samples, each with its own masks."""
+    metadata = parse_metadata(official_root)
+    assert metadata.problems == [] and metadata.skipped == {"TODO": 1}
+    test_s = RefAVSDataset(official_root, "test_s", mask_size=SIZE)
+    assert [(r.uid, r.fid) for r in test_s.rows] == [(REPEATED[1], 0), (REPEATED[1], 1)]
+    a, b = test_s[0], test_s[1]
+    assert (a.uid, a.expression) != (b.uid, b.expression) and a.uid == b.uid and a.row != b.row
+    assert np.array_equal(a.masks[4], expected_mask(0, 4)) and np.array_equal(b.masks[4], expected_mask(1, 4))
+    assert collate_clips([a, b])["row"] == [a.row, b.row]

@@ -11,3 +11,11 @@ def test_stats_of_real_layout_without_facts_use_uid_classes(refavs_root):
     text = format_stats(stats)
     assert "test_u" not in text  # empty splits are left out of the tables
     assert "helicopter" in text and "templates" not in text
+
+
+def test_stats_count_the_skipped_rows_and_the_repeated_uids(official_root):
+    stats = compute_stats(official_root)
+    assert stats["skipped"] == {"TODO": 1} and stats["repeated_uids"] == 1
+    assert stats["splits"]["test_s"] == {"videos": 1, "rows": 2}  # the repeated uid's two rows
+    text = format_stats(stats)
+    assert "1 row of split 'TODO' skipped" in text and "1 uid(s) on more than one row" in text

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from aurora_rl.config.schema import DataConfig, MetricsConfig
 from actors.eval_pool import evaluate_checkpoint
+from aurora_rl.config.schema import DataConfig, MetricsConfig
 from aurora_rl.evaluation.scoring import load_saved_predictions, probs_to_logits
 from aurora_rl.metrics.refavs_metrics import OFFICIAL, RefAVSEvaluator
 from aurora_rl.model.build import MediaShape
@@ -89,3 +89,50 @@ def test_scores_count_reflective_answers_and_classes_by_the_last_attempt():
     assert split["reflect_rate"] == 0.25 and split["format_rate"] == 0.75
     assert split["class_acc"] == 0.75  # the reflective answer is judged by its corrected path
     assert split["failures"] == {"malformed answer": 1}
+
+
+def test_a_uid_on_two_rows_is_saved_and_read_back_as_two_samples(tmp_path):
+    """Each row its own prediction, scored against its own mask, kept apart in every saved output."""
+    from aurora_rl.evaluation.scoring import sample_key, save_predictions, score_predictions
+    from aurora_rl.prompts.answer_format import compose_answer
+    from aurora_rl.report.eval_outputs import load_stage_eval
+
+    left, right = np.zeros((2, 8, 8), dtype=np.uint8), np.zeros((2, 8, 8), dtype=np.uint8)
+    left[:, :, :4], right[:, :, 4:] = 1, 1
+    answer = compose_answer("a saw .", "a buzz .", "the saw .", "saw")
+
+    def pred(row: int, gt: np.ndarray) -> dict:
+        return {"uid": "v_saw_4", "row": row, "split": "test_s", "expression": f"expression {row}", "kind": None,
+                "text": answer, "gt_class": "saw", "is_null": False, "mask_probs": left.astype(np.float16),
+                "gt_masks": gt}
+
+    preds = {"test_s": [pred(7, left), pred(9, right)]}  # the model segments the left object twice
+    results = score_predictions(preds, MetricsConfig())
+    assert results["test_s"]["clips"] == 2 and results["test_s"]["J"] == pytest.approx(0.5)
+    save_predictions(preds, tmp_path)
+    (tmp_path / "results.json").write_text("{}")
+    samples = load_stage_eval(tmp_path).samples
+    assert sorted(samples) == ["v_saw_4@7", "v_saw_4@9"] == sorted(sample_key(p) for p in preds["test_s"])
+    assert samples["v_saw_4@7"]["iou"] == pytest.approx(1.0) and samples["v_saw_4@9"]["iou"] == pytest.approx(0.0)
+    assert list(load_stage_eval(tmp_path).predictions("test_s")["keys"]) == ["v_saw_4@7", "v_saw_4@9"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_eval_reads_an_eval_config_and_its_folder_makes_a_report(ray_node, synthetic_root, tmp_path, capsys):
+    from pathlib import Path
+
+    from aurora_rl.cli import main
+
+    root = Path(__file__).resolve().parents[2]
+    policy, tok = make_policy(seed=5)
+    ckpt = save_policy(policy, tok, tiny_model_config(), MediaShape(128, 64, 64), tmp_path / "ckpt")
+    code = main(["eval", "--config", str(root / "configs" / "tiny" / "eval.yaml"), f"model.path={ckpt}",
+                 f"data.root={synthetic_root}", "data.max_samples=2", "data.eval_splits=[test_s, test_n]",
+                 f"run.output_dir={tmp_path / 'runs'}", "max_new_tokens=8"])
+    assert code == 0, capsys.readouterr().err
+    out = tmp_path / "runs" / "tiny-eval"  # run.name of configs/tiny/eval.yaml
+    results = json.loads((out / "results.json").read_text())
+    assert results["test_s"]["clips"] == 2 and results["test_n"]["clips"] == 2 and "test_u" not in results
+    assert main(["report", str(out), "--data", str(synthetic_root), "--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "index.html").is_file()

@@ -104,7 +104,8 @@ def outputs_of_every_kind(truth, uids) -> list[RolloutRecord]:
              "garbage": "\ufffd\x00\x7f ]] [[SEG \ufffd", "normal": None, "too_long": None}
     records = []
     for g, (kind, text) in enumerate(kinds.items()):
-        t = truth(uids[g])
+        row = truth.row_of(uids[g])
+        t = truth(row)
         for k in range(3):
             n = MAX_NEW_TOKENS
             if kind == "too_long" and k == 1:
@@ -114,7 +115,7 @@ def outputs_of_every_kind(truth, uids) -> list[RolloutRecord]:
                 uid=uids[g], group_id=f"{kind}", sample_index=k, group_size=3, policy_version=0,
                 prompt_token_ids=np.arange(5), completion_token_ids=np.arange(n) % 7,
                 sampling_logprobs=np.full(n, -1.5), completion_text=answer,
-                meta={"dataset_index": g}).with_masks(t.masks if "SEG]" in answer else None))
+                meta={"dataset_index": g, "row": row}).with_masks(t.masks if "SEG]" in answer else None))
     return records
 
 

@@ -19,7 +19,8 @@ def make_records(truth: GroundTruth, uids: list[str], count: int) -> tuple[list[
     records, expected = [], {}
     for i in range(count):
         uid, k = uids[(i // 3) % len(uids)], i % 3
-        t = truth(uid)
+        row = truth.row_of(uid)
+        t = truth(row)
         if k == 0:
             text, masks, want = compose_answer("a", "b", "c", t.target_class), t.masks, {"format": 1, "iou": 1, "cls": 2}
         elif k == 1:
@@ -30,7 +31,7 @@ def make_records(truth: GroundTruth, uids: list[str], count: int) -> tuple[list[
         r = RolloutRecord(
             uid=uid, group_id=f"g{i // 3}", sample_index=k, group_size=3, policy_version=0,
             prompt_token_ids=np.arange(4), completion_token_ids=np.arange(3), sampling_logprobs=np.zeros(3),
-            completion_text=text,
+            completion_text=text, meta={"row": row},
         ).with_masks(None if masks is None else masks.astype(bool))
         records.append(r)
         expected[r.record_id] = want

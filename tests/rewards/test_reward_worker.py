@@ -213,7 +213,7 @@ def test_malformed_and_unscorable_records_go_to_the_dead_stream(
     stream.publish(records[0])
     stream.publish_raw(b"\x00 not msgpack")
     stream.publish_raw(b"\x81\xa6schema\x63")  # msgpack, wrong schema version
-    unknown = RolloutRecord(**{**records[1].__dict__, "uid": "nobody_cat_1", "group_id": "x"})
+    unknown = RolloutRecord(**{**records[1].__dict__, "meta": {"row": 10**6}, "group_id": "x"})  # no such row
     wrong_shape = records[1].with_masks(np.zeros((10, 8, 8), dtype=bool))
     wrong_shape.group_id = "y"
     stream.publish(unknown)
@@ -231,5 +231,5 @@ def test_malformed_and_unscorable_records_go_to_the_dead_stream(
     reasons = b" | ".join(fields[b"reason"] for _, fields in dead)
     assert len(dead) == 4
     assert b"not a msgpack record" in reasons and b"schema version" in reasons
-    assert b"nobody_cat_1" in reasons and b"ground truth" in reasons
+    assert b"row 1000000 is not in this ground truth" in reasons
     assert stream.pending() == 0
