@@ -16,6 +16,7 @@ from typing import Optional
 
 from aurora_rl.config.schema import DataConfig, MetricsConfig, SamplingConfig
 from aurora_rl.evaluation.scoring import save_predictions, score_predictions, write_tables
+from aurora_rl.services.library_logs import LOG_DIR, logs_line, worker_log
 
 
 class EvalPool:
@@ -27,8 +28,11 @@ class EvalPool:
 
         self.data = dataclasses.replace(data, root=str(Path(data.root).resolve()))
         work_dir = Path(work_dir).resolve()
+        self.logs = work_dir / LOG_DIR
         self.workers = [EvalWorker.remote(str(Path(checkpoint).resolve()), self.data, str(work_dir / f"{name}{k}"),
-                                          kv_cache_gib, max_new_tokens) for k in range(num_actors)]
+                                          kv_cache_gib, max_new_tokens,
+                                          log_file=str(worker_log(work_dir, f"{name.strip('.')}{k}")))
+                        for k in range(num_actors)]
 
     def __enter__(self) -> "EvalPool":
         return self
@@ -38,6 +42,7 @@ class EvalPool:
 
         for w in self.workers:
             ray.kill(w)
+        print(logs_line(self.logs, "eval"), flush=True)
 
     def run(self, split: str, indices: Sequence[int], log, label: str, sampling: Optional[SamplingConfig] = None,
             seed: int = 0, chunk: int = 16) -> list[dict]:

@@ -13,7 +13,11 @@ from aurora_rl.config.schema import DataConfig, SamplingConfig
 @ray.remote(num_cpus=1)
 class EvalWorker:
     def __init__(self, checkpoint: str, data: DataConfig, work_dir: str, kv_cache_gib: float = 1.0,
-                 max_new_tokens: int = 150, batch_size: int = 8):
+                 max_new_tokens: int = 150, batch_size: int = 8, log_file: Optional[str] = None):
+        if log_file:  # vLLM's and torch's output: to the run folder, not the console
+            from aurora_rl.services.library_logs import capture_output
+
+            capture_output(log_file)
         from actors.policy_engine import PolicyEngine
 
         self.data = data

@@ -28,7 +28,12 @@ class WeightsVersionError(RuntimeError):
 @ray.remote(num_cpus=1, max_restarts=0)
 class RolloutActor:
     def __init__(self, actor_id: str, checkpoint: str, work_dir: str, data: DataConfig, rollout: RolloutConfig,
-                 redis_url: str, rollout_stream: str, mask_threshold: float = 0.5, seed: int = 0):
+                 redis_url: str, rollout_stream: str, mask_threshold: float = 0.5, seed: int = 0,
+                 log_file: str | None = None):
+        if log_file:  # vLLM's and torch's output: to the run folder, not the console
+            from aurora_rl.services.library_logs import capture_output
+
+            capture_output(log_file)
         from actors.policy_engine import PolicyEngine
         from aurora_rl.data.refavs_dataset import RefAVSDataset
         from aurora_rl.record_stream import RecordStream

@@ -11,6 +11,7 @@ import sys
 
 from aurora_rl.config import ConfigError
 from aurora_rl.data.errors import DataError
+from aurora_rl.services.library_logs import quiet_driver
 
 COMMAND_MODULES = ["config", "services", "demo", "infer", "train", "eval", "report", "data", "cot", "sam", "jobs",
                    "cluster"]
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(attach_dash_values(parser, sys.argv[1:] if argv is None else argv))
     exit_on_sigterm()
+    quiet_driver()
     try:
         return int(args.handler(args) or 0)
     except ConfigError as e:

@@ -28,6 +28,7 @@ from typing import Optional
 import numpy as np
 
 from aurora_rl.config.schema import GRPOConfig
+from aurora_rl.services.library_logs import LOG_DIR, logs_line
 from learner.grpo_collect import StepCollector
 from learner.learner_group import LearnerGroup, LearnerLost
 from learner.placement import JobPlacement
@@ -75,10 +76,11 @@ class GRPOJob:
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.placement = JobPlacement(cfg.placement, f"aurora:{cfg.run.name}:{self.attempt}")
-        self.learners = LearnerGroup(cfg, self.checkpoint, self.placement)
+        self.learners = LearnerGroup(cfg, self.checkpoint, self.placement, self.run_dir)
         self.rollout = RolloutPool(cfg, self.checkpoint, self.data, self.redis_url, self.queue.rollout_stream,
                                    self.run_dir, self.placement, self.learners, self.faults, self.log)
-        self.rewards = RewardPool(cfg, self.redis_url, self.queue, self.data, self.placement, self.faults, self.log)
+        self.rewards = RewardPool(cfg, self.redis_url, self.queue, self.data, self.placement, self.run_dir, self.faults,
+                                  self.log)
         # Every worker loads its libraries and model in its own process: all are launched before
         # any is awaited, so the job starts in about the time of its slowest worker.
         self.learners.launch()
@@ -346,6 +348,7 @@ class GRPOJob:
             shutil.rmtree(final)
         shutil.copytree(folder / "policy", final)
         self.log(f"[grpo] final checkpoint: {final}")
+        self.log(logs_line(self.run_dir / LOG_DIR, "grpo"))
         return final
 
 

@@ -12,7 +12,10 @@ Rank 0 also sends the weight broadcast (``sender``).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aurora_rl.config.schema import GRPOConfig
+from aurora_rl.services.library_logs import worker_log
 from learner.actor_calls import alive, gather
 from learner.placement import JobPlacement
 
@@ -22,10 +25,11 @@ class LearnerLost(RuntimeError):
 
 
 class LearnerGroup:
-    def __init__(self, cfg: GRPOConfig, checkpoint: str, placement: JobPlacement):
+    def __init__(self, cfg: GRPOConfig, checkpoint: str, placement: JobPlacement, run_dir: Path):
         self.cfg = cfg
         self.checkpoint = checkpoint
         self.placement = placement
+        self.run_dir = run_dir
         self.ranks: list = []
 
     @property
@@ -40,8 +44,9 @@ class LearnerGroup:
         k = self.cfg.learner.num_ranks
         self.placement.release("learner")
         bundles = self.placement.reserve("learner", "learner", k, self.cfg.placement.learner_strategy)
-        self.ranks = [LearnerRank.options(**bundles[r]).remote(r, k, self.cfg, self.checkpoint,
-                                                               self.cfg.learner.use_gpu) for r in range(k)]
+        self.ranks = [LearnerRank.options(**bundles[r]).remote(r, k, self.cfg, self.checkpoint, self.cfg.learner.use_gpu,
+                                                               str(worker_log(self.run_dir, f"learner-{r}")))
+                      for r in range(k)]
 
     def join(self) -> None:
         """The launched ranks join one DeepSpeed group (waits for every rank to be loaded)."""

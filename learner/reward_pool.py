@@ -9,21 +9,24 @@ its scoring loop (``run``) for the whole job.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 from aurora_rl.config.schema import DataConfig, GRPOConfig, QueueConfig
+from aurora_rl.services.library_logs import worker_log
 from learner.actor_calls import gather
 from learner.placement import JobPlacement
 
 
 class RewardPool:
     def __init__(self, cfg: GRPOConfig, redis_url: str, queue: QueueConfig, data: DataConfig,
-                 placement: JobPlacement, faults: dict[str, int], log: Callable[[str], None]):
+                 placement: JobPlacement, run_dir: Path, faults: dict[str, int], log: Callable[[str], None]):
         self.cfg = cfg
         self.redis_url = redis_url
         self.queue = queue
         self.data = data
         self.placement = placement
+        self.run_dir = run_dir
         self.faults = faults
         self.log = log
         self.bundles: list[dict] = []
@@ -42,8 +45,9 @@ class RewardPool:
     def _start(self, i: int) -> None:
         from rewards.reward_worker import RewardWorker
 
+        name = f"scorer-{self.started}"
         worker = RewardWorker.options(**self.bundles[i]).remote(self.redis_url, self.queue, self.cfg.reward, self.data,
-                                                                f"scorer-{self.started}")
+                                                                name, log_file=str(worker_log(self.run_dir, name)))
         self.started += 1
         self.workers[i], self.runs[i] = worker, worker.run.remote()
 

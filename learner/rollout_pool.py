@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from aurora_rl.config.schema import DataConfig, GRPOConfig
+from aurora_rl.services.library_logs import worker_log
 from learner.actor_calls import alive, gather
 from learner.learner_group import LearnerGroup, LearnerLost
 from learner.placement import JobPlacement, PlacementTimeout, wanted_rollout_actors
@@ -63,7 +64,7 @@ class RolloutPool:
             launched.append((actor_id, RolloutActor.options(**options).remote(
                 actor_id, self.checkpoint, str(self.run_dir / "actors" / actor_id), self.data, self.cfg.rollout,
                 self.redis_url, self.rollout_stream, self.cfg.reward.mask_threshold,
-                self.cfg.run.seed + 1000 * self.next_id)))
+                self.cfg.run.seed + 1000 * self.next_id, str(worker_log(self.run_dir, actor_id)))))
         return launched, None
 
     def await_ready(self, launched: list) -> list[str]:

@@ -137,7 +137,9 @@ def run_sft(cfg: SFTConfig, resume: bool = False, stage: str = "sft", examples: 
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from aurora_rl.services.library_logs import LOG_DIR, logs_line
     from learner.sft_worker import sft_train_loop
+    from learner.train_log import MetricsTail
 
     cfg = with_absolute_paths(cfg)
     out = run_dir(cfg).resolve()
@@ -173,7 +175,11 @@ def run_sft(cfg: SFTConfig, resume: bool = False, stage: str = "sft", examples: 
         torch_config=TorchConfig(backend="nccl" if tr.use_gpu else "gloo"),
         run_config=RunConfig(name="ray_train", storage_path=str(out), checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
-    result = trainer.fit()
+    if resume_from:
+        print(f"[{stage}] resuming from {resume_from}", flush=True)
+    with MetricsTail(out / "metrics.jsonl", stage):  # the workers' output goes to <run>/logs: progress from here
+        result = trainer.fit()
+    print(logs_line(out / LOG_DIR, stage), flush=True)
     final = out / "checkpoint"
     with result.checkpoint.as_directory() as d:
         if final.exists():

@@ -17,20 +17,25 @@ from pathlib import Path
 
 
 def sft_train_loop(config: dict) -> None:
+    import ray.train
+
+    from aurora_rl.services.library_logs import capture_output, worker_log
+
+    # DeepSpeed's, torch's and Ray Train's output: to the run folder; the driver prints the progress
+    capture_output(worker_log(config["run_dir"], f"{config['stage']}-rank{ray.train.get_context().get_world_rank()}"))
     if not config["use_gpu"]:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
-    import ray.train
     import torch
     import torch.distributed as dist
 
     from aurora_rl.config.schema import SFTConfig
     from aurora_rl.data.refavs_dataset import RefAVSDataset
     from aurora_rl.model.checkpoint import load_policy, save_policy
+    from aurora_rl.model.sft_loss import sft_loss
     from learner.deepspeed_config import deepspeed_config, with_every_parameter
     from learner.lr_schedule import lr_multiplier
     from learner.sft_data import SFTBatcher, SFTExample, check_teacher_vocabulary
-    from aurora_rl.model.sft_loss import sft_loss
     from learner.train_log import TrainLogger, say
 
     cfg: SFTConfig = config["cfg"]

@@ -28,10 +28,15 @@ class RewardWorker:
             rollout masks) and num_frames.
         consumer_name: unique per worker in the group.
         batch, block_ms, dedupe_ttl_s: see StreamScorer.
+        log_file: where the worker's output goes (None: Ray's worker log).
     """
 
     def __init__(self, redis_url: str, queue: QueueConfig, reward: RewardConfig, data: DataConfig, consumer_name: str,
-                 *, batch: int = 32, block_ms: int = 500, dedupe_ttl_s: float = 3600.0):
+                 *, batch: int = 32, block_ms: int = 500, dedupe_ttl_s: float = 3600.0, log_file: Optional[str] = None):
+        if log_file:  # its log lines (Redis outages, reclaims): to the run folder, not the console
+            from aurora_rl.services.library_logs import capture_output
+
+            capture_output(log_file)
         from rewards.ground_truth import GroundTruth
         from rewards.stream_scorer import StreamScorer, scorer_client
 

@@ -24,6 +24,10 @@ def test_teacher_writes_cot_and_every_written_entry_is_valid(tmp_path, synthetic
         capture_output=True, text=True, timeout=600, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "CoT: " in run.stdout and "accepted" in run.stdout
+    # the console shows the job; vLLM's lines are in the workers' log files beside the output
+    console = (run.stdout + run.stderr).splitlines()
+    assert [line for line in console if " INFO " in line or "pid=" in line] == []
+    assert "INFO" in (tmp_path / "logs" / "cot-worker0.log").read_text(errors="replace")
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     # a random teacher rarely writes a well-formed answer: whatever it wrote must pass validation again
     assert all(isinstance(x["row"], int) for x in lines)  # each entry names its metadata row

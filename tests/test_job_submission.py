@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,22 @@ def submit(ray_node, *entrypoint, env_extra=None, timeout=900):
     return subprocess.run([RAY, "job", "submit", "--address", ray_node.dashboard_url, "--working-dir", str(ROOT),
                            "--", sys.executable, "-m", "aurora_rl.cli", *entrypoint],
                           env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def job_console(stdout: str) -> list[str]:
+    """The submitted job's own console: what ``ray job submit`` tails between its banners."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if "Tailing logs until the job exits" in line) + 1
+    end = max(i for i, line in enumerate(lines) if line.startswith("-----"))
+    return lines[start:end]
+
+
+def assert_shows_the_job_only(console: list[str], logs: Path) -> None:
+    """No library line on the console (INFO lines, workers' forwarded output); those are in ``logs``."""
+    library = [line for line in console if re.search(r"\bINFO\b|^\(\w+ pid=\d+", line)]
+    assert library == [], library[:5]
+    files = sorted(logs.glob("*.log"))
+    assert files and any("INFO" in f.read_text(errors="replace") for f in files), files
 
 
 def test_submission_without_the_token_is_refused(ray_node):
@@ -37,7 +54,9 @@ def test_sft_stage_runs_as_a_submitted_job(ray_node, synthetic_root, tmp_path):
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     assert "succeeded" in run.stdout + run.stderr
     assert (tmp_path / "tiny-direct" / "checkpoint" / "aurora_model.json").exists()
-    assert "[direct] step 2/2" in run.stdout
+    console = job_console(run.stdout)
+    assert any(line.startswith("[direct] step 2/2") for line in console), console  # printed by the driver
+    assert_shows_the_job_only(console, tmp_path / "tiny-direct" / "logs")
 
 
 @pytest.mark.slow
@@ -56,3 +75,5 @@ def test_grpo_stage_runs_as_a_submitted_job(ray_node, synthetic_root, tmp_path):
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     assert "[grpo] step 1/1" in run.stdout
     assert (tmp_path / "tiny-grpo" / "checkpoint" / "aurora_model.json").exists()
+    assert_shows_the_job_only(job_console(run.stdout), tmp_path / "tiny-grpo" / "logs")
+    assert {"rollout-0.log", "scorer-0.log", "learner-0.log"} <= {p.name for p in (tmp_path / "tiny-grpo" / "logs").iterdir()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -36,6 +37,11 @@ def keep_sigterm_handler() -> Iterator[None]:
             signal.signal(signal.SIGTERM, before)
 
 
+# The workers' output is not forwarded to the driver's console (they write it to the run folder,
+# aurora_rl/services/library_logs.py), and Ray's own driver lines stay below WARNING.
+QUIET_RAY = {"log_to_driver": False, "logging_level": logging.WARNING}
+
+
 @contextlib.contextmanager
 def run_services(cfg: ServicesConfig, log=print, need_redis: bool = True) -> Iterator[RunServices]:
     """Use the Redis / Ray named in ``cfg``; start private ones for those left null.
@@ -64,13 +70,14 @@ def run_services(cfg: ServicesConfig, log=print, need_redis: bool = True) -> Ite
             # 2 reward workers, 2 learner ranks) then fits on a 2-core machine.
             node = stack.enter_context(LocalRayNode(num_cpus=max(16, os.cpu_count() or 1)))
             with keep_sigterm_handler():
-                node.connect(log_to_driver=True)
+                node.connect(**QUIET_RAY)
             address, dashboard = node.address, node.dashboard_url
-            log(f"[services] private Ray node at {address}, dashboard {dashboard} (token: {node.token_path})")
+            log(f"[services] private Ray node at {address}; dashboard {dashboard} (its login asks for the token in "
+                f"{node.token_path})")
             stack.callback(ray.shutdown)
         else:
             with keep_sigterm_handler():
-                ray.init(address=ray_address)
+                ray.init(address=ray_address, **QUIET_RAY)
             address = ray_address
             stack.callback(ray.shutdown)
         yield RunServices(redis_url=redis_url, ray_address=address, dashboard_url=dashboard)

@@ -169,7 +169,7 @@ def test_redis_killed_and_restarted_with_its_append_only_file(job, redis_aof, ra
     assert job.step == step + 1
     assert "redis client grpo driver: redis unavailable" in caplog.text
     assert "redis client grpo driver: redis reachable again" in caplog.text
-    logs = "".join(p.read_text(errors="replace") for p in ray_node.temp_dir.glob("session_*/logs/worker-*.err"))
+    logs = "".join(p.read_text(errors="replace") for p in (job.run_dir / "logs").glob("*.log"))  # the workers' own
     assert "reward scorer scorer-" in logs and "reachable again" in logs  # the consumers said so
     assert "redis client rollout actor" in logs  # and a producer that published into the outage
     acc = assert_nothing_lost_or_duplicated(job, fault_row, set(before.dropped))
