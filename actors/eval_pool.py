@@ -1,21 +1,21 @@
 """A checkpoint over a split on N ``EvalWorker`` actors: evaluation, stage-2 mining, CoT generation.
 
 Rows go in chunks to the workers (a free worker takes the next chunk, with a progress line per
-chunk); predictions come back in row order, so what is made from them does not depend on N.
-``evaluate_checkpoint`` (``aurora-rl eval``) scores them with the official metrics and saves
-them (``aurora_rl/evaluation/scoring.py``).
+chunk); predictions come back in row order, chunk by chunk (``stream``), so what is made from them
+does not depend on N and the caller need not hold them all. ``evaluate_checkpoint`` (``aurora-rl
+eval``) scores and saves them as they arrive (``aurora_rl/evaluation/scoring.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Optional
 
 from aurora_rl.config.schema import DataConfig, MetricsConfig, SamplingConfig
-from aurora_rl.evaluation.scoring import save_predictions, score_predictions, write_tables
+from aurora_rl.evaluation.scoring import EvaluationWriter, write_tables
 from aurora_rl.services.library_logs import LOG_DIR, logs_line, worker_log
 
 
@@ -44,46 +44,52 @@ class EvalPool:
             ray.kill(w)
         print(logs_line(self.logs, "eval"), flush=True)
 
-    def run(self, split: str, indices: Sequence[int], log, label: str, sampling: Optional[SamplingConfig] = None,
-            seed: int = 0, chunk: int = 16) -> list[dict]:
+    def stream(self, split: str, indices: Sequence[int], log, label: str, sampling: Optional[SamplingConfig] = None,
+               seed: int = 0, chunk: int = 16) -> Iterator[list[dict]]:
         """Rows ``indices`` of ``split`` in chunks over the workers (each busy with one chunk at a
-        time), with a progress line per finished chunk; predictions come back in row order."""
+        time), with a progress line per finished chunk. Yields each chunk's predictions in row
+        order as soon as every chunk before it is in: at most one chunk per worker waits, so the
+        caller holds a bounded number of predictions however long the split is."""
         import ray
 
         indices = list(indices)
         n = len(indices)
         chunks = [indices[i:i + chunk] for i in range(0, n, chunk)]
-        pending, results, done = {}, [], 0
+        pending, arrived, done, next_out = {}, {}, 0, 0
         started = time.monotonic()
         free = list(self.workers)
-        while chunks or pending:
-            while free and chunks:
+        submitted = 0
+        while next_out < len(chunks):
+            while free and submitted < len(chunks):
                 w = free.pop()
-                rows = chunks.pop(0)
-                pending[w.run.remote(split, rows, sampling, seed + rows[0])] = (w, len(rows))
+                rows = chunks[submitted]
+                pending[w.run.remote(split, rows, sampling, seed + rows[0])] = (w, submitted)
+                submitted += 1
             ready, _ = ray.wait(list(pending), num_returns=1)
-            worker, size = pending.pop(ready[0])
-            results.extend(ray.get(ready[0]))
+            worker, position = pending.pop(ready[0])
+            arrived[position] = ray.get(ready[0])
             free.append(worker)
-            done += size
+            done += len(chunks[position])
             rate = done / (time.monotonic() - started)
             log(f"[{label}] {split}: {done}/{n} clips | {rate:.2f} clips/s | ETA {(n - done) / rate:.0f} s")
-        return sorted(results, key=lambda p: (p["index"], p.get("sample", 0)))
+            while next_out in arrived:
+                yield sorted(arrived.pop(next_out), key=lambda p: (p["index"], p.get("sample", 0)))
+                next_out += 1
 
 
 def evaluate_checkpoint(checkpoint: str, data: DataConfig, splits: list[str], out_dir: str | Path,
                         num_actors: int = 1, metrics: MetricsConfig | None = None, max_new_tokens: int = 150,
                         kv_cache_gib: float = 1.0, log=print) -> dict:
-    """Greedy predictions of ``checkpoint`` on ``splits``, scored and saved in ``out_dir``."""
+    """Greedy predictions of ``checkpoint`` on ``splits``, scored and saved in ``out_dir`` as they
+    arrive (none is held: memory stays flat with the number of clips)."""
     from aurora_rl.data import build_dataset
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    predictions: dict[str, list[dict]] = {}
-    with EvalPool(checkpoint, data, out_dir, num_actors, kv_cache_gib, max_new_tokens) as pool:
-        for split in splits:
-            predictions[split] = pool.run(split, range(len(build_dataset(data, split))), log, "eval")
-    results = score_predictions(predictions, metrics or MetricsConfig())
-    save_predictions(predictions, out_dir)
+    with EvaluationWriter(metrics or MetricsConfig(), out_dir) as writer:
+        with EvalPool(checkpoint, data, out_dir, num_actors, kv_cache_gib, max_new_tokens) as pool:
+            for split in splits:
+                for part in pool.stream(split, range(len(build_dataset(data, split))), log, "eval"):
+                    writer.add(split, part)
+    results = writer.results()
     write_tables(results, out_dir, title=f"Evaluation of {checkpoint}")
     return results

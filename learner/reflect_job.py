@@ -52,12 +52,13 @@ def reflective_answer(failed_text: str, corrected_answer: str, trigger: str) -> 
 
 
 def select_failures(preds: list[dict], failure_iou: float) -> list[tuple[dict, str]]:
-    """The first failing completion of each row (sample), with its reason, in row order."""
+    """The first failing completion of each row (sample), with its reason, in row order. A
+    prediction judged already (``judged``: its masks dropped) brings its reason along."""
     chosen: dict[int, tuple[dict, str]] = {}
     for p in sorted(preds, key=lambda p: (p["index"], p.get("sample", 0))):
         if p["row"] in chosen:
             continue
-        reason = failure_reason(p, failure_iou)
+        reason = p["reason"] if "reason" in p else failure_reason(p, failure_iou)
         if reason:
             chosen[p["row"]] = (p, reason)
     return list(chosen.values())
@@ -84,19 +85,31 @@ def mix(reflective: list[SFTExample], base: list[SFTExample], ratio: float, seed
 
 
 def mine(cfg: ReflectConfig, out_dir: Path, log=print, skip: Collection[int] = ()) -> list[dict]:
-    """Sampled completions for every training row but those in ``skip`` (metadata lines)."""
+    """Sampled completions for every training row but those in ``skip`` (metadata lines), each
+    with its failure reason (None: not a failure). Masks are judged as they arrive and dropped:
+    what is kept is text, so memory stays flat however many clips are mined."""
     from actors.eval_pool import EvalPool
     from aurora_rl.data.refavs_dataset import RefAVSDataset
 
     rows = RefAVSDataset.from_config(cfg.data, cfg.data.train_split).rows
     indices = [i for i, row in enumerate(rows) if row.line not in skip]
     k = cfg.rollout.num_actors
+    kept = []
     with EvalPool(cfg.model.path, cfg.data, out_dir, k, cfg.rollout.kv_cache_gib, cfg.rollout.sampling.max_new_tokens,
                   name="miner") as pool:
         left_out = f" ({len(rows) - len(indices)} left out)" if len(indices) < len(rows) else ""
         log(f"[reflect] sampling {cfg.rollout.sampling.group_size} completions for each of {len(indices)} training "
             f"clips{left_out} on {k} actor(s)")
-        return pool.run(cfg.data.train_split, indices, log, "reflect", cfg.rollout.sampling, cfg.run.seed)
+        for part in pool.stream(cfg.data.train_split, indices, log, "reflect", cfg.rollout.sampling, cfg.run.seed):
+            kept += [judged(p, cfg.failure_iou) for p in part]
+    return kept
+
+
+def judged(pred: dict, failure_iou: float) -> dict:
+    """A mined completion without its masks, with its failure reason (None: not a failure)."""
+    light = {k: v for k, v in pred.items() if k not in ("mask_probs", "gt_masks", "mask_valid")}
+    light["reason"] = failure_reason(pred, failure_iou)
+    return light
 
 
 def run_reflect(cfg: ReflectConfig, resume: bool = False, log=print) -> Path:

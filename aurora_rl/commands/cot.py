@@ -39,7 +39,9 @@ def generate_cot(args) -> int:
     with run_services(ServicesConfig(), need_redis=False):
         with EvalPool(args.teacher, data, Path(args.out).resolve().parent, args.actors, 1.0, args.max_tokens,
                       name=".cot-worker") as pool:
-            preds = pool.run(args.split, range(n), print, "cot")
+            # only the text is kept: the masks of each chunk are dropped as it arrives
+            preds = [{"uid": p["uid"], "row": p["row"], "text": p["text"]}
+                     for part in pool.stream(args.split, range(n), print, "cot") for p in part]
     report = CoTReport()
     accepted = []
     for pred in preds:

@@ -72,14 +72,14 @@ def run_eval_args(args) -> int:
     metrics = MetricsConfig(convention=args.convention)
     if args.ckpt == "largest-object":
         from aurora_rl.evaluation.baselines import largest_object_predictions
-        from aurora_rl.evaluation.scoring import save_predictions, score_predictions
+        from aurora_rl.evaluation.scoring import EvaluationWriter
 
         data = DataConfig(root=args.data, max_samples=args.max_samples)
         out = Path(args.out or "eval-largest-object")
-        out.mkdir(parents=True, exist_ok=True)
-        preds = {s: largest_object_predictions(data, s) for s in splits}
-        results = score_predictions(preds, metrics)
-        save_predictions(preds, out)
+        with EvaluationWriter(metrics, out) as writer:
+            for split in splits:
+                writer.add(split, largest_object_predictions(data, split))
+        results = writer.results()
         write_tables(results, out, "Baseline: always the largest object")
         print(results_table(results))
         return 0

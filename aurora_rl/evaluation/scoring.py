@@ -1,59 +1,35 @@
-"""Scoring and saving an evaluation's predictions (no Ray: ``actors/eval_pool.py`` makes them).
+"""Scoring and saving an evaluation's predictions as they arrive (no Ray: ``actors/eval_pool.py``
+makes them).
 
-Predictions are scored with the official metrics (``aurora_rl.metrics``) and saved: per-split
-``predictions_<split>.npz`` (mask probabilities and ground truth), ``samples.jsonl``
-(reasoning, class, IoU, failure kind per sample), ``results.json`` and ``results.md``.
+``EvaluationWriter`` takes the predictions of a split chunk by chunk, in row order, and keeps
+none of them: each is added to the official metrics (``aurora_rl.metrics``, which accumulate),
+counted (class accuracy, format, reflection, failure kinds) and written out at once:
+``samples.jsonl`` (reasoning, class, IoU, failure kind per sample) and ``masks_<split>.jsonl``
+(the predicted mask at p > 0.5 and the ground truth, run-length encoded, for the overlays). Memory
+stays flat however many clips a split has. ``results.json`` and ``results.md`` hold the tables.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from aurora_rl.config.schema import MetricsConfig
 from aurora_rl.evaluation.sample_scores import failure_kind, sample_iou
+from aurora_rl.mask_rle import rle_encode
 from aurora_rl.metrics.refavs_metrics import OFFICIAL, MetricConvention, RefAVSEvaluator
 from aurora_rl.prompts.answer_format import NULL_CLASS, parse_answer
+
+SAVED_MASK_THRESHOLD = 0.5  # the saved masks (and the report's overlays) are p > this
 
 
 def sample_key(prediction: dict) -> str:
     """A prediction's key in saved evaluations: ``uid@row``, since a uid can occur on more than one
     row of the official metadata (the row is the sample's metadata line)."""
     return f"{prediction['uid']}@{prediction['row']}"
-
-
-def score_predictions(predictions: dict[str, list[dict]], metrics: MetricsConfig) -> dict:
-    """Official metrics per split (+ Mix), class accuracy, format rate, the share of reflective
-    answers (more than one reasoning path) and failure counts."""
-    convention = MetricConvention.from_config(metrics)
-    evaluator = RefAVSEvaluator(convention)
-    extra: dict[str, dict] = {}
-    for split, preds in predictions.items():
-        correct = known = well_formed = reflective = 0
-        failures: dict[str, int] = {}
-        for p in preds:
-            evaluator.add(split, probs_to_logits(p["mask_probs"]), p["gt_masks"])
-            parsed = parse_answer(p["text"])
-            well_formed += parsed.well_formed
-            reflective += parsed.attempts > 1
-            if p["gt_class"] is not None or p["is_null"]:
-                known += 1
-                correct += parsed.target_class == (p["gt_class"] or NULL_CLASS)
-            kind = failure_kind(p, parsed, convention.j_threshold, convention.s_threshold)
-            if kind:
-                failures[kind] = failures.get(kind, 0) + 1
-        extra[split] = {
-            "class_acc": correct / known if known else float("nan"),
-            "format_rate": well_formed / len(preds) if preds else float("nan"),
-            "reflect_rate": reflective / len(preds) if preds else float("nan"),
-            "failures": failures,
-        }
-    results = evaluator.summary()
-    for split, values in extra.items():
-        results[split].update(values)
-    return results
 
 
 def probs_to_logits(probs: np.ndarray) -> np.ndarray:
@@ -66,28 +42,85 @@ def probs_to_logits(probs: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def save_predictions(predictions: dict[str, list[dict]], out_dir: Path) -> None:
-    with (out_dir / "samples.jsonl").open("w") as f:
-        for split, preds in predictions.items():
-            np.savez_compressed(out_dir / f"predictions_{split}.npz",
-                                uids=np.array([p["uid"] for p in preds]),
-                                keys=np.array([sample_key(p) for p in preds]),
-                                mask_probs=np.stack([p["mask_probs"] for p in preds]),
-                                gt_masks=np.stack([p["gt_masks"] for p in preds]))
-            for p in preds:
-                parsed = parse_answer(p["text"])
-                f.write(json.dumps({
-                    "key": sample_key(p), "uid": p["uid"], "row": p["row"], "split": split,
-                    "expression": p["expression"], "kind": p["kind"],
-                    "text": p["text"], "target_class": parsed.target_class, "gt_class": p["gt_class"],
-                    "iou": sample_iou(p["mask_probs"], p["gt_masks"]), "problems": parsed.problems,
-                    "failure": failure_kind(p, parsed, OFFICIAL.j_threshold, OFFICIAL.s_threshold),
-                }) + "\n")
+class _Tally:
+    """The counts of one split besides J / F / S."""
+
+    def __init__(self):
+        self.n = self.correct = self.known = self.well_formed = self.reflective = 0
+        self.failures: dict[str, int] = {}
+
+    def add(self, p: dict, parsed, convention: MetricConvention) -> None:
+        self.n += 1
+        self.well_formed += parsed.well_formed
+        self.reflective += parsed.attempts > 1
+        if p["gt_class"] is not None or p["is_null"]:
+            self.known += 1
+            self.correct += parsed.target_class == (p["gt_class"] or NULL_CLASS)
+        kind = failure_kind(p, parsed, convention.j_threshold, convention.s_threshold)
+        if kind:
+            self.failures[kind] = self.failures.get(kind, 0) + 1
+
+    def result(self) -> dict:
+        nan = float("nan")
+        return {"class_acc": self.correct / self.known if self.known else nan,
+                "format_rate": self.well_formed / self.n if self.n else nan,
+                "reflect_rate": self.reflective / self.n if self.n else nan, "failures": self.failures}
 
 
-def load_saved_predictions(out_dir: str | Path, splits: list[str]) -> dict[str, dict[str, np.ndarray]]:
-    out_dir = Path(out_dir)
-    return {s: dict(np.load(out_dir / f"predictions_{s}.npz")) for s in splits}
+class EvaluationWriter:
+    """Official metrics per split (+ Mix), class accuracy, format rate, the share of reflective
+    answers (more than one reasoning path) and failure counts, accumulated over ``add`` calls;
+    with ``out_dir``, every prediction written there as it comes. Use as a context manager;
+    ``results()`` gives the summary."""
+
+    def __init__(self, metrics: MetricsConfig, out_dir: Optional[str | Path] = None):
+        self.convention = MetricConvention.from_config(metrics)
+        self.evaluator = RefAVSEvaluator(self.convention)
+        self.tallies: dict[str, _Tally] = {}
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        self.files: dict[str, object] = {}
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.files["samples"] = (self.out_dir / "samples.jsonl").open("w")
+
+    def __enter__(self) -> "EvaluationWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for f in self.files.values():
+            f.close()
+
+    def add(self, split: str, predictions: list[dict]) -> None:
+        """Predictions of ``split``, in row order (the official groups of clips follow it)."""
+        tally = self.tallies.setdefault(split, _Tally())
+        for p in predictions:
+            parsed = parse_answer(p["text"])
+            self.evaluator.add(split, probs_to_logits(p["mask_probs"]), p["gt_masks"])
+            tally.add(p, parsed, self.convention)
+            if self.out_dir is not None:
+                self._write(split, p, parsed)
+
+    def _write(self, split: str, p: dict, parsed) -> None:
+        self.files["samples"].write(json.dumps({
+            "key": sample_key(p), "uid": p["uid"], "row": p["row"], "split": split,
+            "expression": p["expression"], "kind": p["kind"],
+            "text": p["text"], "target_class": parsed.target_class, "gt_class": p["gt_class"],
+            "iou": sample_iou(p["mask_probs"], p["gt_masks"]), "problems": parsed.problems,
+            "failure": failure_kind(p, parsed, OFFICIAL.j_threshold, OFFICIAL.s_threshold),
+        }) + "\n")
+        if split not in self.files:
+            self.files[split] = (self.out_dir / f"masks_{split}.jsonl").open("w")
+        self.files[split].write(json.dumps({
+            "key": sample_key(p),
+            "mask": rle_encode(p["mask_probs"].astype(np.float32) > SAVED_MASK_THRESHOLD),
+            "gt": rle_encode(np.asarray(p["gt_masks"]) > 0),
+        }) + "\n")
+
+    def results(self) -> dict:
+        results = self.evaluator.summary()
+        for split, tally in self.tallies.items():
+            results[split].update(tally.result())
+        return results
 
 
 def _fmt(v) -> str:

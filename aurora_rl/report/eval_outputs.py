@@ -27,13 +27,23 @@ class StageEval:
     eval_dir: Path
 
     def predictions(self, split: str) -> dict[str, np.ndarray]:
-        """predictions_<split>.npz: keys [N] (as ``samples``), mask_probs float16 [N,T,M,M], gt_masks [N,T,M,M]."""
-        path = self.eval_dir / f"predictions_{split}.npz"
-        if not path.is_file():
+        """The saved masks of ``split``: keys [N] (as ``samples``), masks bool [N,T,M,M] (predicted,
+        p > 0.5), gt bool [N,T,M,M]; from ``masks_<split>.jsonl`` (run-length encoded), or from
+        ``predictions_<split>.npz`` (mask probabilities) in a folder written before it."""
+        from aurora_rl.mask_rle import rle_decode
+
+        path = self.eval_dir / f"masks_{split}.jsonl"
+        if path.is_file():
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            return {"keys": np.array([r["key"] for r in rows]),
+                    "masks": np.stack([rle_decode(r["mask"]) for r in rows]).astype(bool),
+                    "gt": np.stack([rle_decode(r["gt"]) for r in rows]).astype(bool)}
+        old = self.eval_dir / f"predictions_{split}.npz"
+        if not old.is_file():
             raise ReportError(f"{path}: missing (needed for the overlays of split {split})")
-        with np.load(path) as z:
-            return {"keys": z["keys"] if "keys" in z else z["uids"], "mask_probs": z["mask_probs"],
-                    "gt_masks": z["gt_masks"]}
+        with np.load(old) as z:
+            return {"keys": z["keys"] if "keys" in z else z["uids"], "masks": z["mask_probs"].astype(np.float32) > 0.5,
+                    "gt": z["gt_masks"] > 0}
 
     def split_samples(self, splits) -> list[dict]:
         return [s for s in self.samples.values() if s["split"] in splits]

@@ -14,7 +14,6 @@ from aurora_rl.report.eval_outputs import ReportError, StageEval
 from aurora_rl.viz.overlay import overlay_grid
 
 EXAMPLES_PER_SPLIT = {"test_s": 2, "test_u": 2, "test_n": 1}
-MASK_THRESHOLD = 0.5
 LEGEND = "magenta: predicted mask (p > 0.5); white outline: ground truth"
 
 
@@ -83,12 +82,12 @@ def render_overlays(names: list[str], evals: list[StageEval], examples: list[Exa
             index = {str(u): i for i, u in enumerate(pred["keys"])}
             for e in (e for e in examples if e.split == split):
                 if e.key not in index:
-                    raise ReportError(f"{ev.eval_dir}/predictions_{split}.npz: no prediction for {e.key}")
-                probs, gt = pred["mask_probs"][index[e.key]], pred["gt_masks"][index[e.key]]
+                    raise ReportError(f"{ev.eval_dir}/masks_{split}.jsonl: no prediction for {e.key}")
+                masks, gt = pred["masks"][index[e.key]], pred["gt"][index[e.key]]
                 if e.uid not in frames_cache:
-                    frames_cache[e.uid] = load_frames(data_root, e.uid, probs.shape[0])
+                    frames_cache[e.uid] = load_frames(data_root, e.uid, masks.shape[0])
                 paths[e.key][name] = overlay_grid(
-                    frames_cache[e.uid], probs.astype(np.float32) > MASK_THRESHOLD, caption(name, ev.samples[e.key]),
-                    out_dir / safe_name(name) / f"{safe_name(e.key)}.png", gt_masks=gt > 0,
-                    columns=min(5, probs.shape[0]), title=f"stage {name} | {split} | {e.key}")
+                    frames_cache[e.uid], masks, caption(name, ev.samples[e.key]),
+                    out_dir / safe_name(name) / f"{safe_name(e.key)}.png", gt_masks=gt,
+                    columns=min(5, masks.shape[0]), title=f"stage {name} | {split} | {e.key}")
     return paths

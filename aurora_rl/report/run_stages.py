@@ -1,6 +1,6 @@
 """Finding a report's stages in run folders: what ``aurora-rl report RUN...`` is given.
 
-A RUN is either an evaluation folder (``results.json``, ``samples.jsonl``, ``predictions_*.npz``,
+A RUN is either an evaluation folder (``results.json``, ``samples.jsonl``, ``masks_*.jsonl``,
 as ``aurora-rl eval`` writes them) or a training run folder (``runs/<name>``: ``checkpoint/``,
 ``metrics.jsonl``) whose checkpoint was evaluated into one of ``EVAL_PLACES``. Real and tiny runs
 are laid out alike.

@@ -13,7 +13,7 @@ class StageResult:
 
     name: "untrained", "sft", "reflect" or "grpo" (any short name works; it labels rows and files).
     checkpoint: the stage's final checkpoint (None for the untrained policy).
-    eval_dir: the ``aurora-rl eval`` output folder (results.json, samples.jsonl, predictions_*.npz).
+    eval_dir: the ``aurora-rl eval`` output folder (results.json, samples.jsonl, masks_*.jsonl).
     metrics_files: the stage's training metrics.jsonl files (empty when it did not train).
     """
 

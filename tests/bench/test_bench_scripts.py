@@ -84,6 +84,16 @@ def test_grpo_step(ray_node, tmp_path):
     assert len(table_rows(text)) == 4 and "| learn |" in text and "| record queue" in text
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_eval_memory(ray_node, tmp_path):
+    text = run_bench("eval_memory.py", tmp_path, "--clips", "4", "8", timeout=800,
+                     env={**os.environ, **ray_node.client_env(), "PYTHONPATH": str(BENCH.parent)})
+    rows = table_rows(text)
+    assert len(rows) == 6 and all(r[1] == "MiB" for r in rows)
+    assert "growth from 4 to 8 clips, now:" in text
+
+
 def test_gpu_parity_compares_every_gradient(tmp_path):
     """On the CPU against itself (what CI can run): float32 is exact, bf16 within its bound, all tensors seen."""
     import json

@@ -9,7 +9,7 @@ import pytest
 
 from actors.eval_pool import evaluate_checkpoint
 from aurora_rl.config.schema import DataConfig, MetricsConfig
-from aurora_rl.evaluation.scoring import load_saved_predictions, probs_to_logits
+from aurora_rl.evaluation.scoring import probs_to_logits
 from aurora_rl.metrics.refavs_metrics import OFFICIAL, RefAVSEvaluator
 from aurora_rl.model.build import MediaShape
 from aurora_rl.model.checkpoint import save_policy
@@ -20,7 +20,13 @@ SPLITS = ["test_s", "test_u", "test_n"]
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_one_or_three_actors_same_table_equal_to_metrics_on_saved_predictions(ray_node, synthetic_root, tmp_path):
+def test_one_or_three_actors_same_table_equal_to_metrics_on_the_predictions(ray_node, synthetic_root, tmp_path):
+    """The streamed evaluation (scored and written chunk by chunk) gives the table of the official
+    metrics over all its predictions at once, whatever the number of actors."""
+    from actors.eval_pool import EvalPool
+    from aurora_rl.data import build_dataset
+    from aurora_rl.report.eval_outputs import load_stage_eval
+
     policy, tok = make_policy(seed=5)
     ckpt = save_policy(policy, tok, tiny_model_config(), MediaShape(128, 64, 64), tmp_path / "ckpt")
     data = DataConfig(root=str(synthetic_root), max_samples=5)
@@ -29,18 +35,23 @@ def test_one_or_three_actors_same_table_equal_to_metrics_on_saved_predictions(ra
     assert json.dumps(one, sort_keys=True) == json.dumps(three, sort_keys=True)
     assert [one[s]["clips"] for s in SPLITS] == [5, 5, 5]  # every row, once
 
-    saved = load_saved_predictions(tmp_path / "three", SPLITS)
+    with EvalPool(ckpt, data, tmp_path / "held", 2, max_new_tokens=12) as pool:
+        held = {s: [p for part in pool.stream(s, range(len(build_dataset(data, s))), print, "eval", chunk=2)
+                    for p in part] for s in SPLITS}
     direct = RefAVSEvaluator(OFFICIAL)
     for split in SPLITS:
-        for probs, gt in zip(saved[split]["mask_probs"], saved[split]["gt_masks"]):
-            direct.add(split, probs_to_logits(probs), gt)
+        assert [p["index"] for p in held[split]] == list(range(5))  # row order, chunk by chunk
+        for p in held[split]:
+            direct.add(split, probs_to_logits(p["mask_probs"]), p["gt_masks"])
     summary = direct.summary()
-    assert summary["test_s"]["J"] == pytest.approx(one["test_s"]["J"], abs=1e-12)
-    assert summary["test_s"]["F"] == pytest.approx(one["test_s"]["F"], abs=1e-12)
-    assert summary["test_n"]["S"] == pytest.approx(one["test_n"]["S"], abs=1e-12)
-    assert summary["mix"]["J"] == pytest.approx(one["mix"]["J"], abs=1e-12)
+    for split, key in (("test_s", "J"), ("test_s", "F"), ("test_n", "S"), ("mix", "J")):
+        assert summary[split][key] == pytest.approx(one[split][key], abs=1e-12)
     assert (tmp_path / "one" / "results.md").read_text().count("|") > 10
     assert len((tmp_path / "one" / "samples.jsonl").read_text().splitlines()) == 15
+    saved = load_stage_eval(tmp_path / "one").predictions("test_s")  # the overlays' masks, p > 0.5
+    first = held["test_s"][0]
+    assert np.array_equal(saved["masks"][0], first["mask_probs"].astype(np.float32) > 0.5)
+    assert np.array_equal(saved["gt"][0], first["gt_masks"] > 0) and len(saved["keys"]) == 5
 
 
 def test_probabilities_back_to_logits_keep_every_threshold_decision():
@@ -61,17 +72,16 @@ def test_avsbench_s4_layout_is_evaluated_with_the_same_metrics(ray_node, tmp_pat
     ckpt = save_policy(policy, tok, tiny_model_config(), MediaShape(128, 32, 32), tmp_path / "ckpt")
     data = DataConfig(root=str(root), layout="avsbench-s4", image_size=32, mask_size=32)
     results = evaluate_checkpoint(str(ckpt), data, ["test"], tmp_path / "out", 1, MetricsConfig(), max_new_tokens=8)
-    saved = load_saved_predictions(tmp_path / "out", ["test"])["test"]
-    assert results["test"]["clips"] == len(saved["uids"]) >= 1
-    assert saved["mask_probs"].shape[1] == 5  # AVSBench clips have 5 frames
-    direct = RefAVSEvaluator(OFFICIAL)
-    for probs, gt in zip(saved["mask_probs"], saved["gt_masks"]):
-        direct.add("test", probs_to_logits(probs), gt)
-    assert direct.summary()["test"]["J"] == pytest.approx(results["test"]["J"], abs=1e-12)
+    from aurora_rl.report.eval_outputs import load_stage_eval
+
+    saved = load_stage_eval(tmp_path / "out").predictions("test")
+    assert results["test"]["clips"] == len(saved["keys"]) >= 1
+    assert saved["masks"].shape[1] == 5  # AVSBench clips have 5 frames
+    assert 0.0 <= results["test"]["J"] <= 1.0
 
 
 def test_scores_count_reflective_answers_and_classes_by_the_last_attempt():
-    from aurora_rl.evaluation.scoring import score_predictions
+    from aurora_rl.evaluation.scoring import EvaluationWriter
     from aurora_rl.prompts.answer_format import REFLECT_TRIGGER, compose_answer
 
     gt = np.zeros((2, 8, 8), dtype=np.uint8)
@@ -84,8 +94,9 @@ def test_scores_count_reflective_answers_and_classes_by_the_last_attempt():
     first = compose_answer("a .", "b .", "c .", "cat").removesuffix(" it is [SEG] .")
     wrong_then_right = f"{first} {REFLECT_TRIGGER} {plain}"
     preds = [pred(plain), pred(wrong_then_right), pred(plain), pred("")]
-    results = score_predictions({"test_s": preds}, MetricsConfig())
-    split = results["test_s"]
+    writer = EvaluationWriter(MetricsConfig())  # held in memory, nothing written
+    writer.add("test_s", preds)
+    split = writer.results()["test_s"]
     assert split["reflect_rate"] == 0.25 and split["format_rate"] == 0.75
     assert split["class_acc"] == 0.75  # the reflective answer is judged by its corrected path
     assert split["failures"] == {"malformed answer": 1}
@@ -93,7 +104,7 @@ def test_scores_count_reflective_answers_and_classes_by_the_last_attempt():
 
 def test_a_uid_on_two_rows_is_saved_and_read_back_as_two_samples(tmp_path):
     """Each row its own prediction, scored against its own mask, kept apart in every saved output."""
-    from aurora_rl.evaluation.scoring import sample_key, save_predictions, score_predictions
+    from aurora_rl.evaluation.scoring import EvaluationWriter, sample_key
     from aurora_rl.prompts.answer_format import compose_answer
     from aurora_rl.report.eval_outputs import load_stage_eval
 
@@ -107,14 +118,18 @@ def test_a_uid_on_two_rows_is_saved_and_read_back_as_two_samples(tmp_path):
                 "gt_masks": gt}
 
     preds = {"test_s": [pred(7, left), pred(9, right)]}  # the model segments the left object twice
-    results = score_predictions(preds, MetricsConfig())
+    with EvaluationWriter(MetricsConfig(), tmp_path) as writer:
+        for split, part in preds.items():
+            writer.add(split, part)
+    results = writer.results()
     assert results["test_s"]["clips"] == 2 and results["test_s"]["J"] == pytest.approx(0.5)
-    save_predictions(preds, tmp_path)
     (tmp_path / "results.json").write_text("{}")
     samples = load_stage_eval(tmp_path).samples
     assert sorted(samples) == ["v_saw_4@7", "v_saw_4@9"] == sorted(sample_key(p) for p in preds["test_s"])
     assert samples["v_saw_4@7"]["iou"] == pytest.approx(1.0) and samples["v_saw_4@9"]["iou"] == pytest.approx(0.0)
-    assert list(load_stage_eval(tmp_path).predictions("test_s")["keys"]) == ["v_saw_4@7", "v_saw_4@9"]
+    saved = load_stage_eval(tmp_path).predictions("test_s")
+    assert list(saved["keys"]) == ["v_saw_4@7", "v_saw_4@9"]
+    assert np.array_equal(saved["gt"][0], left > 0) and np.array_equal(saved["gt"][1], right > 0)  # each its own
 
 
 @pytest.mark.slow

@@ -56,7 +56,8 @@ def prediction(outcome: str, gt: np.ndarray, gt_class):
 
 def write_fake_eval(eval_dir: Path, data_root: Path, results: dict, outcomes: dict[str, str] | None = None,
                     default: str = "fine") -> Path:
-    """An evaluation folder: results.json (``results`` as given), samples.jsonl, predictions_<split>.npz."""
+    """An evaluation folder as written before samples had rows and masks were run-length encoded:
+    results.json (``results`` as given), samples.jsonl keyed by uid, predictions_<split>.npz (probabilities)."""
     eval_dir.mkdir(parents=True, exist_ok=True)
     outcomes = outcomes or {}
     lines = []
