@@ -18,6 +18,7 @@ from pathlib import Path
 
 LOG_DIR = "logs"  # <run folder>/logs/<worker>.log
 _WARNING = re.compile(r"\bWARN(ING)?\b|Warning:")
+_STAMP = re.compile(r"^(WARN(ING)?)\s+\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?\s+")  # vLLM's "WARNING 12-05 16:00:09 "
 
 
 def capture_output(path: str | Path) -> Path:
@@ -56,9 +57,10 @@ def logs_line(folder: str | Path, what: str) -> str:
     count, first = 0, None
     for path in sorted(Path(folder).glob("*.log")):
         for line in path.read_text(errors="replace").splitlines():
-            if _WARNING.search(line):
+            found = _WARNING.search(line)
+            if found:
                 count += 1
-                first = first or line.strip()[:160]
+                first = first or _STAMP.sub(r"\1 ", line[found.start():].strip())[:160]
     if not count:
         return f"[{what}] library logs in {folder}: no warnings"
     return f"[{what}] library logs in {folder}: {count} warning{'s' * (count != 1)} (first: {first})"
