@@ -20,15 +20,16 @@ from aurora_rl.services.library_logs import LOG_DIR, logs_line, worker_log
 
 
 class EvalPool:
-    """``num_actors`` workers holding ``checkpoint``, killed when the ``with`` block ends."""
+    """``num_actors`` workers holding ``checkpoint``, killed when the ``with`` block ends (then the
+    line naming their logs folder, under ``label``)."""
 
     def __init__(self, checkpoint: str | Path, data: DataConfig, work_dir: str | Path, num_actors: int = 1,
-                 kv_cache_gib: float = 1.0, max_new_tokens: int = 150, name: str = "worker"):
+                 kv_cache_gib: float = 1.0, max_new_tokens: int = 150, name: str = "worker", label: str = "eval"):
         from actors.eval_worker import EvalWorker
 
         self.data = dataclasses.replace(data, root=str(Path(data.root).resolve()))
         work_dir = Path(work_dir).resolve()
-        self.logs = work_dir / LOG_DIR
+        self.logs, self.label = work_dir / LOG_DIR, label
         self.workers = [EvalWorker.remote(str(Path(checkpoint).resolve()), self.data, str(work_dir / f"{name}{k}"),
                                           kv_cache_gib, max_new_tokens,
                                           log_file=str(worker_log(work_dir, f"{name.strip('.')}{k}")))
@@ -42,7 +43,7 @@ class EvalPool:
 
         for w in self.workers:
             ray.kill(w)
-        print(logs_line(self.logs, "eval"), flush=True)
+        print(logs_line(self.logs, self.label), flush=True)
 
     def stream(self, split: str, indices: Sequence[int], log, label: str, sampling: Optional[SamplingConfig] = None,
                seed: int = 0, chunk: int = 16) -> Iterator[list[dict]]:

@@ -38,7 +38,7 @@ def generate_cot(args) -> int:
     n = len(RefAVSDataset.from_config(data, args.split))
     with run_services(ServicesConfig(), need_redis=False):
         with EvalPool(args.teacher, data, Path(args.out).resolve().parent, args.actors, 1.0, args.max_tokens,
-                      name=".cot-worker") as pool:
+                      name=".cot-worker", label="cot") as pool:
             # only the text is kept: the masks of each chunk are dropped as it arrives
             preds = [{"uid": p["uid"], "row": p["row"], "text": p["text"]}
                      for part in pool.stream(args.split, range(n), print, "cot") for p in part]

@@ -11,6 +11,7 @@ line what the libraries warned about.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -40,8 +41,17 @@ def worker_log(run_dir: str | Path, worker: str) -> Path:
     return Path(run_dir) / LOG_DIR / f"{worker}.log"
 
 
+class _DriverNoise(logging.Filter):
+    """DeepSpeed's accelerator guess, which it prints wherever it is imported: the driver trains nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Setting accelerator to CPU")
+
+
 def quiet_driver() -> None:
-    """In the driver: library progress bars off (a checkpoint save draws one per shard)."""
+    """In the driver: library progress bars off (a checkpoint save draws one per shard), and
+    DeepSpeed's accelerator guess (it is imported beside transformers) kept off the console."""
+    logging.getLogger("DeepSpeed").addFilter(_DriverNoise())
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         from transformers.utils import logging as hf_logging
