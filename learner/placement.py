@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from aurora_rl.config.schema import AutoscaleConfig, PlacementConfig, RolePlacement
+from aurora_rl.config.placement import AutoscaleConfig, PlacementConfig, RolePlacement
 
 ROLES = ("rollout", "learner", "reward")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from aurora_rl.config import ConfigError, load_config
-from aurora_rl.config.schema import AutoscaleConfig, PlacementConfig, RolePlacement
+from aurora_rl.config.placement import AutoscaleConfig, PlacementConfig, RolePlacement
 from learner.placement import (
     JobPlacement,
     PlacementTimeout,
