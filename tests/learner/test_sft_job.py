@@ -69,8 +69,10 @@ def test_killed_run_resumes_at_its_checkpoint_and_continues_the_same_curve(ray_n
     assert killed_code == -signal.SIGKILL
     code, out = run(sft_command(ray_node, synthetic_root, tmp_path / "killed", "--resume", sam), env)
     assert code == 0, out[-3000:]
-    assert "resumed at step 2" in out
-    resumed = curve(tmp_path / "killed" / "tiny-sft")
+    run_dir = tmp_path / "killed" / "tiny-sft"
+    assert f"[sft] resuming from {run_dir / 'ray_train'}" in out  # the driver names the checkpoint
+    assert "resumed at step 2" in (run_dir / "logs" / "sft-rank0.log").read_text()  # rank 0 says where it is
+    resumed = curve(run_dir)
     assert sorted(resumed) == [1, 2, 3, 4, 5, 6]
     for step in range(1, 7):
         for key in ("ce", "bce", "dice", "total"):
