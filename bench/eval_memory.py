@@ -4,7 +4,7 @@ scored and written chunk by chunk (now, ``EvaluationWriter`` over ``EvalPool.str
     PYTHONPATH=. .venv/bin/python bench/eval_memory.py [--clips 100 2000] [--out table.md]
 
 A tiny random policy evaluates the first N rows of a synthetic benchmark's training split (its
-largest) on two evaluation actors, once per way and size. Sampled every 0.2 s: the driver's
+largest) on ``--actors`` evaluation actors (2), once per way and size. Sampled every 0.2 s: the driver's
 private memory (USS: resident pages of its own; a numpy array that Ray returns zero-copy lives in
 the shared object store, counted there), the Ray object store's bytes in use, and the evaluation
 workers' private memory (their sum). Each figure is the peak over the run; "growth" is the peak
@@ -76,7 +76,7 @@ class Peaks(threading.Thread):
         return self
 
 
-def evaluate(way: str, checkpoint: Path, data, out: Path) -> int:
+def evaluate(way: str, checkpoint: Path, data, out: Path, actors: int) -> int:
     """One evaluation of the training split's rows, ``held`` (before) or ``streamed`` (now); the
     number of clips evaluated."""
     from actors.eval_pool import EvalPool, evaluate_checkpoint
@@ -85,10 +85,10 @@ def evaluate(way: str, checkpoint: Path, data, out: Path) -> int:
 
     quiet = lambda line: None  # noqa: E731
     if way == "streamed":
-        results = evaluate_checkpoint(str(checkpoint), data, ["train"], out, 2, MetricsConfig(), max_new_tokens=8,
+        results = evaluate_checkpoint(str(checkpoint), data, ["train"], out, actors, MetricsConfig(), max_new_tokens=8,
                                       log=quiet)
         return results["train"]["clips"]
-    with EvalPool(checkpoint, data, out, 2, max_new_tokens=8) as pool:  # every prediction held, then scored
+    with EvalPool(checkpoint, data, out, actors, max_new_tokens=8) as pool:  # every prediction held, then scored
         from aurora_rl.data import build_dataset
 
         held = [p for part in pool.stream("train", range(len(build_dataset(data, "train"))), quiet, "eval")
@@ -98,7 +98,7 @@ def evaluate(way: str, checkpoint: Path, data, out: Path) -> int:
     return len(held)
 
 
-def measure(way: str, n: int, data_root: Path, checkpoint: Path, out: Path) -> dict:
+def measure(way: str, n: int, data_root: Path, checkpoint: Path, out: Path, actors: int) -> dict:
     """One evaluation in this process (with its own Ray node): the clips and the peaks, in bytes."""
     from aurora_rl.config.schema import DataConfig, ServicesConfig
     from aurora_rl.services import run_services
@@ -107,7 +107,7 @@ def measure(way: str, n: int, data_root: Path, checkpoint: Path, out: Path) -> d
         sampler = Peaks(services.ray_address)
         sampler.start()
         started = time.monotonic()
-        clips = evaluate(way, checkpoint, DataConfig(root=str(data_root), max_samples=n), out)
+        clips = evaluate(way, checkpoint, DataConfig(root=str(data_root), max_samples=n), out, actors)
         sampler.stop()
     return {"clips": clips, "seconds": time.monotonic() - started, "driver": sampler.driver, "store": sampler.store,
             "workers": sampler.workers}
@@ -116,12 +116,14 @@ def measure(way: str, n: int, data_root: Path, checkpoint: Path, out: Path) -> d
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, nargs=2, default=[100, 2000], metavar=("SMALL", "LARGE"))
+    parser.add_argument("--actors", type=int, default=2, help="evaluation actors")
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     parser.add_argument("--one", nargs=4, default=None, metavar=("WAY", "N", "DATA", "CKPT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:  # a child: one measurement, its figures as JSON on the last line
         way, n, data_root, checkpoint = args.one
-        print(json.dumps(measure(way, int(n), Path(data_root), Path(checkpoint), Path(data_root).parent / f"{way}-{n}")))
+        print(json.dumps(measure(way, int(n), Path(data_root), Path(checkpoint), Path(data_root).parent / f"{way}-{n}",
+                                 args.actors)))
         return 0
 
     from aurora_rl.data.synthetic import generate_benchmark
@@ -136,7 +138,8 @@ def main() -> int:
         for n in (small, large):
             for way in ("held", "streamed"):  # each in a fresh process: a heap grown by one run is not the next's
                 child = subprocess.run([sys.executable, __file__, "--one", way, str(n), str(tmp / "data"),
-                                        str(checkpoint)], capture_output=True, text=True, timeout=3600,
+                                        str(checkpoint), "--actors", str(args.actors)], capture_output=True, text=True,
+                                       timeout=3600,
                                        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
                 if child.returncode != 0:
                     print(child.stdout[-2000:] + child.stderr[-4000:], file=sys.stderr)
@@ -148,7 +151,7 @@ def main() -> int:
                     print(f"[bench] the training split has {clips} rows, not {n}", file=sys.stderr)
                     return 1
 
-    table = Table(f"Evaluation memory, {small} and {large} clips (2 actors, tiny policy, masks 10 x 64 x 64)",
+    table = Table(f"Evaluation memory, {small} and {large} clips ({args.actors} actors, tiny policy, masks 10 x 64 x 64)",
                   baseline="predictions held until the end", ours="scored and written chunk by chunk")
     for label, key in (("driver peak USS", "driver"), ("object store peak", "store"),
                        ("eval workers' peak USS (sum)", "workers")):

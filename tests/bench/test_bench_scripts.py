@@ -87,7 +87,7 @@ def test_grpo_step(ray_node, tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_eval_memory(ray_node, tmp_path):
-    text = run_bench("eval_memory.py", tmp_path, "--clips", "4", "8", timeout=800,
+    text = run_bench("eval_memory.py", tmp_path, "--clips", "4", "8", "--actors", "1", timeout=800,
                      env={**os.environ, **ray_node.client_env(), "PYTHONPATH": str(BENCH.parent)})
     rows = table_rows(text)
     assert len(rows) == 6 and all(r[1] == "MiB" for r in rows)
