@@ -8,16 +8,14 @@ from typing import Optional
 import ray
 
 from aurora_rl.config.schema import DataConfig, SamplingConfig
+from aurora_rl.services.library_logs import capture_output
 
 
 @ray.remote(num_cpus=1)
 class EvalWorker:
     def __init__(self, checkpoint: str, data: DataConfig, work_dir: str, kv_cache_gib: float = 1.0,
                  max_new_tokens: int = 150, batch_size: int = 8, log_file: Optional[str] = None):
-        if log_file:  # vLLM's and torch's output: to the run folder, not the console
-            from aurora_rl.services.library_logs import capture_output
-
-            capture_output(log_file)
+        capture_output(log_file)  # vLLM's and torch's output: to the run folder, not the console
         from actors.policy_engine import PolicyEngine
 
         self.data = data

@@ -17,6 +17,7 @@ import numpy as np
 import ray
 
 from aurora_rl.config.schema import DataConfig, RolloutConfig
+from aurora_rl.services.library_logs import capture_output
 
 TORN = -1  # engine version while new weights are being applied (or after that failed)
 
@@ -30,10 +31,7 @@ class RolloutActor:
     def __init__(self, actor_id: str, checkpoint: str, work_dir: str, data: DataConfig, rollout: RolloutConfig,
                  redis_url: str, rollout_stream: str, mask_threshold: float = 0.5, seed: int = 0,
                  log_file: str | None = None):
-        if log_file:  # vLLM's and torch's output: to the run folder, not the console
-            from aurora_rl.services.library_logs import capture_output
-
-            capture_output(log_file)
+        capture_output(log_file)  # vLLM's and torch's output: to the run folder, not the console
         from actors.policy_engine import PolicyEngine
         from aurora_rl.data.refavs_dataset import RefAVSDataset
         from aurora_rl.record_stream import RecordStream

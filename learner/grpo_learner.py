@@ -18,16 +18,14 @@ import time
 import ray
 
 from aurora_rl.config.schema import GRPOConfig
+from aurora_rl.services.library_logs import capture_output
 
 
 @ray.remote(num_cpus=1, max_restarts=0)
 class LearnerRank:
     def __init__(self, rank: int, world_size: int, cfg: GRPOConfig, checkpoint: str, use_gpu: bool = False,
                  log_file: str | None = None):
-        if log_file:  # DeepSpeed's and torch's output: to the run folder, not the console
-            from aurora_rl.services.library_logs import capture_output
-
-            capture_output(log_file)
+        capture_output(log_file)  # DeepSpeed's and torch's output: to the run folder, not the console
         if not use_gpu:
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
         self.rank, self.world_size, self.use_gpu = rank, world_size, use_gpu

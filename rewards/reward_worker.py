@@ -16,6 +16,7 @@ from typing import Optional
 import ray
 
 from aurora_rl.config.schema import DataConfig, QueueConfig, RewardConfig
+from aurora_rl.services.library_logs import capture_output
 
 
 @ray.remote(num_cpus=1, max_concurrency=4)
@@ -33,10 +34,7 @@ class RewardWorker:
 
     def __init__(self, redis_url: str, queue: QueueConfig, reward: RewardConfig, data: DataConfig, consumer_name: str,
                  *, batch: int = 32, block_ms: int = 500, dedupe_ttl_s: float = 3600.0, log_file: Optional[str] = None):
-        if log_file:  # its log lines (Redis outages, reclaims): to the run folder, not the console
-            from aurora_rl.services.library_logs import capture_output
-
-            capture_output(log_file)
+        capture_output(log_file)  # its log lines (Redis outages, reclaims): to the run folder, not the console
         from rewards.ground_truth import GroundTruth
         from rewards.stream_scorer import StreamScorer, scorer_client
 

@@ -22,9 +22,12 @@ _WARNING = re.compile(r"\bWARN(ING)?\b|Warning:")
 _STAMP = re.compile(r"^(WARN(ING)?)\s+\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?\s+")  # vLLM's "WARNING 12-05 16:00:09 "
 
 
-def capture_output(path: str | Path) -> Path:
+def capture_output(path: str | Path | None) -> Path | None:
     """From now on everything this process writes to stdout and stderr (file descriptors 1 and 2,
-    so also native code and progress bars) is appended to ``path``."""
+    so also native code and progress bars) is appended to ``path``; None leaves them as they are
+    (a worker started without a run folder writes to Ray's worker log)."""
+    if path is None:
+        return None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
