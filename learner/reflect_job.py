@@ -51,16 +51,13 @@ def reflective_answer(failed_text: str, corrected_answer: str, trigger: str) -> 
     return " ".join(part for part in (attempt, normalize(trigger), corrected_answer) if part)
 
 
-def select_failures(preds: list[dict], failure_iou: float) -> list[tuple[dict, str]]:
-    """The first failing completion of each row (sample), with its reason, in row order. A
-    prediction judged already (``judged``: its masks dropped) brings its reason along."""
+def select_failures(preds: list[dict]) -> list[tuple[dict, str]]:
+    """The first failing completion of each row (sample), with its reason, in row order; the
+    predictions are ``judged`` ones (each carries its reason)."""
     chosen: dict[int, tuple[dict, str]] = {}
     for p in sorted(preds, key=lambda p: (p["index"], p.get("sample", 0))):
-        if p["row"] in chosen:
-            continue
-        reason = p["reason"] if "reason" in p else failure_reason(p, failure_iou)
-        if reason:
-            chosen[p["row"]] = (p, reason)
+        if p["row"] not in chosen and p["reason"]:
+            chosen[p["row"]] = (p, p["reason"])
     return list(chosen.values())
 
 
@@ -130,7 +127,7 @@ def run_reflect(cfg: ReflectConfig, resume: bool = False, log=print) -> Path:
     # as stage 1's referring rows: no failure mined from the rows the mix leaves out, so none sampled
     skip = DataMix(cfg.mix, cfg.run.seed).left_out(training_rows(cfg.data), facts)
     preds = mine(cfg, out, log, skip)
-    failures = select_failures(preds, cfg.failure_iou)
+    failures = select_failures(preds)
     corrections, report = load_cot(cfg.corrector.source, [(p["uid"], p["row"]) for p, _ in failures], facts=facts,
                                    path=cfg.corrector.path, max_tokens=cfg.corrector.max_tokens)
     reflective = build_reflective_examples(failures, corrections, cfg.trigger)

@@ -10,7 +10,7 @@ from aurora_rl.data.refavs_dataset import RefAVSDataset
 from aurora_rl.model.build import MediaShape
 from aurora_rl.model.checkpoint import save_policy
 from aurora_rl.prompts.answer_format import CoTEntry, compose_answer, parse_answer
-from learner.reflect_job import build_reflective_examples, mine, mix, reflective_answer, select_failures
+from learner.reflect_job import build_reflective_examples, judged, mine, mix, reflective_answer, select_failures
 from learner.sft_data import SFTExample
 from tests.model.tiny_policy import make_policy, tiny_model_config
 
@@ -46,7 +46,7 @@ def test_only_real_failures_are_selected_one_per_row():
         pred("m", 6, answer("dog"), np.zeros_like(GOOD), gt_class=None, is_null=True),  # false positive class
         pred("b", 7, answer("cat"), GOOD, row=9),  # the uid of row 1 on another row: a sample of its own
     ]
-    chosen = select_failures(preds, failure_iou=0.5)
+    chosen = select_failures([judged(p, failure_iou=0.5) for p in preds])
     assert [(p["uid"], p["row"], p.get("sample"), why) for p, why in chosen] == [
         ("b", 3, 0, "wrong class"), ("c", 4, 0, "low IoU"), ("d", 5, 1, "wrong class"), ("e", 6, 0, "wrong class"),
         ("m", 8, 0, "wrong class"), ("b", 9, 0, "wrong class"),
@@ -64,7 +64,8 @@ def test_reflective_answer_keeps_the_wrong_attempt_then_the_correction():
 
 
 def test_examples_point_at_the_failing_rows_and_mix_ratio_holds():
-    failures = select_failures([pred("b", 7, answer("cat"), GOOD), pred("c", 9, answer("dog"), BAD)], 0.5)
+    mined = [pred("b", 7, answer("cat"), GOOD), pred("c", 9, answer("dog"), BAD)]
+    failures = select_failures([judged(p, 0.5) for p in mined])
     corrections = {9: CoTEntry("b", answer("dog"), "dog", 9), 11: CoTEntry("c", answer("dog"), "dog", 11)}
     reflective = build_reflective_examples(failures, corrections, "wait , let me reconsider .")
     assert [(e.uid, e.dataset_index) for e in reflective] == [("b", 7), ("c", 9)]
