@@ -49,14 +49,14 @@ class _Tally:
         self.n = self.correct = self.known = self.well_formed = self.reflective = 0
         self.failures: dict[str, int] = {}
 
-    def add(self, p: dict, parsed, convention: MetricConvention) -> None:
+    def add(self, p: dict, parsed, kind: Optional[str]) -> None:
+        """One prediction, its parsed answer and its failure kind (None: none)."""
         self.n += 1
         self.well_formed += parsed.well_formed
         self.reflective += parsed.attempts > 1
         if p["gt_class"] is not None or p["is_null"]:
             self.known += 1
             self.correct += parsed.target_class == (p["gt_class"] or NULL_CLASS)
-        kind = failure_kind(p, parsed, convention.j_threshold, convention.s_threshold)
         if kind:
             self.failures[kind] = self.failures.get(kind, 0) + 1
 
@@ -93,20 +93,24 @@ class EvaluationWriter:
     def add(self, split: str, predictions: list[dict]) -> None:
         """Predictions of ``split``, in row order (the official groups of clips follow it)."""
         tally = self.tallies.setdefault(split, _Tally())
+        c = self.convention
+        official = (c.j_threshold, c.s_threshold) == (OFFICIAL.j_threshold, OFFICIAL.s_threshold)
         for p in predictions:
             parsed = parse_answer(p["text"])
             self.evaluator.add(split, probs_to_logits(p["mask_probs"]), p["gt_masks"])
-            tally.add(p, parsed, self.convention)
-            if self.out_dir is not None:
-                self._write(split, p, parsed)
+            kind = failure_kind(p, parsed, c.j_threshold, c.s_threshold)
+            tally.add(p, parsed, kind)
+            if self.out_dir is not None:  # samples.jsonl judges at the official thresholds
+                self._write(split, p, parsed,
+                            kind if official else failure_kind(p, parsed, OFFICIAL.j_threshold, OFFICIAL.s_threshold))
 
-    def _write(self, split: str, p: dict, parsed) -> None:
+    def _write(self, split: str, p: dict, parsed, failure: Optional[str]) -> None:
         self.files["samples"].write(json.dumps({
             "key": sample_key(p), "uid": p["uid"], "row": p["row"], "split": split,
             "expression": p["expression"], "kind": p["kind"],
             "text": p["text"], "target_class": parsed.target_class, "gt_class": p["gt_class"],
             "iou": sample_iou(p["mask_probs"], p["gt_masks"]), "problems": parsed.problems,
-            "failure": failure_kind(p, parsed, OFFICIAL.j_threshold, OFFICIAL.s_threshold),
+            "failure": failure,
         }) + "\n")
         if split not in self.files:
             self.files[split] = (self.out_dir / f"masks_{split}.jsonl").open("w")
