@@ -26,8 +26,7 @@ from pathlib import Path
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.side_by_side import Table  # noqa: E402
+from bench.side_by_side import Table
 
 MIB = 2**20
 
