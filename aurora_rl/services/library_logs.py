@@ -53,15 +53,12 @@ class _DriverNoise(logging.Filter):
 
 def quiet_driver() -> None:
     """In the driver: library progress bars off (a checkpoint save draws one per shard), and
-    DeepSpeed's accelerator guess (it is imported beside transformers) kept off the console."""
+    DeepSpeed's accelerator guess (it is imported beside transformers) kept off the console. Set
+    before any library is imported (transformers reads the environment then), so that a command
+    that needs none (``config show``) imports none."""
     logging.getLogger("DeepSpeed").addFilter(_DriverNoise())
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:
-        return
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_warning()
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "warning")
 
 
 def logs_line(folder: str | Path, what: str) -> str:

@@ -58,3 +58,15 @@ def test_the_driver_prints_the_progress_the_workers_write(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out == [progress_line("sft", r) for r in rows]
     assert out[1] == "[sft] step 3/4 (75%) ce 0.8333 | 8.00 samples/s | ETA 0m01s"
+
+
+def test_the_driver_draws_no_progress_bar_and_imports_no_library_to_say_so():
+    code = ("import sys\nfrom aurora_rl.services.library_logs import quiet_driver\nquiet_driver()\n"
+            "assert 'transformers' not in sys.modules  # `config show` stays instant\n"
+            "import tempfile\nfrom transformers import Qwen2Config, Qwen2ForCausalLM\n"
+            "cfg = Qwen2Config(hidden_size=64, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,"
+            " num_key_value_heads=1, vocab_size=100)\n"
+            "Qwen2ForCausalLM(cfg).save_pretrained(tempfile.mkdtemp())\nprint('saved')\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "saved" and "Writing model shards" not in run.stderr
