@@ -32,7 +32,7 @@ class EvalWorker:
         """
         from aurora_rl.data import build_dataset
 
-        dataset = build_dataset(self.data, split, features=self.engine.shape.audio_features)
+        dataset = build_dataset(self.data, split, **self.engine.shape.reader_options())
         greedy = sampling is None
         params = SamplingConfig(group_size=1, max_new_tokens=self.max_new_tokens) if greedy else sampling
         out = []

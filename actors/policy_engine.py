@@ -19,6 +19,7 @@ import torch
 
 from aurora_rl.config.schema import SamplingConfig
 from aurora_rl.data.clip_sample import ClipSample, collate_clips
+from aurora_rl.model.policy import picture
 from aurora_rl.prompts.answer_format import build_prompt
 
 
@@ -99,8 +100,9 @@ class PolicyEngine:
         for i, clip in enumerate(clips):
             rows = [k for k, o in enumerate(owner) if o == i and bool(has[k])]
             if rows:
-                image_emb = seg.encode(batch["frames"][i], cache_key=clip.vid)
-                logits = seg.decode_prompts(image_emb, seg_embedding[rows][:, None, :], (m, m))
+                frames = picture(batch["frames"][i], batch["frame_box"][i])
+                image_emb = seg.encode(frames, cache_key=clip.vid)
+                logits = seg.decode_prompts(image_emb, seg_embedding[rows][:, None, :], (m, m), tuple(frames.shape[-2:]))
                 probs[rows] = logits.sigmoid().numpy().astype(np.float16)
         texts = self.tokenizer.batch_decode(token_lists, skip_special_tokens=False)
         completions = [Completion(token_lists[k], logprobs[k], texts[k], bool(has[k]), probs[k])

@@ -41,7 +41,7 @@ class RolloutActor:
         self.sampling = rollout.sampling
         self.engine = PolicyEngine(checkpoint, work_dir, kv_cache_gib=rollout.kv_cache_gib,
                                    cpu_threads=rollout.cpu_threads, seed=seed)
-        self.dataset = RefAVSDataset.from_config(data, data.train_split, features=self.engine.shape.audio_features)
+        self.dataset = RefAVSDataset.from_config(data, data.train_split, **self.engine.shape.reader_options())
         self.stream = RecordStream(connect_redis(redis_url, name=f"rollout actor {actor_id}"), rollout_stream,
                                    "scorers")
         self.mask_threshold = mask_threshold

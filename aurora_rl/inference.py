@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aurora_rl.data.audio_features import audio_features, read_wav, resample
 from aurora_rl.data.errors import DataError
-from aurora_rl.data.media_io import evenly_spaced, frame_to_array, open_image
+from aurora_rl.data.media_io import evenly_spaced, open_image
+from aurora_rl.data.media_prep import MediaPrep, prepare_frame, read_clip_audio
 from aurora_rl.prompts.answer_format import build_prompt, parse_answer
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
@@ -24,8 +24,10 @@ class InferResult:
     overlay: Path
 
 
-def read_frames(folder: str | Path, num_frames: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Frames of a folder in numeric order -> (model input [T,3,size,size], originals [T,3,H,W])."""
+def read_frames(folder: str | Path, num_frames: int, size: int, prep: MediaPrep = MediaPrep()
+                ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+    """Frames of a folder in numeric order -> (model input [T,3,size,size], originals [T,3,H,W],
+    the picture's box inside the model's squares)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(folder, "frames folder does not exist")
@@ -35,11 +37,12 @@ def read_frames(folder: str | Path, num_frames: int, size: int) -> tuple[np.ndar
         raise DataError(folder, "no image files")
     chosen = [files[i] for i in evenly_spaced(len(files), num_frames)]
     images = [open_image(p) for p in chosen]
-    model_in = np.stack([frame_to_array(im, size) for im in images])
+    prepared = [prepare_frame(im, size, prep) for im in images]
+    model_in = np.stack([pixels for pixels, _ in prepared])
     w, h = images[0].size
     originals = np.stack([np.asarray(im.convert("RGB").resize((w, h)), dtype=np.float32).transpose(2, 0, 1) / 255.0
                           for im in images])
-    return model_in, originals
+    return model_in, originals, prepared[0][1]
 
 
 def infer_clip(ckpt: str, frames_dir: str, wav: str, expression: str, out: str, *, max_new_tokens: int = 150,
@@ -51,14 +54,12 @@ def infer_clip(ckpt: str, frames_dir: str, wav: str, expression: str, out: str, 
     from aurora_rl.viz.overlay import overlay_grid
 
     policy, tokenizer, _, shape = load_policy(ckpt)
-    frames, originals = read_frames(frames_dir, shape.num_frames, shape.image_size)
-    waveform, rate = read_wav(wav)
-    fbank = audio_features(resample(waveform, rate, shape.sample_rate), shape.audio_features, shape.sample_rate,
-                           shape.fbank_bins)
+    frames, originals, box = read_frames(frames_dir, shape.num_frames, shape.image_size, shape.prep)
+    _, fbank = read_clip_audio(wav, shape.prep, shape.sample_rate, shape.audio_features, shape.fbank_bins)
     prompt_ids = tokenizer(build_prompt(expression), add_special_tokens=False).input_ids
     completion = answer_clip(policy, tokenizer, prompt_ids, torch.from_numpy(frames), torch.from_numpy(fbank),
                              max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature, top_p=top_p,
-                             seed=seed)
+                             seed=seed, frame_box=box)
     h, w = originals.shape[2:]
     logits = torch.nn.functional.interpolate(completion.mask_logits[:, None].float(), size=(h, w), mode="bilinear",
                                              align_corners=False)[:, 0]

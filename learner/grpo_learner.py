@@ -62,7 +62,7 @@ class LearnerRank:
         if not cfg.learner.train_encoders:
             self.policy.vision.requires_grad_(False)
             self.policy.audio.requires_grad_(False)
-        self.dataset = RefAVSDataset.from_config(cfg.data, cfg.data.train_split, features=self.shape.audio_features)
+        self.dataset = RefAVSDataset.from_config(cfg.data, cfg.data.train_split, **self.shape.reader_options())
         self.every_object = None
         if cfg.mix.every_object_rows > 0:
             self.every_object = self._every_object_batcher()
@@ -165,7 +165,7 @@ class LearnerRank:
         mix, dataset = self.cfg.mix, self.dataset
         if mix.every_object_data:
             data = dataclasses.replace(self.cfg.data, root=mix.every_object_data)
-            dataset = RefAVSDataset.from_config(data, data.train_split, features=self.shape.audio_features)
+            dataset = RefAVSDataset.from_config(data, data.train_split, **self.shape.reader_options())
         rows = DataMix(mix, self.cfg.run.seed).grpo_rows(dataset.rows, load_scene_facts(dataset.root))
         return SFTBatcher([listing_example(r) for r in rows], dataset, self.tokenizer, mix.every_object_rows,
                           self.world_size, self.rank, self.cfg.run.seed)
@@ -194,7 +194,8 @@ class LearnerRank:
             return PolicyInputs([records[i].prompt_token_ids.tolist() for i in rows],
                                 [records[i].completion_token_ids.tolist() for i in rows],
                                 clips["frames"][rows], clips["fbank"][rows], clips["fbank_lengths"][rows],
-                                [clips["vid"][i] for i in rows], None if frames is None else frames[rows])
+                                [clips["vid"][i] for i in rows], None if frames is None else frames[rows],
+                                clips["frame_box"][rows])
 
         return batch, inputs
 

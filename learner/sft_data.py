@@ -90,8 +90,9 @@ class SFTBatcher:
         media = (stacked["frames"], stacked["fbank"], stacked["fbank_lengths"], stacked["vid"])  # SAM cache by video
         answers = [self.ids(r.answer) + eos for r in rows]
         return {
-            "student": PolicyInputs(prompts, answers, *media, mask_frames=frames),
-            "teacher": PolicyInputs(prompts, [self.ids(direct_answer(r.target_class)) + eos for r in rows], *media),
+            "student": PolicyInputs(prompts, answers, *media, mask_frames=frames, frame_box=stacked["frame_box"]),
+            "teacher": PolicyInputs(prompts, [self.ids(direct_answer(r.target_class)) + eos for r in rows], *media,
+                                    frame_box=stacked["frame_box"]),
             "masks": masks,
             "mask_valid": valid,
             "segment": torch.tensor([r.segment for r in rows]),

@@ -105,7 +105,6 @@ def initial_checkpoint(model: ModelConfig, data: DataConfig, corpus: list[str], 
     loaded from ``model.path``; else a tiny random policy over the corpus's words, whose LLM is
     first trained on text over every class when ``model.tiny.text_pretrain.steps`` > 0."""
     from aurora_rl.data.synthetic import synthetic_words
-    from aurora_rl.model.backbones import AUDIO_FEATURES
     from aurora_rl.model.build import MediaShape
     from aurora_rl.model.checkpoint import MANIFEST, save_policy
     from aurora_rl.model.factory import build_policy
@@ -115,7 +114,7 @@ def initial_checkpoint(model: ModelConfig, data: DataConfig, corpus: list[str], 
 
     if model.path and (model.backbone == "tiny" or (Path(model.path) / MANIFEST).exists()):
         return Path(model.path)
-    shape = MediaShape.from_data_config(data, AUDIO_FEATURES[model.backbone])
+    shape = MediaShape.for_run(data, model)
     tokenizer = None
     if model.backbone == "tiny":
         tokenizer = build_word_tokenizer(set(synthetic_words()) | set(COT_WORDS) | words_of(corpus)

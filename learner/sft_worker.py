@@ -51,7 +51,7 @@ def sft_train_loop(config: dict) -> None:
         check_teacher_vocabulary(teacher_tokenizer, tokenizer, config["teacher_dir"])
 
     examples = [SFTExample(**json.loads(line)) for line in Path(config["examples"]).read_text().splitlines()]
-    clips = RefAVSDataset.from_config(cfg.data, cfg.data.train_split, features=shape.audio_features)
+    clips = RefAVSDataset.from_config(cfg.data, cfg.data.train_split, **shape.reader_options())
     tr = cfg.trainer
     batcher = SFTBatcher(examples, clips, tokenizer, tr.batch_size_per_worker, world, rank, cfg.run.seed)
     total_steps = tr.max_steps or tr.epochs * batcher.steps_per_epoch

@@ -121,6 +121,10 @@ class ModelConfig:
     backbone: Literal["tiny", "videollama2-av", "qwen2.5-omni"] = "tiny"
     path: Optional[str] = None  # pretrained weights folder or an aurora_rl checkpoint
     dtype: DType = "float32"
+    # Frames the vision encoder takes per clip and what fills the gap when a clip has fewer
+    # (aurora_rl/data/media_prep.py); null: the backbone's own (videollama2-av: 16, repeat).
+    video_frames: Optional[int] = field(None, ge=1)
+    frame_fill: Optional[Literal["black", "repeat"]] = None
     tiny: TinyBackboneConfig = field(factory=TinyBackboneConfig)
     lora: LoraConfig = field(factory=LoraConfig)
     sam: SamConfig = field(factory=SamConfig)

@@ -28,10 +28,11 @@ from aurora_rl.data.errors import DataError
 FEATURE_KINDS = ("kaldi_fbank", "whisper_log_mel")
 
 
-def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
+def read_wav(path: str | Path, channel: str = "mean") -> tuple[np.ndarray, int]:
     """Read a PCM WAV file (8/16/24/32-bit, any channel count) -> (float32 [N] mono in [-1, 1], rate).
 
-    Channels are averaged. Raises DataError naming the file when it is missing or not PCM WAV.
+    ``channel``: ``mean`` averages the channels, ``first`` keeps channel 0 (as VideoLLaMA2 reads
+    audio). Raises DataError naming the file when it is missing or not PCM WAV.
     """
     try:
         with wave.open(str(path), "rb") as w:
@@ -55,7 +56,8 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
         x = (np.frombuffer(raw, dtype="<i4").astype(np.float64) / 2147483648.0).astype(np.float32)
     else:
         raise DataError(path, f"unsupported sample width {width} bytes")
-    return x.reshape(-1, channels).mean(axis=1).astype(np.float32), rate
+    x = x.reshape(-1, channels)
+    return (x[:, 0] if channel == "first" else x.mean(axis=1)).astype(np.float32), rate
 
 
 def write_wav(path: str | Path, waveform: np.ndarray, sample_rate: int) -> None:

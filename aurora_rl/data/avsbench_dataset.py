@@ -26,10 +26,11 @@ from typing import Optional
 
 import numpy as np
 
-from aurora_rl.data.audio_features import FEATURE_KINDS, audio_features, read_wav, resample
+from aurora_rl.data.audio_features import FEATURE_KINDS
 from aurora_rl.data.clip_sample import ClipSample, reader_options
 from aurora_rl.data.errors import DataError, Problem
-from aurora_rl.data.media_io import evenly_spaced, frame_to_array, mask_size_mismatch, mask_to_array, open_image
+from aurora_rl.data.media_io import evenly_spaced, mask_size_mismatch, mask_to_array, open_image
+from aurora_rl.data.media_prep import MediaPrep, prepare_frame, read_clip_audio
 
 EXPRESSION = "the sounding object"
 SPLITS = ("train", "val", "test")
@@ -133,6 +134,7 @@ class AVSBenchDataset:
         fbank_bins: int = 128,
         max_samples: Optional[int] = None,
         features: str = "kaldi_fbank",
+        prep: MediaPrep = MediaPrep(),
     ):
         if split not in SPLITS:
             raise ValueError(f"unknown AVSBench split {split!r} (expected one of {', '.join(SPLITS)})")
@@ -151,6 +153,7 @@ class AVSBenchDataset:
         self.sample_rate = sample_rate
         self.fbank_bins = fbank_bins
         self.features = features
+        self.prep = prep
 
     @classmethod
     def from_config(cls, cfg, split: str, **overrides) -> "AVSBenchDataset":
@@ -171,7 +174,8 @@ class AVSBenchDataset:
         for i in self.frame_indices:
             fpath = self.layout.frame_path(row, i)
             frame = open_image(fpath)
-            frames.append(frame_to_array(frame, self.image_size))
+            pixels, box = prepare_frame(frame, self.image_size, self.prep)
+            frames.append(pixels)
             if i not in annotated:
                 masks.append(np.zeros((self.mask_size, self.mask_size), dtype=np.uint8))
                 valid.append(False)
@@ -182,8 +186,7 @@ class AVSBenchDataset:
                 raise DataError(mpath, mask_size_mismatch(mask.size, fpath, frame.size))
             masks.append(mask_to_array(mask, self.mask_size))
             valid.append(True)
-        wav, rate = read_wav(self.layout.audio_path(row))
-        wav = resample(wav, rate, self.sample_rate)
+        wav, fbank = read_clip_audio(self.layout.audio_path(row), self.prep, self.sample_rate, self.features, self.fbank_bins)
         return ClipSample(
             uid=row.name,
             row=row.line,
@@ -192,8 +195,9 @@ class AVSBenchDataset:
             split=row.split,
             expression=EXPRESSION,
             frames=np.stack(frames),
+            frame_box=box,
             audio=wav,
-            fbank=audio_features(wav, self.features, self.sample_rate, self.fbank_bins),
+            fbank=fbank,
             masks=np.stack(masks),
             mask_valid=np.array(valid, dtype=bool),
             is_null=False,

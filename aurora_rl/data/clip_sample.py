@@ -21,7 +21,10 @@ class ClipSample:
         fid: which object's masks (``gt_mask/<vid>/fid_<fid>/``).
         split: train / val / test_s / test_u / test_n (AVSBench: train / val / test).
         expression: the referring expression (AVSBench: the fixed "the sounding object").
-        frames: float32 [T, 3, H, W] in [0, 1], H = W = image_size.
+        frames: float32 [T, 3, H, W] in [0, 1], H = W = image_size, made as the backbone's
+            released code makes them (media_prep.py).
+        frame_box: (top, left, height, width) of the picture inside each frame square (the whole
+            square unless the frames were padded to it); masks cover the picture only.
         audio: float32 [N] mono waveform in [-1, 1] at 16 kHz (the configured sample rate).
         fbank: float32 [num_fbank_frames, fbank_bins] audio features (see audio_features.py).
         masks: uint8 [T, mask_size, mask_size] in {0, 1}.
@@ -44,6 +47,7 @@ class ClipSample:
     mask_valid: np.ndarray
     is_null: bool
     facts: Optional[dict[str, Any]] = None
+    frame_box: Optional[tuple[int, int, int, int]] = None
 
 
 def reader_options(cfg, overrides: dict) -> dict:
@@ -58,7 +62,7 @@ def reader_options(cfg, overrides: dict) -> dict:
 def collate_clips(items: list) -> dict[str, Any]:
     """Stack ClipSamples into torch tensors; pass LoadFailures through under ``"failures"``.
 
-    Returns a dict with frames [B, T, 3, H, W] float32, masks [B, T, M, M] uint8,
+    Returns a dict with frames [B, T, 3, H, W] float32, frame_box [B, 4] int64, masks [B, T, M, M] uint8,
     mask_valid [B, T] bool, is_null [B] bool, audio [B, N_max] float32 zero-padded with
     audio_lengths [B] int64, fbank [B, F_max, bins] float32 zero-padded with fbank_lengths [B],
     the other fields as lists (uid, row, vid, fid, split, expression), facts as a list, and
@@ -75,6 +79,8 @@ def collate_clips(items: list) -> dict[str, Any]:
     if not samples:
         return batch
     batch["frames"] = torch.from_numpy(np.stack([s.frames for s in samples]))
+    size = samples[0].frames.shape[-2:]
+    batch["frame_box"] = torch.tensor([s.frame_box or (0, 0, *size) for s in samples], dtype=torch.int64)
     batch["masks"] = torch.from_numpy(np.stack([s.masks for s in samples]))
     batch["mask_valid"] = torch.from_numpy(np.stack([s.mask_valid for s in samples]))
     batch["is_null"] = torch.tensor([s.is_null for s in samples], dtype=torch.bool)

@@ -22,14 +22,6 @@ def open_image(path: str | Path) -> Image.Image:
         raise DataError(path, f"cannot decode image ({e})") from None
 
 
-def frame_to_array(img: Image.Image, size: int) -> np.ndarray:
-    """RGB frame -> float32 [3, size, size] in [0, 1] (bilinear resize when the size differs)."""
-    img = img.convert("RGB")
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.BILINEAR)
-    return (np.asarray(img, dtype=np.float32) / 255.0).transpose(2, 0, 1)
-
-
 def mask_to_array(img: Image.Image, size: int) -> np.ndarray:
     """Mask image -> uint8 [size, size] in {0, 1}.
 

@@ -12,10 +12,11 @@ from typing import Optional
 import numpy as np
 
 from aurora_rl.data import refavs_layout as layout
-from aurora_rl.data.audio_features import FEATURE_KINDS, audio_features, read_wav, resample
+from aurora_rl.data.audio_features import FEATURE_KINDS
 from aurora_rl.data.clip_sample import ClipSample, reader_options
 from aurora_rl.data.errors import DataError
-from aurora_rl.data.media_io import evenly_spaced, frame_to_array, mask_size_mismatch, mask_to_array, open_image
+from aurora_rl.data.media_io import evenly_spaced, mask_size_mismatch, mask_to_array, open_image
+from aurora_rl.data.media_prep import MediaPrep, prepare_frame, read_clip_audio
 from aurora_rl.data.scene_facts import load_scene_facts
 
 
@@ -26,12 +27,13 @@ class RefAVSDataset:
         root: the dataset folder (holds metadata.csv, media/, gt_mask/).
         split: one of train, val, test_s, test_u, test_n.
         num_frames: frames per clip, evenly spaced over the 10 on disk.
-        image_size: frames are resized (bilinear) to image_size x image_size.
+        image_size: frames become image_size x image_size squares as ``prep`` says.
         mask_size: masks are resized (nearest) to mask_size x mask_size.
         sample_rate: audio is resampled to this rate.
         fbank_bins: mel bins of the audio features.
         max_samples: keep only the first max_samples rows of the split (CSV order).
         features: "kaldi_fbank" (BEATs, tiny) or "whisper_log_mel" (Qwen2.5-Omni).
+        prep: how the backbone's released code prepares frames and audio (media_prep.py).
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class RefAVSDataset:
         fbank_bins: int = 128,
         max_samples: Optional[int] = None,
         features: str = "kaldi_fbank",
+        prep: MediaPrep = MediaPrep(),
     ):
         if split not in layout.SPLITS:
             raise ValueError(f"unknown Ref-AVS split {split!r} (expected one of {', '.join(layout.SPLITS)})")
@@ -63,6 +66,7 @@ class RefAVSDataset:
         self.sample_rate = sample_rate
         self.fbank_bins = fbank_bins
         self.features = features
+        self.prep = prep
 
     @classmethod
     def from_config(cls, cfg, split: str, **overrides) -> "RefAVSDataset":
@@ -87,10 +91,10 @@ class RefAVSDataset:
             mask = open_image(mpath)
             if mask.size != frame.size:
                 raise DataError(mpath, mask_size_mismatch(mask.size, fpath, frame.size))
-            frames.append(frame_to_array(frame, self.image_size))
+            pixels, box = prepare_frame(frame, self.image_size, self.prep)
+            frames.append(pixels)
             masks.append(mask_to_array(mask, self.mask_size))
-        wav, rate = read_wav(layout.audio_path(self.root, row.vid))
-        wav = resample(wav, rate, self.sample_rate)
+        wav, fbank = read_clip_audio(layout.audio_path(self.root, row.vid), self.prep, self.sample_rate, self.features, self.fbank_bins)
         facts = self.facts.get(row.uid)
         is_null = row.split == layout.NULL_SPLIT or (facts is not None and facts["expression_kind"] == "null")
         return ClipSample(
@@ -101,8 +105,9 @@ class RefAVSDataset:
             split=row.split,
             expression=row.exp,
             frames=np.stack(frames),
+            frame_box=box,
             audio=wav,
-            fbank=audio_features(wav, self.features, self.sample_rate, self.fbank_bins),
+            fbank=fbank,
             masks=np.stack(masks),
             mask_valid=np.ones(len(self.frame_indices), dtype=bool),
             is_null=is_null,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from aurora_rl.config.schema import LoraConfig, ModelConfig
+from aurora_rl.data.media_prep import MediaPrep, backbone_prep
 from aurora_rl.model.av_encoders import TinyAudioEncoder, TinyVisionEncoder
 from aurora_rl.model.policy import AVSegPolicy, TokenIds
 from aurora_rl.model.sam_checkpoint import build_tiny_sam, load_sam
@@ -28,10 +29,24 @@ class MediaShape:
     num_frames: int = 10
     sample_rate: int = 16000
     audio_features: str = "kaldi_fbank"
+    prep: MediaPrep = field(default_factory=MediaPrep)
+
+    def __post_init__(self):
+        if isinstance(self.prep, dict):  # as read back from a checkpoint manifest
+            self.prep = MediaPrep.from_dict(self.prep)
 
     @classmethod
-    def from_data_config(cls, data, audio_features: str = "kaldi_fbank") -> "MediaShape":
-        return cls(data.fbank_bins, data.mask_size, data.image_size, data.num_frames, data.sample_rate, audio_features)
+    def for_run(cls, data, model: ModelConfig) -> "MediaShape":
+        """The shape a run's data and model configs give: sizes from ``data``, the audio features
+        and the preparation from the backbone (``model.video_frames`` / ``frame_fill`` where set)."""
+        from aurora_rl.model.backbones import AUDIO_FEATURES
+
+        return cls(data.fbank_bins, data.mask_size, data.image_size, data.num_frames, data.sample_rate,
+                   AUDIO_FEATURES[model.backbone], backbone_prep(model.backbone, model.video_frames, model.frame_fill))
+
+    def reader_options(self) -> dict:
+        """What a dataset reader needs besides the DataConfig to read clips for this policy."""
+        return {"features": self.audio_features, "prep": self.prep}
 
 
 def token_ids(tokenizer) -> TokenIds:
@@ -98,7 +113,7 @@ def build_tiny_policy(cfg: ModelConfig, tokenizer, shape: MediaShape, seed: int 
         llm = apply_lora(llm, cfg.lora)  # LoRA's A matrices are drawn here too: seeded
     vision.requires_grad_(cfg.lora.train_encoders)
     audio.requires_grad_(cfg.lora.train_encoders)
-    policy = AVSegPolicy(llm, vision, audio, projector, segmenter, ids, shape.mask_size)
+    policy = AVSegPolicy(llm, vision, audio, projector, segmenter, ids, shape.mask_size, shape.prep)
     return policy.to(getattr(torch, cfg.dtype))
 
 

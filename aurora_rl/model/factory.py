@@ -86,5 +86,5 @@ def build_policy(cfg: ModelConfig, shape: MediaShape, seed: int = 0, tokenizer=N
         llm = apply_lora(llm, cfg.lora)
     vision.requires_grad_(cfg.lora.train_encoders)
     audio.requires_grad_(cfg.lora.train_encoders)
-    policy = AVSegPolicy(llm, vision, audio, projector, segmenter, ids, shape.mask_size)
+    policy = AVSegPolicy(llm, vision, audio, projector, segmenter, ids, shape.mask_size, shape.prep)
     return cast_parameters(policy.to(device), dtype), tokenizer

@@ -51,16 +51,18 @@ def hf_generate(policy: AVSegPolicy, prompt_embeds: torch.Tensor, max_new_tokens
 @torch.no_grad()
 def answer_clip(policy: AVSegPolicy, tokenizer, prompt_ids: list[int], frames: torch.Tensor, fbank: torch.Tensor,
                 max_new_tokens: int = 150, greedy: bool = True, temperature: float = 1.0, top_p: float = 0.9,
-                seed: Optional[int] = None) -> Completion:
+                seed: Optional[int] = None, frame_box: Optional[tuple[int, int, int, int]] = None) -> Completion:
     """Reason about one clip and segment: generate, then the [SEG] pass for the masks.
 
     Args:
-        frames: [T, 3, H, W] in [0, 1]. fbank: [F, bins].
+        frames: [T, 3, H, W] in [0, 1]. fbank: [F, bins]. frame_box: the picture inside the
+            frame squares (None: all of them).
     """
     policy.eval()
     embeds = policy.prompt_embeds([prompt_ids], frames[None], fbank[None])[0]
     tokens = hf_generate(policy, embeds, max_new_tokens, greedy=greedy, temperature=temperature, top_p=top_p,
                          seed=seed)[0]
-    out = policy(PolicyInputs([prompt_ids], [tokens], frames[None], fbank[None]))
+    box = None if frame_box is None else torch.tensor([frame_box])
+    out = policy(PolicyInputs([prompt_ids], [tokens], frames[None], fbank[None], frame_box=box))
     text = tokenizer.decode(tokens, skip_special_tokens=False)
     return Completion(tokens, text, out.mask_logits[0], bool(out.has_seg[0]))

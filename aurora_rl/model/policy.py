@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from aurora_rl.data.media_prep import MediaPrep, video_frame_plan
 from aurora_rl.model.embedding_splice import splice_media
 from aurora_rl.model.sam_segmenter import NO_PROMPT_LOGIT
 
@@ -36,6 +37,8 @@ class PolicyInputs:
     mask_frames: [B, k] frame indices to segment (None: all T). Training may supervise a few
         random frames per clip: one [SEG] prompts every frame, so this is an unbiased, k/T
         cheaper estimate of the mask loss (the mask decoder dominates a CPU training step).
+    frame_box: [B, 4] (top, left, height, width) of the picture in each clip's frame squares
+        (None: the whole square); SAM segments that region.
     """
 
     prompt_ids: list[list[int]]
@@ -45,6 +48,27 @@ class PolicyInputs:
     fbank_lengths: Optional[torch.Tensor] = None
     clip_keys: Optional[list[str]] = None
     mask_frames: Optional[torch.Tensor] = None
+    frame_box: Optional[torch.Tensor] = None
+
+
+def video_frames(frames: torch.Tensor, prep: MediaPrep) -> torch.Tensor:
+    """The frames the vision encoder takes: [B, T, ...] -> [B, T', ...] by ``video_frame_plan``
+    (repeated frames, or black ones appended)."""
+    plan = video_frame_plan(frames.shape[1], prep)
+    if plan == list(range(frames.shape[1])):
+        return frames
+    index = torch.tensor([max(i, 0) for i in plan], device=frames.device)
+    out = frames.index_select(1, index)
+    black = torch.tensor([i < 0 for i in plan], device=frames.device)
+    return out.masked_fill(black.view(1, -1, *([1] * (frames.dim() - 2))), 0.0) if bool(black.any()) else out
+
+
+def picture(frames: torch.Tensor, box: Optional[torch.Tensor]) -> torch.Tensor:
+    """One clip's frames [T, 3, S, S] cut to the picture inside the square (box: [4] or None)."""
+    if box is None:
+        return frames
+    top, left, height, width = (int(v) for v in box)
+    return frames[..., top : top + height, left : left + width]
 
 
 @dataclass
@@ -60,8 +84,9 @@ class PolicyOutput:
 
 class AVSegPolicy(nn.Module):
     def __init__(self, llm: nn.Module, vision: nn.Module, audio: nn.Module, projector: nn.Module,
-                 segmenter: nn.Module, ids: TokenIds, mask_size: int):
+                 segmenter: nn.Module, ids: TokenIds, mask_size: int, prep: MediaPrep = MediaPrep()):
         super().__init__()
+        self.prep = prep
         self.llm = llm
         self.vision = vision
         self.audio = audio
@@ -83,7 +108,7 @@ class AVSegPolicy(nn.Module):
     def media_features(self, frames: torch.Tensor, fbank: torch.Tensor,
                        fbank_lengths: Optional[torch.Tensor] = None) -> list[dict[int, torch.Tensor]]:
         """Per clip: {video placeholder id: [Nv, H], audio placeholder id: [Na, H]}."""
-        video = self.vision(frames)
+        video = self.vision(video_frames(frames, self.prep))
         audio = self.audio(fbank, fbank_lengths)
         return [{self.ids.video: v, self.ids.audio: a} for v, a in zip(video, audio)]
 
@@ -139,7 +164,7 @@ class AVSegPolicy(nn.Module):
         seg_hidden = torch.stack([hidden[i, p] if p >= 0 else hidden.new_zeros(hidden.shape[-1])
                                   for i, p in enumerate(seg_pos)])
         seg_embedding = self.projector(seg_hidden) * has_seg[:, None]
-        masks = (self.masks(batch.frames, seg_embedding, has_seg, batch.clip_keys, batch.mask_frames)
+        masks = (self.masks(batch.frames, seg_embedding, has_seg, batch.clip_keys, batch.mask_frames, batch.frame_box)
                  if with_masks else None)
         return PolicyOutput(logprobs, mask, has_seg, seg_hidden, seg_embedding, masks, first)
 
@@ -176,9 +201,10 @@ class AVSegPolicy(nn.Module):
         return has_seg, self.projector(seg_hidden) * has_seg[:, None]
 
     def masks(self, frames: torch.Tensor, seg_embedding: torch.Tensor, has_seg: torch.Tensor,
-              clip_keys: Optional[list[str]] = None, mask_frames: Optional[torch.Tensor] = None) -> torch.Tensor:
+              clip_keys: Optional[list[str]] = None, mask_frames: Optional[torch.Tensor] = None,
+              frame_box: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Mask logits [B, T, M, M] (or [B, k, M, M] for ``mask_frames``) from SAM, one [SEG]
-        prompt per clip for all its frames."""
+        prompt per clip for all its frames, over the picture (``frame_box``) of each frame."""
         out_size = (self.mask_size, self.mask_size)
         result = []
         for i in range(frames.shape[0]):
@@ -187,8 +213,10 @@ class AVSegPolicy(nn.Module):
                 result.append(frames.new_full((n, *out_size), NO_PROMPT_LOGIT))
                 continue
             key = clip_keys[i] if clip_keys else None
-            image_emb = self.segmenter.encode(frames[i], cache_key=key)
+            clip = picture(frames[i], None if frame_box is None else frame_box[i])
+            image_emb = self.segmenter.encode(clip, cache_key=key)
             if mask_frames is not None:
                 image_emb = image_emb[mask_frames[i]]
-            result.append(self.segmenter.decode(image_emb, seg_embedding[i][None, None], out_size))
+            result.append(self.segmenter.decode(image_emb, seg_embedding[i][None, None], out_size,
+                                                tuple(clip.shape[-2:])))
         return torch.stack(result)

@@ -124,13 +124,15 @@ class SamSegmenter(nn.Module):
         return embeddings
 
     def decode(self, image_embeddings: torch.Tensor, sparse_prompt: torch.Tensor | None,
-               out_size: tuple[int, int]) -> torch.Tensor:
+               out_size: tuple[int, int], frame_size: tuple[int, int] | None = None) -> torch.Tensor:
         """Mask logits of every frame for one [SEG] prompt; None (no [SEG]) gives an empty mask.
 
         Args:
             image_embeddings: [T, C, h, w] from ``encode``.
             sparse_prompt: [N, D] or [1, N, D] prompt tokens (N = 1 for one [SEG], D = ``prompt_dim``), or None.
-            out_size: (H, W) of the original frames; the padding added by ``preprocess`` is cropped.
+            out_size: (H, W) of the masks wanted; the padding added by ``preprocess`` is cropped.
+            frame_size: (H, W) of the frames ``encode`` took (None: ``out_size``): their aspect
+                ratio decides the padding.
         Returns:
             [T, H, W] float32 logits, differentiable w.r.t. the prompt and the mask decoder.
         """
@@ -140,16 +142,16 @@ class SamSegmenter(nn.Module):
             sparse_prompt = sparse_prompt[None]
         if sparse_prompt.shape[0] != 1:
             raise ValueError(f"decode takes one prompt, got {sparse_prompt.shape[0]}: use decode_prompts")
-        return self.decode_prompts(image_embeddings, sparse_prompt, out_size)[0]
+        return self.decode_prompts(image_embeddings, sparse_prompt, out_size, frame_size)[0]
 
     def decode_prompts(self, image_embeddings: torch.Tensor, sparse_prompts: torch.Tensor,
-                       out_size: tuple[int, int]) -> torch.Tensor:
+                       out_size: tuple[int, int], frame_size: tuple[int, int] | None = None) -> torch.Tensor:
         """Mask logits for P prompts against the same clip in one decoder pass (e.g. G sampled paths).
 
         Args:
             image_embeddings: [T, C, h, w] from ``encode``.
             sparse_prompts: [P, N, D] prompt tokens; prompt p segments all T frames.
-            out_size: (H, W) of the original frames.
+            out_size: (H, W) of the masks wanted. frame_size: as in ``decode``.
         Returns:
             [P, T, H, W] float32 logits.
         """
@@ -169,20 +171,22 @@ class SamSegmenter(nn.Module):
             dense_prompt_embeddings=dense.to(dtype),
             multimask_output=False,
         )
-        return self.postprocess(low_res[:, :, 0].transpose(0, 1), out_size)
+        return self.postprocess(low_res[:, :, 0].transpose(0, 1), out_size, frame_size)
 
-    def postprocess(self, low_res: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
-        """Upsample decoder logits to the padded input, crop the padding, resize to the frame size.
+    def postprocess(self, low_res: torch.Tensor, out_size: tuple[int, int],
+                    frame_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Upsample decoder logits to the padded input, crop the padding, resize to ``out_size``.
 
         Args:
             low_res: [..., 4h, 4w] mask logits from the decoder.
-            out_size: (H, W) of the original frames.
+            out_size: (H, W) of the masks wanted. frame_size: (H, W) of the encoded frames
+                (None: ``out_size``).
         Returns:
             [..., H, W] float32 logits.
         """
         lead = low_res.shape[:-2]
         logits = low_res.reshape(-1, 1, *low_res.shape[-2:]).float()
         logits = F.interpolate(logits, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
-        height, width = resized_shape(*out_size, self.input_size)
+        height, width = resized_shape(*(frame_size or out_size), self.input_size)
         logits = F.interpolate(logits[..., :height, :width], size=tuple(out_size), mode="bilinear", align_corners=False)
         return logits.reshape(*lead, *out_size)

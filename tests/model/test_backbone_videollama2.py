@@ -12,6 +12,7 @@ from aurora_rl.model.backbones.videollama2_av import load_videollama2_av
 from aurora_rl.model.build import MediaShape
 from aurora_rl.model.checkpoint import export_merged_llm, load_policy, save_policy
 from aurora_rl.model.factory import build_policy
+from tests.data.test_media_prep import frame_sample
 from tests.model import videollama2_reference as ref
 from tests.model.backbone_fixtures import make_inputs, model_config, sample_with_vllm, sft_step
 
@@ -130,3 +131,30 @@ def test_exported_policy_samples_with_vllm_from_prompt_embeds(ray_node, folder, 
             assert len(c["token_ids"]) == 8 and all(0 <= t < len(tok) for t in c["token_ids"])
             token = c["token_ids"][0]
             assert c["logprobs"][0][token] == pytest.approx(float(first[i, token]), abs=1e-3)
+
+
+@pytest.mark.parametrize("fill", ["repeat", "black"])
+def test_the_vision_encoder_takes_the_backbones_16_frames(folder, fill):
+    """Clips of 4 frames; VideoLLaMA2.1-AV takes 16: repeated by its uniform frame sampling, or
+    padded with black frames. The token count follows (STC: 16 / 2 * (4 / 2)^2 = 32, not 8), and
+    the preparation travels with the checkpoint."""
+    from aurora_rl.config.schema import DataConfig
+
+    model = model_config("videollama2-av", folder)
+    model.frame_fill = fill
+    shape = MediaShape.for_run(DataConfig(num_frames=4, image_size=56, mask_size=32), model)
+    assert shape.prep.video_frames == 16 and shape.prep.frame_fit == "pad" and shape.prep.audio_seconds == 30
+    policy, tok = build_policy(model, shape, seed=0)
+    policy.eval()
+    seen = []
+    policy.vision.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    frames, fbank, lengths = clip_batch(6)
+    batch = make_inputs(tok, frames, fbank, lengths)
+    embeds = policy.prompt_embeds(batch.prompt_ids, frames, fbank, lengths)
+    assert embeds[0].shape[0] == len(batch.prompt_ids[0]) - 2 + 32 + 32
+    assert seen[0].shape == (2, 16, 3, 56, 56)
+    if fill == "repeat":
+        shown = [int((seen[0][0, i] - frames[0]).abs().flatten(1).sum(1).argmin()) for i in range(16)]
+        assert shown == frame_sample(4, 16).tolist() == [0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 3, 3, 3]
+    else:
+        assert torch.equal(seen[0][:, :4], frames) and not seen[0][:, 4:].any()

@@ -173,3 +173,23 @@ def test_the_same_seed_builds_the_same_weights_whatever_the_global_rng():
     second = build_tiny_policy(tiny_model_config(), tok, SHAPE, seed=3).state_dict()
     assert any("lora_A" in k for k in first)
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_sam_segments_the_picture_inside_a_padded_frame_square():
+    """Frames padded to a square (VideoLLaMA2's preparation) carry the picture's box: SAM sees the
+    picture only, so its masks cover what the ground truth covers (the whole original frame)."""
+    policy, tok = make_policy(seed=3)
+    policy.eval()
+    batch = make_inputs(tok, batch=1, seed=5)
+    picture = batch.frames[:, :, :, 16:48, :].clone()  # a 64 x 32 picture ...
+    padded = torch.full_like(batch.frames, 127 / 255)
+    padded[:, :, :, 16:48, :] = picture  # ... centred on a 64 x 64 square of the mean colour
+    seg = torch.randn(1, policy.segmenter.prompt_dim, generator=torch.Generator().manual_seed(0))
+    has = torch.tensor([True])
+    with torch.no_grad():
+        boxed = policy.masks(padded, seg, has, frame_box=torch.tensor([[16, 0, 32, 64]]))
+        alone = policy.masks(picture, seg, has)
+        unboxed = policy.masks(padded, seg, has)
+    assert boxed.shape == (1, 10, 32, 32)
+    torch.testing.assert_close(boxed, alone)
+    assert not torch.allclose(boxed, unboxed, rtol=0, atol=1e-3)  # without the box, SAM sees the grey bands too
