@@ -19,7 +19,7 @@ class EvalWorker:
         from actors.policy_engine import PolicyEngine
 
         self.data = data
-        self.engine = PolicyEngine(checkpoint, work_dir, kv_cache_gib=kv_cache_gib)
+        self.engine = PolicyEngine(checkpoint, work_dir, kv_cache_gib=kv_cache_gib, answer_tokens=max_new_tokens)
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
 

@@ -44,16 +44,34 @@ class EngineTimings:
 WORKER_EXTENSION = "actors.vllm_worker_extension.WeightUpdateExtension"
 
 
+class PromptTooLong(ValueError):
+    """A clip's prompt and answer do not fit the engine's context."""
+
+
 class PolicyEngine:
+    """The checkpoint's policy (encoders, [SEG] pass, SAM) beside a vLLM engine serving its LLM.
+
+    vLLM's ``max_model_len`` is the context one clip needs (``context_budget``: the media tokens
+    of this backbone and preparation, a text budget, ``answer_tokens``); a backbone whose positions
+    cannot hold it is refused here, by name, rather than every request later.
+    """
+
     def __init__(self, checkpoint: str, work_dir: str, kv_cache_gib: float = 1.0, cpu_threads: Optional[str] = None,
-                 seed: int = 0, max_model_len: int = 1024):
+                 seed: int = 0, answer_tokens: int = 320):
         from actors.vllm_engine import make_llm
         from aurora_rl.model.checkpoint import export_merged_llm, load_policy
+        from aurora_rl.model.policy import context_budget
 
         self.policy, self.tokenizer, self.model_cfg, self.shape = load_policy(checkpoint)
         self.policy.eval().requires_grad_(False)
+        self.budget = context_budget(self.policy, self.shape, answer_tokens)
+        positions = self.policy.base_lm.config.max_position_embeddings
+        if self.budget.total > positions:
+            raise PromptTooLong(f"{checkpoint}: one clip needs {self.budget} tokens, but the LLM has "
+                                f"{positions} positions (max_position_embeddings)")
+        self.max_model_len = self.budget.total
         merged = export_merged_llm(self.policy, self.tokenizer, Path(work_dir) / "merged_llm", self.model_cfg.dtype)
-        self.llm = make_llm(str(merged), dtype=self.model_cfg.dtype, seed=seed, max_model_len=max_model_len,
+        self.llm = make_llm(str(merged), dtype=self.model_cfg.dtype, seed=seed, max_model_len=self.max_model_len,
                             kv_cache_gib=kv_cache_gib, cpu_threads=cpu_threads,
                             worker_extension_cls=WORKER_EXTENSION)
         self.version = 0
@@ -71,6 +89,10 @@ class PolicyEngine:
         batch = collate_clips(clips)
         prompts = [self.prompt_ids(c.expression) for c in clips]
         embeds = self.policy.prompt_embeds(prompts, batch["frames"], batch["fbank"], batch["fbank_lengths"])
+        for clip, e in zip(clips, embeds):
+            if e.shape[0] + sampling.max_new_tokens > self.max_model_len:
+                raise PromptTooLong(f"{clip.uid}@{clip.row}: a {e.shape[0]}-token prompt + {sampling.max_new_tokens} "
+                                    f"new tokens do not fit the engine's {self.max_model_len} ({self.budget})")
         params = sampling_params(sampling, greedy=greedy, seed=seed)
         params.stop_token_ids = [self.policy.ids.eos]
         started = time.monotonic()

@@ -40,7 +40,8 @@ class RolloutActor:
         self.actor_id = actor_id
         self.sampling = rollout.sampling
         self.engine = PolicyEngine(checkpoint, work_dir, kv_cache_gib=rollout.kv_cache_gib,
-                                   cpu_threads=rollout.cpu_threads, seed=seed)
+                                   cpu_threads=rollout.cpu_threads, seed=seed,
+                                   answer_tokens=rollout.sampling.max_new_tokens)
         self.dataset = RefAVSDataset.from_config(data, data.train_split, **self.engine.shape.reader_options())
         self.stream = RecordStream(connect_redis(redis_url, name=f"rollout actor {actor_id}"), rollout_stream,
                                    "scorers")

@@ -220,3 +220,44 @@ class AVSegPolicy(nn.Module):
             result.append(self.segmenter.decode(image_emb, seg_embedding[i][None, None], out_size,
                                                 tuple(clip.shape[-2:])))
         return torch.stack(result)
+
+
+CLIP_SECONDS = 10.0  # a Ref-AVS clip: the audio length when a backbone reads clips as they are
+TEXT_TOKENS = 128  # the prompt's text around its media placeholders (Ref-AVS expressions: ~20 words)
+
+
+@dataclass(frozen=True)
+class ContextBudget:
+    """The tokens one clip's sequence needs: media + prompt text + answer (vLLM's max_model_len)."""
+
+    video: int
+    audio: int
+    text: int
+    answer: int
+
+    @property
+    def total(self) -> int:
+        return self.video + self.audio + self.text + self.answer
+
+    def __str__(self) -> str:
+        return f"{self.video} video + {self.audio} audio + {self.text} text + {self.answer} answer = {self.total}"
+
+
+@torch.no_grad()
+def context_budget(policy: AVSegPolicy, shape, answer_tokens: int, text_tokens: int = TEXT_TOKENS) -> ContextBudget:
+    """What a clip of ``shape`` becomes in this policy, counted by running its media encoders once
+    on a blank clip (frames, the frame plan, the audio length its preparation gives)."""
+    import numpy as np
+
+    from aurora_rl.data.audio_features import audio_features
+
+    weight = next(policy.parameters())
+    seconds = shape.prep.audio_seconds or CLIP_SECONDS
+    fbank = audio_features(np.zeros(int(seconds * shape.sample_rate), np.float32), shape.audio_features,
+                           shape.sample_rate, shape.fbank_bins)
+    frames = torch.zeros(1, shape.num_frames, 3, shape.image_size, shape.image_size, device=weight.device,
+                         dtype=weight.dtype)
+    fbank = torch.from_numpy(fbank)[None].to(weight.device, weight.dtype)
+    media = policy.media_features(frames, fbank, torch.tensor([fbank.shape[1]], device=weight.device))[0]
+    return ContextBudget(media[policy.ids.video].shape[0], media[policy.ids.audio].shape[0], text_tokens,
+                         answer_tokens)

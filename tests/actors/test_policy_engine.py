@@ -46,6 +46,23 @@ def engine_actor(checkpoint: str, work_dir: str):
             with torch.no_grad():
                 return self.engine.policy(batch, with_masks=False).first_token_logits.log_softmax(-1)[0].tolist()
 
+        def complete_too_long(self) -> str:
+            import numpy as np
+
+            from actors.policy_engine import PromptTooLong
+            from aurora_rl.config.schema import SamplingConfig
+            from aurora_rl.data.clip_sample import ClipSample
+
+            batch = make_inputs(self.tok, batch=1, with_answer=False)
+            clip = ClipSample("clip_dog_1", 7, "clip", 0, "train", "the dog " * 300, batch.frames[0].numpy(),
+                              np.zeros(16000, np.float32), batch.fbank[0].numpy(), np.zeros((10, 32, 32), np.uint8),
+                              np.ones(10, bool), False)
+            try:
+                self.engine.complete([clip], SamplingConfig(max_new_tokens=8))
+            except PromptTooLong as e:
+                return str(e)
+            return "accepted"
+
         def load_new_weights(self, seed: int) -> None:
             g = torch.Generator().manual_seed(seed)
             state = {n: p.detach() + 0.1 * torch.randn(p.shape, generator=g)
@@ -61,6 +78,8 @@ def test_vllm_samples_the_loaded_weights_load_after_load(ray_node, checkpoint, t
     actor = engine_actor(str(checkpoint), str(tmp_path / "work"))
     try:
         seen = [ray.get(actor.vllm_first_token.remote(), timeout=300)]
+        # a prompt past the engine's context is a named error before vLLM sees it
+        assert ray.get(actor.complete_too_long.remote()).startswith("clip_dog_1@7: a 6")
         for version in (1, 2, 3):
             ray.get(actor.load_new_weights.remote(version))
             vllm, hf = ray.get([actor.vllm_first_token.remote(), actor.hf_first_token.remote()])

@@ -3,6 +3,7 @@ forward over the raw tensors; then the policy on it: an SFT step, a checkpoint r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -158,3 +159,28 @@ def test_the_vision_encoder_takes_the_backbones_16_frames(folder, fill):
         assert shown == frame_sample(4, 16).tolist() == [0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 3, 3, 3]
     else:
         assert torch.equal(seen[0][:, :4], frames) and not seen[0][:, 4:].any()
+
+
+def test_the_context_one_clip_needs_follows_the_backbone_and_its_preparation(folder, tmp_path):
+    """vLLM's max_model_len: media tokens counted through the encoders (16 frames through STC: 16/2
+    * (grid/2)^2; 30 s of audio: 2,998 fbank frames -> BEATs' 16-frame patches x 8 mel patches),
+    the text budget and the answer. A backbone whose positions cannot hold it is refused by name
+    when the engine starts."""
+    from actors.policy_engine import PolicyEngine, PromptTooLong
+    from aurora_rl.config.schema import DataConfig
+    from aurora_rl.model.policy import TEXT_TOKENS, ContextBudget, context_budget
+
+    model = model_config("videollama2-av", folder)
+    shape = MediaShape.for_run(DataConfig(num_frames=10, image_size=56, mask_size=32), model)
+    policy, tok = build_policy(model, shape, seed=0)
+    grid = ref.SIGLIP["image"] // ref.SIGLIP["patch"]
+    fbank_frames = 1 + (30 * 16000 - 400) // 160
+    want = ContextBudget(16 // 2 * (grid // 2) ** 2, fbank_frames // 16 * (128 // 16), TEXT_TOKENS, 150)
+    assert context_budget(policy, shape, 150) == want and want.audio == 1496
+    clip_only = MediaShape.for_run(DataConfig(num_frames=10, image_size=56, mask_size=32), model)
+    clip_only.prep = dataclasses.replace(clip_only.prep, audio_seconds=None, video_frames=None)
+    assert context_budget(policy, clip_only, 150).audio == (1 + (10 * 16000 - 400) // 160) // 16 * 8  # 496
+
+    ckpt = save_policy(policy, tok, model, shape, tmp_path / "ckpt")  # its LLM has 512 positions
+    with pytest.raises(PromptTooLong, match=rf"needs .*= {want.total} tokens, but the LLM has 512 positions"):
+        PolicyEngine(str(ckpt), str(tmp_path / "engine"), answer_tokens=150)

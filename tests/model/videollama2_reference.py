@@ -126,8 +126,9 @@ def write_siglip(folder: Path, seed: int) -> Path:
     return folder
 
 
-def write_videollama2_av(root: str | Path, seed: int = 0) -> Path:
-    """``root/VideoLLaMA2.1-7B-AV`` (+ ``root/siglip-so400m-patch14-384``); returns the model folder."""
+def write_videollama2_av(root: str | Path, seed: int = 0, positions: int = 512) -> Path:
+    """``root/VideoLLaMA2.1-7B-AV`` (+ ``root/siglip-so400m-patch14-384``); returns the model folder.
+    ``positions``: the LLM's max_position_embeddings (the released model has 32,768)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     root = Path(root)
@@ -138,7 +139,7 @@ def write_videollama2_av(root: str | Path, seed: int = 0) -> Path:
     gen = torch.Generator().manual_seed(seed)
     llm_cfg = dict(vocab_size=len(tok), hidden_size=LLM["hidden"], intermediate_size=LLM["inter"],
                    num_hidden_layers=LLM["layers"], num_attention_heads=LLM["heads"],
-                   num_key_value_heads=LLM["kv"], max_position_embeddings=512, rms_norm_eps=1e-6,
+                   num_key_value_heads=LLM["kv"], max_position_embeddings=positions, rms_norm_eps=1e-6,
                    hidden_act="silu", tie_word_embeddings=False, bos_token_id=None,
                    eos_token_id=tok.eos_token_id)
     torch.manual_seed(seed)
