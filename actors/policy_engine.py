@@ -116,7 +116,7 @@ class PolicyEngine:
                 token_lists.append([t for t in s.token_ids if t != eos])
                 logprobs.append([s.logprobs[k][t].logprob for k, t in enumerate(s.token_ids) if t != eos])
         has, seg_embedding = self.policy.seg_embeddings([embeds[i] for i in owner], token_lists)
-        m = self.shape.mask_size
+        m = clips[0].masks.shape[-1]  # the size the ground truth is read at (evaluation may score at another)
         probs = np.zeros((len(owner), clips[0].frames.shape[0], m, m), dtype=np.float16)
         seg = self.policy.segmenter
         for i, clip in enumerate(clips):

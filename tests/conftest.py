@@ -69,6 +69,62 @@ def synthetic_root(tmp_path_factory):
     return root
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def teacher_endpoint(tmp_path_factory):
+    """The base URL of a vLLM OpenAI-compatible server on this machine, serving a tiny random
+    multimodal model as ``teacher`` (tests/tiny_llava.py), the way a CoT teacher is served."""
+    import json
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tests.tiny_llava import write_tiny_blip2
+
+    folder = tmp_path_factory.mktemp("teacher")
+    model = write_tiny_blip2(folder / "blip2")
+    port = free_port()
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": f"0-{os.cpu_count() - 1}",
+           "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    log = (folder / "server.log").open("w")
+    # Small random models wander in JSON whitespace: the server's own option turns that off.
+    server = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--served-model-name",
+         "teacher", "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "2048", "--dtype", "float32",
+         "--max-num-seqs", "8", "--structured-outputs-config",
+         json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})],
+        stdout=log, stderr=subprocess.STDOUT, env=env)
+    _STARTED_PIDS.append(server.pid)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 300
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(url + "/models", timeout=2).read()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("the vLLM server did not start:\n" + (folder / "server.log").read_text()[-3000:])
+                time.sleep(2)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
 def pytest_sessionfinish(session, exitstatus):
     from aurora_rl.services.process import alive
 

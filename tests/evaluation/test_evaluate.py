@@ -70,13 +70,14 @@ def test_avsbench_s4_layout_is_evaluated_with_the_same_metrics(ray_node, tmp_pat
     root = write_avsbench_fixture(tmp_path / "s4", "s4")
     policy, tok = make_policy(seed=5)
     ckpt = save_policy(policy, tok, tiny_model_config(), MediaShape(128, 32, 32), tmp_path / "ckpt")
-    data = DataConfig(root=str(root), layout="avsbench-s4", image_size=32, mask_size=32)
+    # scored at the data's mask size, not the checkpoint's 32 (as the official code scores at 256 px)
+    data = DataConfig(root=str(root), layout="avsbench-s4", image_size=32, mask_size=48)
     results = evaluate_checkpoint(str(ckpt), data, ["test"], tmp_path / "out", 1, MetricsConfig(), max_new_tokens=8)
     from aurora_rl.report.eval_outputs import load_stage_eval
 
     saved = load_stage_eval(tmp_path / "out").predictions("test")
     assert results["test"]["clips"] == len(saved["keys"]) >= 1
-    assert saved["masks"].shape[1] == 5  # AVSBench clips have 5 frames
+    assert saved["masks"].shape[1:] == saved["gt"].shape[1:] == (5, 48, 48)  # AVSBench clips have 5 frames
     assert 0.0 <= results["test"]["J"] <= 1.0
 
 

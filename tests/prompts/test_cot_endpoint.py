@@ -1,22 +1,16 @@
 """CoT from a teacher behind an OpenAI-compatible endpoint: a real vLLM OpenAI server process on the
-CPU, serving a tiny random multimodal model (BLIP-2 layout: it takes one image per prompt), with
-guided decoding (xgrammar) so that even random weights answer in the schema."""
+CPU (the session's ``teacher_endpoint``: a tiny random BLIP-2, one image per prompt), with guided
+decoding (xgrammar) so that even random weights answer in the schema."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-from aurora_rl.data import refavs_layout as layout
-from aurora_rl.prompts.answer_format import parse_answer
 from aurora_rl.cot_endpoint import (
     Endpoint,
     EndpointTeacher,
@@ -25,52 +19,18 @@ from aurora_rl.cot_endpoint import (
     generate_endpoint_cot,
     request_body,
 )
+from aurora_rl.data import refavs_layout as layout
+from aurora_rl.prompts.answer_format import parse_answer
+from tests.conftest import free_port
 from tests.data.layout_fixtures import write_refavs_fixture
-from tests.tiny_llava import write_tiny_blip2
 
 SECRET = "sk-never-written-anywhere"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """(base URL, dataset root): one server for the module."""
-    folder = tmp_path_factory.mktemp("teacher")
-    model = write_tiny_blip2(folder / "blip2")
-    root = write_refavs_fixture(folder / "refavs")
-    port = free_port()
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": f"0-{os.cpu_count() - 1}"}
-    log = (folder / "server.log").open("w")
-    # Small random models wander in JSON whitespace: the server's own option turns that off.
-    server = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--served-model-name",
-         "teacher", "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "2048", "--dtype", "float32",
-         "--max-num-seqs", "8", "--structured-outputs-config",
-         json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})],
-        stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            urllib.request.urlopen(url + "/models", timeout=2).read()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail("the vLLM server did not start:\n" + (folder / "server.log").read_text()[-3000:])
-            time.sleep(2)
-    yield url, root
-    server.terminate()
-    try:
-        server.wait(30)
-    except subprocess.TimeoutExpired:
-        server.kill()
-    log.close()
+def served(teacher_endpoint, tmp_path_factory):
+    """(base URL, dataset root)."""
+    return teacher_endpoint, write_refavs_fixture(tmp_path_factory.mktemp("cot") / "refavs")
 
 
 def train_rows(root):
