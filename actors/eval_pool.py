@@ -24,15 +24,18 @@ class EvalPool:
     line naming their logs folder, under ``label``)."""
 
     def __init__(self, checkpoint: str | Path, data: DataConfig, work_dir: str | Path, num_actors: int = 1,
-                 kv_cache_gib: float = 1.0, max_new_tokens: int = 150, name: str = "worker", label: str = "eval"):
+                 kv_cache_gib: float = 1.0, max_new_tokens: int = 150, name: str = "worker", label: str = "eval",
+                 gpus_per_actor: float = 0.0):
         from actors.eval_worker import EvalWorker
 
         self.data = dataclasses.replace(data, root=str(Path(data.root).resolve()))
         work_dir = Path(work_dir).resolve()
         self.logs, self.label = work_dir / LOG_DIR, label
-        self.workers = [EvalWorker.remote(str(Path(checkpoint).resolve()), self.data, str(work_dir / f"{name}{k}"),
-                                          kv_cache_gib, max_new_tokens,
-                                          log_file=str(worker_log(work_dir, f"{name.strip('.')}{k}")))
+        # each actor asks Ray for its GPUs (none on a CPU run); one that gets none stops by name
+        self.workers = [EvalWorker.options(num_gpus=gpus_per_actor).remote(
+                            str(Path(checkpoint).resolve()), self.data, str(work_dir / f"{name}{k}"), kv_cache_gib,
+                            max_new_tokens, log_file=str(worker_log(work_dir, f"{name.strip('.')}{k}")),
+                            gpus=gpus_per_actor, role=f"{label} actor {k}")
                         for k in range(num_actors)]
 
     def __enter__(self) -> "EvalPool":
@@ -80,14 +83,15 @@ class EvalPool:
 
 def evaluate_checkpoint(checkpoint: str, data: DataConfig, splits: list[str], out_dir: str | Path,
                         num_actors: int = 1, metrics: MetricsConfig | None = None, max_new_tokens: int = 150,
-                        kv_cache_gib: float = 1.0, log=print) -> dict:
+                        kv_cache_gib: float = 1.0, log=print, gpus_per_actor: float = 0.0) -> dict:
     """Greedy predictions of ``checkpoint`` on ``splits``, scored and saved in ``out_dir`` as they
     arrive (none is held: memory stays flat with the number of clips)."""
     from aurora_rl.data import build_dataset
 
     out_dir = Path(out_dir)
     with EvaluationWriter(metrics or MetricsConfig(), out_dir) as writer:
-        with EvalPool(checkpoint, data, out_dir, num_actors, kv_cache_gib, max_new_tokens) as pool:
+        with EvalPool(checkpoint, data, out_dir, num_actors, kv_cache_gib, max_new_tokens,
+                      gpus_per_actor=gpus_per_actor) as pool:
             for split in splits:
                 for part in pool.stream(split, range(len(build_dataset(data, split))), log, "eval"):
                     writer.add(split, part)

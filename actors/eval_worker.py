@@ -14,12 +14,16 @@ from aurora_rl.services.library_logs import capture_output
 @ray.remote(num_cpus=1)
 class EvalWorker:
     def __init__(self, checkpoint: str, data: DataConfig, work_dir: str, kv_cache_gib: float = 1.0,
-                 max_new_tokens: int = 150, batch_size: int = 8, log_file: Optional[str] = None):
+                 max_new_tokens: int = 150, batch_size: int = 8, log_file: Optional[str] = None, gpus: float = 0.0,
+                 role: str = "evaluation actor"):
         capture_output(log_file)  # vLLM's and torch's output: to the run folder, not the console
         from actors.policy_engine import PolicyEngine
+        from aurora_rl.services.devices import role_device
 
         self.data = data
-        self.engine = PolicyEngine(checkpoint, work_dir, kv_cache_gib=kv_cache_gib, answer_tokens=max_new_tokens)
+        device = role_device(role, gpus)  # before anything loads: a missing GPU is named, not worked around
+        self.engine = PolicyEngine(checkpoint, work_dir, kv_cache_gib=kv_cache_gib, answer_tokens=max_new_tokens,
+                                   device=device)
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
 

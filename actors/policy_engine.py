@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from aurora_rl.config.schema import SamplingConfig
-from aurora_rl.data.clip_sample import ClipSample, collate_clips
+from aurora_rl.data.clip_sample import ClipSample, batch_to, collate_clips
 from aurora_rl.model.policy import picture
 from aurora_rl.prompts.answer_format import build_prompt
 
@@ -57,13 +57,14 @@ class PolicyEngine:
     """
 
     def __init__(self, checkpoint: str, work_dir: str, kv_cache_gib: float = 1.0, cpu_threads: Optional[str] = None,
-                 seed: int = 0, answer_tokens: int = 320):
+                 seed: int = 0, answer_tokens: int = 320, device: str = "cpu"):
         from actors.vllm_engine import make_llm
         from aurora_rl.model.checkpoint import export_merged_llm, load_policy
         from aurora_rl.model.policy import context_budget
 
         self.policy, self.tokenizer, self.model_cfg, self.shape = load_policy(checkpoint)
-        self.policy.eval().requires_grad_(False)
+        self.device = device  # the process's device (aurora_rl/services/devices.py): encoders, [SEG] pass, SAM
+        self.policy.to(device).eval().requires_grad_(False)
         self.budget = context_budget(self.policy, self.shape, answer_tokens)
         positions = self.policy.base_lm.config.max_position_embeddings
         if self.budget.total > positions:
@@ -86,7 +87,7 @@ class PolicyEngine:
         """G = ``sampling.group_size`` completions per clip (1 when greedy), with masks."""
         from actors.vllm_engine import sampling_params
 
-        batch = collate_clips(clips)
+        batch = batch_to(collate_clips(clips), self.device)
         prompts = [self.prompt_ids(c.expression) for c in clips]
         embeds = self.policy.prompt_embeds(prompts, batch["frames"], batch["fbank"], batch["fbank_lengths"])
         for clip, e in zip(clips, embeds):
@@ -115,7 +116,7 @@ class PolicyEngine:
                 owner.append(i)
                 token_lists.append([t for t in s.token_ids if t != eos])
                 logprobs.append([s.logprobs[k][t].logprob for k, t in enumerate(s.token_ids) if t != eos])
-        has, seg_embedding = self.policy.seg_embeddings([embeds[i] for i in owner], token_lists)
+        has, seg_embedding = self.policy.seg_embeddings([embeds[i].to(self.device) for i in owner], token_lists)
         m = clips[0].masks.shape[-1]  # the size the ground truth is read at (evaluation may score at another)
         probs = np.zeros((len(owner), clips[0].frames.shape[0], m, m), dtype=np.float16)
         seg = self.policy.segmenter
@@ -125,7 +126,7 @@ class PolicyEngine:
                 frames = picture(batch["frames"][i], batch["frame_box"][i])
                 image_emb = seg.encode(frames, cache_key=clip.vid)
                 logits = seg.decode_prompts(image_emb, seg_embedding[rows][:, None, :], (m, m), tuple(frames.shape[-2:]))
-                probs[rows] = logits.sigmoid().numpy().astype(np.float16)
+                probs[rows] = logits.sigmoid().cpu().numpy().astype(np.float16)
         texts = self.tokenizer.batch_decode(token_lists, skip_special_tokens=False)
         completions = [Completion(token_lists[k], logprobs[k], texts[k], bool(has[k]), probs[k])
                        for k in range(len(owner))]

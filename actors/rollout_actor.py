@@ -30,18 +30,20 @@ class WeightsVersionError(RuntimeError):
 class RolloutActor:
     def __init__(self, actor_id: str, checkpoint: str, work_dir: str, data: DataConfig, rollout: RolloutConfig,
                  redis_url: str, rollout_stream: str, mask_threshold: float = 0.5, seed: int = 0,
-                 log_file: str | None = None):
+                 log_file: str | None = None, gpus: float = 0.0):
         capture_output(log_file)  # vLLM's and torch's output: to the run folder, not the console
         from actors.policy_engine import PolicyEngine
         from aurora_rl.data.refavs_dataset import RefAVSDataset
         from aurora_rl.record_stream import RecordStream
+        from aurora_rl.services.devices import role_device
         from aurora_rl.services.redis_client import connect_redis
 
         self.actor_id = actor_id
         self.sampling = rollout.sampling
+        device = role_device(f"rollout actor {actor_id}", gpus)  # before anything loads
         self.engine = PolicyEngine(checkpoint, work_dir, kv_cache_gib=rollout.kv_cache_gib,
                                    cpu_threads=rollout.cpu_threads, seed=seed,
-                                   answer_tokens=rollout.sampling.max_new_tokens)
+                                   answer_tokens=rollout.sampling.max_new_tokens, device=device)
         self.dataset = RefAVSDataset.from_config(data, data.train_split, **self.engine.shape.reader_options())
         self.stream = RecordStream(connect_redis(redis_url, name=f"rollout actor {actor_id}"), rollout_stream,
                                    "scorers")
@@ -125,10 +127,12 @@ class RolloutActor:
                                         SamplingParams(temperature=0.0, max_tokens=1, logprobs=top), use_tqdm=False)
         return [{int(t): float(lp.logprob) for t, lp in o.outputs[0].logprobs[0].items()} for o in outs]
 
-    def join_broadcast(self, host: str, port: int, rank: int, world_size: int, buckets: list, timeout_s: float) -> bool:
+    def join_broadcast(self, host: str, port: int, rank: int, world_size: int, buckets: list, timeout_s: float,
+                       backend: str = "gloo") -> bool:
+        """Join the weight-broadcast group with the backend the learner uses (GRPOConfig.broadcast_backend)."""
         from aurora_rl.weight_sync import BroadcastGroup
 
-        self.group = BroadcastGroup(host, port, rank, world_size, "gloo", timeout_s)
+        self.group = BroadcastGroup(host, port, rank, world_size, backend, timeout_s)
         self.buckets = buckets
         return True
 

@@ -53,7 +53,10 @@ class LearnerRank:
 
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
                           WORLD_SIZE=str(self.world_size), LOCAL_RANK="0")
+        from aurora_rl.services.devices import role_device
+
         cfg = self.cfg
+        self.device = role_device(f"learner rank {self.rank}", 1 if self.use_gpu else 0)  # before anything loads
         deepspeed.init_distributed(dist_backend="nccl" if self.use_gpu else "gloo")
         self.policy, self.tokenizer, self.model_cfg, self.shape = load_policy(self.checkpoint)
         self.reference = None
@@ -239,7 +242,7 @@ class LearnerRank:
     def join_broadcast(self, host: str, port: int, world_size: int, buckets: list, timeout_s: float) -> bool:
         from aurora_rl.weight_sync import BroadcastGroup
 
-        self.group = BroadcastGroup(host, port, 0, world_size, "nccl" if self.use_gpu else "gloo", timeout_s)
+        self.group = BroadcastGroup(host, port, 0, world_size, self.cfg.broadcast_backend, timeout_s)
         self.buckets = buckets
         return True
 

@@ -93,7 +93,7 @@ def mine(cfg: ReflectConfig, out_dir: Path, log=print, skip: Collection[int] = (
     k = cfg.rollout.num_actors
     kept = []
     with EvalPool(cfg.model.path, cfg.data, out_dir, k, cfg.rollout.kv_cache_gib, cfg.rollout.sampling.max_new_tokens,
-                  name="miner", label="reflect") as pool:
+                  name="miner", label="reflect", gpus_per_actor=cfg.mining_gpus_per_actor) as pool:
         left_out = f" ({len(rows) - len(indices)} left out)" if len(indices) < len(rows) else ""
         log(f"[reflect] sampling {cfg.rollout.sampling.group_size} completions for each of {len(indices)} training "
             f"clips{left_out} on {k} actor(s)")

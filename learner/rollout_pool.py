@@ -64,7 +64,8 @@ class RolloutPool:
             launched.append((actor_id, RolloutActor.options(**options).remote(
                 actor_id, self.checkpoint, str(self.run_dir / "actors" / actor_id), self.data, self.cfg.rollout,
                 self.redis_url, self.rollout_stream, self.cfg.reward.mask_threshold,
-                self.cfg.run.seed + 1000 * self.next_id, str(worker_log(self.run_dir, actor_id)))))
+                self.cfg.run.seed + 1000 * self.next_id, str(worker_log(self.run_dir, actor_id)),
+                options.get("num_gpus", 0))))
         return launched, None
 
     def await_ready(self, launched: list) -> list[str]:
@@ -192,9 +193,9 @@ class RolloutPool:
         if not address.ok:
             return [address]
         host, port = address.value
-        world, timeout = len(members), self.cfg.broadcast.timeout_s
+        world, timeout, backend = len(members), self.cfg.broadcast.timeout_s, self.cfg.broadcast_backend
         return gather([sender.join_broadcast.remote(host, port, world, self.buckets, timeout)]
-                      + [a.join_broadcast.remote(host, port, i, world, self.buckets, timeout)
+                      + [a.join_broadcast.remote(host, port, i, world, self.buckets, timeout, backend)
                          for i, a in enumerate(members[1:], start=1)])
 
     def kill(self) -> None:

@@ -22,6 +22,7 @@ def register(sub) -> None:
     gen.add_argument("--split", default="train")
     gen.add_argument("--out", required=True, help="the CoT JSONL to write (an endpoint run appends and resumes)")
     gen.add_argument("--actors", type=int, default=1, help="--teacher: Ray actors")
+    gen.add_argument("--gpus-per-actor", type=float, default=0.0, help="--teacher: GPUs each actor asks Ray for")
     gen.add_argument("--max-samples", type=int, default=None)
     gen.add_argument("--max-tokens", type=int, default=150, help="longest accepted CoT, in words")
     served = gen.add_argument_group("--endpoint options")
@@ -55,7 +56,7 @@ def generate_cot(args) -> int:
     n = len(RefAVSDataset.from_config(data, args.split))
     with run_services(ServicesConfig(), need_redis=False):
         with EvalPool(args.teacher, data, Path(args.out).resolve().parent, args.actors, 1.0, args.max_tokens,
-                      name=".cot-worker", label="cot") as pool:
+                      name=".cot-worker", label="cot", gpus_per_actor=args.gpus_per_actor) as pool:
             # only the text is kept: the masks of each chunk are dropped as it arrives
             preds = [{"uid": p["uid"], "row": p["row"], "text": p["text"]}
                      for part in pool.stream(args.split, range(n), print, "cot") for p in part]

@@ -19,6 +19,9 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, help="output folder (default: <ckpt>/eval)")
     p.add_argument("--actors", type=int, default=1, help="evaluation actors (each holds a vLLM engine)")
     p.add_argument("--max-samples", type=int, default=None, help="first N rows per split")
+    p.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs each evaluation actor asks Ray for")
+    p.add_argument("--mask-size", type=int, default=None,
+                   help="score at this mask size (default: the checkpoint's; the official code scores at 256)")
     p.add_argument("--max-new-tokens", type=int, default=150)
     p.add_argument("--convention", choices=["official", "aurora"], default="official")
     p.set_defaults(handler=run_eval)
@@ -53,7 +56,7 @@ def run_eval_config(args) -> int:
     out = Path(cfg.run.output_dir) / cfg.run.name
     with run_services(cfg.services, need_redis=False):
         results = evaluate_checkpoint(cfg.model.path, data, d.eval_splits, out, cfg.num_actors, cfg.metrics,
-                                      cfg.max_new_tokens)
+                                      cfg.max_new_tokens, gpus_per_actor=cfg.gpus_per_actor)
     print(results_table(results))
     print(f"tables and per-sample outputs under {out}")
     return 0
@@ -83,14 +86,16 @@ def run_eval_args(args) -> int:
         write_tables(results, out, "Baseline: always the largest object")
         print(results_table(results))
         return 0
-    data = data_config_for(args.ckpt, args.data, layout=args.layout, max_samples=args.max_samples)
+    sizes = {} if args.mask_size is None else {"mask_size": args.mask_size}
+    data = data_config_for(args.ckpt, args.data, layout=args.layout, max_samples=args.max_samples, **sizes)
     out = Path(args.out or Path(args.ckpt) / "eval")
     with run_services(ServicesConfig(), need_redis=False):
-        results = evaluate_checkpoint(args.ckpt, data, splits, out / "a", args.actors, metrics, args.max_new_tokens)
+        results = evaluate_checkpoint(args.ckpt, data, splits, out / "a", args.actors, metrics, args.max_new_tokens,
+                                      gpus_per_actor=args.gpus_per_actor)
         print(results_table(results))
         if args.compare:
             other = evaluate_checkpoint(args.compare, data, splits, out / "b", args.actors, metrics,
-                                        args.max_new_tokens)
+                                        args.max_new_tokens, gpus_per_actor=args.gpus_per_actor)
             print(f"\n{args.compare} (difference to {args.ckpt}):")
             print(results_table(other, baseline=results))
             write_tables(other, out, f"{args.compare} against {args.ckpt}", baseline=results)

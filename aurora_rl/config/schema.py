@@ -302,6 +302,9 @@ class LearnerConfig:
 class BroadcastConfig:
     bucket_mb: float = field(16.0, gt=0.0)  # gloo on CPU: fastest at 4-16 MB (docs/BENCHMARKS.md)
     timeout_s: float = field(120.0, gt=0.0)
+    # One backend for every member of the group (learner rank 0 and each rollout actor): auto is
+    # NCCL when the learner and the rollout actors all hold GPUs, gloo otherwise.
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
 
 
 @dataclass
@@ -356,6 +359,7 @@ class ReflectConfig:
     failure_iou: float = field(0.5, ge=0.0, le=1.0)  # mean IoU below this (or a wrong class) = failure
     mix_ratio: float = field(0.5, ge=0.0, le=1.0)  # fraction of reflective samples in the fine-tune mix
     trigger: str = "Wait, let me reconsider."
+    mining_gpus_per_actor: float = field(0.0, ge=0.0)  # each mining actor's GPUs (rollout.num_actors of them)
 
     def check(self):
         if not self.model.path:
@@ -390,10 +394,25 @@ class GRPOConfig:
             yield "placement.learner.gpus", "learner.use_gpu needs a GPU in each rank's bundle: set it to 1"
         if gpus > 0 and not self.learner.use_gpu:
             yield "placement.learner.gpus", "reserves GPUs that learner.use_gpu=false leaves idle"
+        if self.broadcast.backend == "nccl" and not self.gpus_everywhere:
+            yield "broadcast.backend", ("nccl needs a GPU on the learner and on every rollout actor "
+                                        "(learner.use_gpu, placement.rollout.gpus): use gloo or auto")
         auto = self.placement.autoscale
         if auto.enabled and auto.max_actors < self.rollout.num_actors:
             yield "placement.autoscale.max_actors", (
                 f"{auto.max_actors} is below rollout.num_actors ({self.rollout.num_actors})")
+
+
+    @property
+    def gpus_everywhere(self) -> bool:
+        return self.learner.use_gpu and self.placement.rollout.gpus > 0
+
+    @property
+    def broadcast_backend(self) -> str:
+        """The weight broadcast's backend, the same for the learner and every rollout actor."""
+        if self.broadcast.backend != "auto":
+            return self.broadcast.backend
+        return "nccl" if self.gpus_everywhere else "gloo"
 
 
 @dataclass
@@ -404,6 +423,7 @@ class EvalConfig:
     data: DataConfig = field(factory=DataConfig)
     model: ModelConfig = field(factory=ModelConfig)
     num_actors: int = field(1, ge=1)
+    gpus_per_actor: float = field(0.0, ge=0.0)  # each evaluation actor's GPUs (vLLM + the [SEG] pass)
     max_new_tokens: int = field(150, ge=1)
     metrics: MetricsConfig = field(factory=MetricsConfig)
 

@@ -91,6 +91,13 @@ def collate_clips(items: list) -> dict[str, Any]:
     return batch
 
 
+def batch_to(batch: dict[str, Any], device) -> dict[str, Any]:
+    """The batch with its tensors on ``device`` (lists and failures as they are)."""
+    import torch
+
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 def _pad(arrays: list[np.ndarray]):
     """Zero-pad along the first axis to the longest; returns (tensor [B, L, ...], lengths [B])."""
     import torch

@@ -64,10 +64,12 @@ def read_manifest(folder: str | Path) -> dict:
 
 def data_config_for(folder: str | Path, root: str | Path, **fields) -> DataConfig:
     """A ``DataConfig`` over ``root`` that reads clips the way the checkpoint was trained
-    (frame, mask and fbank sizes from its manifest); ``fields`` set the rest (layout, max_samples)."""
+    (frame, mask and fbank sizes from its manifest); ``fields`` set the rest (layout, max_samples)
+    or override a size (``mask_size``: score at another resolution)."""
     media = read_manifest(folder)["media"]
-    return DataConfig(root=str(Path(root).resolve()), image_size=media["image_size"], mask_size=media["mask_size"],
-                      num_frames=media["num_frames"], fbank_bins=media["fbank_bins"], **fields)
+    sizes = {"image_size": media["image_size"], "mask_size": media["mask_size"], "num_frames": media["num_frames"],
+             "fbank_bins": media["fbank_bins"]}
+    return DataConfig(root=str(Path(root).resolve()), **{**sizes, **fields})
 
 
 def load_policy(folder: str | Path, overrides: ModelConfig | None = None):

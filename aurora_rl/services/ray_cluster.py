@@ -39,6 +39,7 @@ class LocalRayNode:
         token_path: str | Path | None = None,
         num_cpus: int | None = None,
         resources: dict[str, float] | None = None,
+        num_gpus: int | None = None,
         include_dashboard: bool = True,
         object_store_mb: int = 512,
         env: dict[str, str] | None = None,
@@ -52,6 +53,7 @@ class LocalRayNode:
         self.temp_dir = Path(tempfile.mkdtemp(prefix="aray-", dir="/tmp"))
         self.token_path = Path(token_path) if token_path else self.temp_dir / "auth_token"
         self.num_cpus = num_cpus
+        self.num_gpus = num_gpus  # declared GPUs: Ray schedules by the numbers it is given
         self.resources = resources or {}
         self.include_dashboard = include_dashboard and self.head
         self.object_store_mb = object_store_mb
@@ -89,6 +91,8 @@ class LocalRayNode:
         ]
         if self.num_cpus is not None:
             cmd += ["--num-cpus", str(self.num_cpus)]
+        if self.num_gpus is not None:
+            cmd += ["--num-gpus", str(self.num_gpus)]
         if self.resources:
             cmd += ["--resources", json.dumps(self.resources)]
         if self.head:

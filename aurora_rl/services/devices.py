@@ -1,0 +1,28 @@
+"""The device a process computes on, resolved once: a GPU when its role asked Ray for one, the CPU
+otherwise. A role that asked for a GPU and got none stops with ``NoGPUError``; it never falls back
+to the CPU (a 7B policy on a CPU beside an idle GPU is a silent 100x slowdown)."""
+
+from __future__ import annotations
+
+import os
+
+
+class NoGPUError(RuntimeError):
+    """A role configured for a GPU has none it can use."""
+
+
+def role_device(role: str, gpus: float) -> str:
+    """``"cuda"`` (the first device Ray made visible) for a role that asked for ``gpus`` > 0, else
+    ``"cpu"``. Raises NoGPUError naming the role, what Ray gave it and what torch sees."""
+    if gpus <= 0:
+        return "cpu"
+    import ray
+    import torch
+
+    given = ray.get_gpu_ids() if ray.is_initialized() else []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
+    if not given or not torch.cuda.is_available():
+        raise NoGPUError(f"{role} asked for {gpus:g} GPU(s); Ray gave it GPU ids {given or 'none'} "
+                         f"(CUDA_VISIBLE_DEVICES={visible}) and torch sees {torch.cuda.device_count()} CUDA "
+                         "devices: it does not run on the CPU instead")
+    return "cuda"
