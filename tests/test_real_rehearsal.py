@@ -1,7 +1,7 @@
 """A CPU rehearsal of the real path: ``configs/real/*`` as a user runs them, each stage a
 ``ray job submit`` to one local Ray node, CoT from one served endpoint.
 
-Only what a CPU forces is overridden (``CPU_FORCES`` and the per-stage lists below): the model's
+Only what a CPU forces is overridden (``cpu_forces`` and the per-stage lists below): the model's
 widths (a tiny random VideoLLaMA2.1-AV in the released layout instead of the 7B folder, a tiny
 random SAM, frames at its SigLIP's 56 px, float32), the paths, the worker counts and steps, and
 GPUs -> CPUs. Everything else is the real configs': the backbone and its input preparation
@@ -47,6 +47,8 @@ SFT_ON_CPU = ["trainer.num_workers=1", "trainer.use_gpu=false", "trainer.batch_s
               "trainer.grad_accum=1", "trainer.max_steps=1", "trainer.epochs=1", "trainer.log_every=1"]
 ROLLOUT_ON_CPU = ["rollout.num_actors=1", "rollout.prompts_per_batch=2", "rollout.kv_cache_gib=1",
                   "rollout.sampling.max_new_tokens=16"]
+MINING_ON_CPU = ["mining_gpus_per_actor=0"]
+EVAL_ON_CPU = ["num_actors=1", "gpus_per_actor=0", "max_new_tokens=16"]
 GRPO_ON_CPU = ["reward.num_workers=1", "learner.num_ranks=1", "learner.use_gpu=false", "learner.steps=1",
                "learner.prompts_per_step=2", "placement.mode=cpu", "placement.rollout.gpus=0", "placement.rollout.cpus=1",
                "placement.learner.gpus=0", "placement.learner.cpus=1", "placement.autoscale.enabled=false",
@@ -85,14 +87,14 @@ def test_the_real_configs_run_every_stage_as_submitted_jobs(ray_node, teacher_en
     assert any(line.startswith(f"[sft] library logs in {logs}: ") for line in console), console
     assert "[sft] step 1/1" in (logs / "sft-rank0.log").read_text()  # what rank 0 wrote went to its file
     stage("stage 2", "train", "reflect", "--config", "configs/real/reflect.yaml", *forces, *SFT_ON_CPU,
-          *ROLLOUT_ON_CPU, f"model.path={runs / 'real-sft' / 'checkpoint'}", f"corrector.path={cot}")
+          *ROLLOUT_ON_CPU, *MINING_ON_CPU, f"model.path={runs / 'real-sft' / 'checkpoint'}", f"corrector.path={cot}")
     console = stage("grpo", "train", "grpo", "--config", "configs/real/grpo.yaml", *forces, *ROLLOUT_ON_CPU,
                     *GRPO_ON_CPU, f"model.path={runs / 'real-reflect' / 'checkpoint'}")
     assert any(line.startswith("[grpo] step 1/1") for line in console), console
     logs = runs / "real-grpo" / "logs"
     assert {"rollout-0.log", "scorer-0.log", "learner-0.log"} <= {p.name for p in logs.iterdir()}
     assert "INFO" in (logs / "rollout-0.log").read_text(errors="replace")  # vLLM's lines: in the file
-    stage("eval", "eval", "--config", "configs/real/eval.yaml", *forces, "num_actors=1", "max_new_tokens=16",
+    stage("eval", "eval", "--config", "configs/real/eval.yaml", *forces, *EVAL_ON_CPU,
           f"model.path={runs / 'real-grpo' / 'checkpoint'}")
     stage("report", "report", str(runs / "real-eval"), "--data", str(data), "--out", str(runs / "report"))
 
