@@ -12,8 +12,9 @@ class NoGPUError(RuntimeError):
 
 
 def role_device(role: str, gpus: float) -> str:
-    """``"cuda"`` (the first device Ray made visible) for a role that asked for ``gpus`` > 0, else
-    ``"cpu"``. Raises NoGPUError naming the role, what Ray gave it and what torch sees."""
+    """``"cuda:0"`` (the first device Ray made visible to the process) for a role that asked for
+    ``gpus`` > 0, else ``"cpu"``. Raises NoGPUError naming the role, what Ray gave it and what torch
+    sees. The index is explicit: a bare "cuda" asks the driver for the current device."""
     if gpus <= 0:
         return "cpu"
     import ray
@@ -25,4 +26,4 @@ def role_device(role: str, gpus: float) -> str:
         raise NoGPUError(f"{role} asked for {gpus:g} GPU(s); Ray gave it GPU ids {given or 'none'} "
                          f"(CUDA_VISIBLE_DEVICES={visible}) and torch sees {torch.cuda.device_count()} CUDA "
                          "devices: it does not run on the CPU instead")
-    return "cuda"
+    return "cuda:0"
