@@ -17,7 +17,6 @@ Best of ``--passes``; ratio > 1 means loading keeps ahead of learning.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,9 +25,7 @@ import torch
 
 from aurora_rl.data import RefAVSDataset, collate_clips
 from aurora_rl.data.synthetic import generate_benchmark
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.side_by_side import Table  # noqa: E402
+from bench.side_by_side import Table
 
 
 def single_process(ds) -> None:

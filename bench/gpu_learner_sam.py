@@ -1,6 +1,6 @@
 """On one GPU: the learner's step against the card's bf16 peak, and SAM ViT-H clips/s at 224 and 1024 px.
 
-    python bench/gpu_learner_sam.py [--tiny] [--device cuda] [--out results.json] [--table table.md]
+    PYTHONPATH=. python bench/gpu_learner_sam.py [--tiny] [--device cuda] [--out results.json] [--table table.md]
 
 Random weights, bf16, nothing downloaded; torch + transformers 5 + peft + accelerate (no vLLM,
 Ray or DeepSpeed). Under 5 minutes on one H100 / H200. ``--tiny`` runs the same code with tiny
@@ -22,16 +22,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.gpu_model_check import build_random_policy, make_batch, peak_gb, release, reset_peak, sizes  # noqa: E402
-from bench.side_by_side import Table  # noqa: E402
+from bench.gpu_model_check import build_random_policy, make_batch, peak_gb, release, reset_peak, sizes
+from bench.side_by_side import Table
 
 VIT_H = dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, mlp_dim=5120,
              global_attn_indexes=[7, 15, 23, 31], patch_size=16, window_size=14)

@@ -12,7 +12,7 @@ downloads). Measured per clip (10 frames, 10 s of audio, a prompt and a 150-toke
 Runs in under 5 minutes on an H100 (torch + transformers 5 + peft + accelerate; no vLLM, Ray or
 DeepSpeed needed). ``--tiny`` runs the same code with tiny sizes on the CPU (what the test does).
 
-    python bench/gpu_model_check.py [--tiny] [--device cuda] [--out results.json]
+    PYTHONPATH=. python bench/gpu_model_check.py [--tiny] [--device cuda] [--out results.json]
 """
 
 from __future__ import annotations
@@ -20,20 +20,17 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from aurora_rl.config.schema import LoraConfig  # noqa: E402
-from aurora_rl.model.backbones.weight_loading import empty_init, materialize_random  # noqa: E402
-from aurora_rl.model.build import apply_lora  # noqa: E402
-from aurora_rl.model.policy import AVSegPolicy, PolicyInputs, TokenIds  # noqa: E402
-from aurora_rl.model.sam_segmenter import SamSegmenter  # noqa: E402
-from aurora_rl.model.seg_projector import SegProjector  # noqa: E402
+from aurora_rl.config.schema import LoraConfig
+from aurora_rl.model.backbones.weight_loading import empty_init, materialize_random
+from aurora_rl.model.build import apply_lora
+from aurora_rl.model.policy import AVSegPolicy, PolicyInputs, TokenIds
+from aurora_rl.model.sam_segmenter import SamSegmenter
+from aurora_rl.model.seg_projector import SegProjector
 
 QWEN2_7B = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
                 num_attention_heads=28, num_key_value_heads=4, rms_norm_eps=1e-6, max_position_embeddings=32768)

@@ -6,7 +6,7 @@ mask logits, the [SEG] embedding and, after one backward of token + mask loss, t
 every trainable parameter. float32 on the GPU must match the CPU to float32 rounding; bf16 on the
 GPU is compared too, with the looser bound its 8-bit mantissa allows.
 
-    python bench/gpu_parity.py [--device cuda] [--out parity.json]
+    PYTHONPATH=. python bench/gpu_parity.py [--device cuda] [--out parity.json]
 
 Exits non-zero when a comparison is outside its bound. torch + transformers + peft only.
 """
@@ -21,10 +21,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.gpu_model_check import build_random_policy, make_batch, sizes  # noqa: E402
-from aurora_rl.model.policy import PolicyInputs  # noqa: E402
+from aurora_rl.model.policy import PolicyInputs
+from bench.gpu_model_check import build_random_policy, make_batch, sizes
 
 # Largest relative difference allowed: ||a - b|| / ||a|| over each tensor. A gradient that is zero in
 # exact arithmetic (the key bias of an attention layer: softmax ignores a constant shift) is rounding

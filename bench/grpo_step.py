@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.side_by_side import Table
 
-from bench.side_by_side import Table  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PHASES = [("sampling (vLLM, load, publish)", "sampling"), ("[SEG] pass (prefill + SAM)", "seg_s"),
           ("reward wait", "time_reward_wait_s"), ("learn", "time_learn_s"), ("broadcast", "time_broadcast_s"),

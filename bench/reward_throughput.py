@@ -21,7 +21,6 @@ started and stopped by the benchmark.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 import uuid
@@ -39,8 +38,7 @@ from rewards.ground_truth import GroundTruth
 from rewards.reward_functions import score_record
 from rewards.stream_scorer import GROUP, StreamScorer, request_stop, scorer_client
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.side_by_side import Table  # noqa: E402
+from bench.side_by_side import Table
 
 ROLLOUT_RATE = 30.0  # records/s of one rollout actor on this CPU (bench/grpo_step.py; docs/BENCHMARKS.md)
 

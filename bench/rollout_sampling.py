@@ -22,15 +22,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.policy_sizes import SIZES, write_checkpoint  # noqa: E402
-from bench.side_by_side import Table, interleaved  # noqa: E402
-from bench.worker_process import WorkerProcess  # noqa: E402
+from bench.policy_sizes import SIZES, write_checkpoint
+from bench.side_by_side import Table, interleaved
+from bench.worker_process import WorkerProcess
 
 ALL_CORES = f"0-{(os.cpu_count() or 1) - 1}"
 BINDINGS = {"vllm-auto": "vLLM's own auto binding (compute pinned to the first cores)",

@@ -19,16 +19,13 @@ Sizes: ``tiny`` = the tiny GRPO policy, float32, everything trained (the CPU def
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.policy_sizes import write_checkpoint  # noqa: E402
-from bench.side_by_side import Table  # noqa: E402
-from bench.worker_process import WorkerProcess  # noqa: E402
+from bench.policy_sizes import write_checkpoint
+from bench.side_by_side import Table
+from bench.worker_process import WorkerProcess
 
 
 class Member:

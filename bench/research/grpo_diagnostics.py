@@ -43,16 +43,12 @@ import json
 import re
 import shutil
 import statistics
-import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from aurora_rl.pipeline.main_job import EVAL_MAX_NEW_TOKENS  # noqa: E402
-from aurora_rl.prompts.answer_format import parse_answer  # noqa: E402
-from aurora_rl.prompts.scene_cot import WHERE  # noqa: E402
+from aurora_rl.pipeline.main_job import EVAL_MAX_NEW_TOKENS
+from aurora_rl.prompts.answer_format import parse_answer
+from aurora_rl.prompts.scene_cot import WHERE
 
 POSITION_OF = {phrase: position for position, phrase in WHERE.items()}
 _OBJECT = re.compile(r"an? (\S+) (\S+) (" + "|".join(WHERE.values()) + r")")

@@ -16,13 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from aurora_rl.pipeline.main_job import EVAL_MAX_NEW_TOKENS
 
-from aurora_rl.pipeline.main_job import EVAL_MAX_NEW_TOKENS  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 METRICS = [("train", "reward"), ("test_s", "J"), ("test_u", "J"), ("test_s", "class_acc"), ("test_u", "class_acc"),
            ("mix", "J")]
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
+# the scripts import ``bench.*`` from the repository, as their documented ``PYTHONPATH=.`` gives it
+WITH_REPO = {"PYTHONPATH": str(BENCH.parent)}
 
 
 def run_bench(script: str, tmp_path: Path, *args: str, timeout: int = 600, env: dict | None = None) -> str:
@@ -17,7 +19,7 @@ def run_bench(script: str, tmp_path: Path, *args: str, timeout: int = 600, env: 
     out = tmp_path / "table.md"
     flag = "--table" if script == "gpu_learner_sam.py" else "--out"
     proc = subprocess.run([sys.executable, str(BENCH / script), *args, flag, str(out)], capture_output=True,
-                          text=True, timeout=timeout, cwd=tmp_path, env=env)
+                          text=True, timeout=timeout, cwd=tmp_path, env={**(env or os.environ), **WITH_REPO})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     text = out.read_text()
     assert "| ours / baseline |" in text and text in proc.stdout
@@ -32,7 +34,6 @@ def table_rows(text: str) -> list[list[str]]:
 
 
 def test_side_by_side_table_and_turns():
-    sys.path.insert(0, str(BENCH.parent))
     from bench.side_by_side import Table, interleaved
 
     order = []
@@ -88,7 +89,7 @@ def test_grpo_step(ray_node, tmp_path):
 @pytest.mark.timeout(900)
 def test_eval_memory(ray_node, tmp_path):
     text = run_bench("eval_memory.py", tmp_path, "--clips", "4", "8", "--actors", "1", timeout=800,
-                     env={**os.environ, **ray_node.client_env(), "PYTHONPATH": str(BENCH.parent)})
+                     env={**os.environ, **ray_node.client_env()})
     rows = table_rows(text)
     assert len(rows) == 6 and all(r[1] == "MiB" for r in rows)
     assert "growth from 4 to 8 clips, now:" in text
@@ -100,7 +101,8 @@ def test_gpu_parity_compares_every_gradient(tmp_path):
 
     out = tmp_path / "parity.json"
     proc = subprocess.run([sys.executable, str(BENCH / "gpu_parity.py"), "--device", "cpu", "--backbones",
-                           "videollama2-av", "--out", str(out)], capture_output=True, text=True, timeout=600)
+                           "videollama2-av", "--out", str(out)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **WITH_REPO})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     fp32, bf16 = json.loads(out.read_text())
     assert fp32["dtype"] == "float32" and fp32["worst_rel_gap"] == 0.0 and fp32["ok"]
