@@ -125,7 +125,8 @@ class PolicyEngine:
             if rows:
                 frames = picture(batch["frames"][i], batch["frame_box"][i])
                 image_emb = seg.encode(frames, cache_key=clip.vid)
-                logits = seg.decode_prompts(image_emb, seg_embedding[rows][:, None, :], (m, m), tuple(frames.shape[-2:]))
+                logits = seg.decode_prompts(image_emb, seg_embedding[rows][:, None, :], (m, m),
+                                            tuple(frames.shape[-2:]))
                 probs[rows] = logits.sigmoid().cpu().numpy().astype(np.float16)
         texts = self.tokenizer.batch_decode(token_lists, skip_special_tokens=False)
         completions = [Completion(token_lists[k], logprobs[k], texts[k], bool(has[k]), probs[k])

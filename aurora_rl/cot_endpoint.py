@@ -38,7 +38,7 @@ from typing import Callable, Optional
 from aurora_rl.data import refavs_layout as layout
 from aurora_rl.data.media_io import evenly_spaced
 from aurora_rl.prompts.answer_format import NULL_CLASS, CoTEntry, compose_answer, normalize, parse_answer
-from aurora_rl.prompts.cot_source import CoTReport, check_entry
+from aurora_rl.prompts.cot_source import CoTReport, entry_problem
 
 STEP_KEYS = ("images", "audio", "reference", "target")
 MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
@@ -91,7 +91,8 @@ def answer_schema(target: str) -> dict:
     text = {"type": "string", "pattern": "^[^\\x00-\\x1f\\[\\]]+$"}
     return {
         "type": "object",
-        "properties": {"images": text, "audio": text, "reference": text, "target": {"type": "string", "enum": [target]}},
+        "properties": {"images": text, "audio": text, "reference": text,
+                       "target": {"type": "string", "enum": [target]}},
         "required": list(STEP_KEYS),
         "additionalProperties": False,
     }
@@ -121,7 +122,8 @@ def data_url(path: Path) -> str:
 def request_body(teacher: EndpointTeacher, root: Path, row: layout.RefAVSRow, attempt: int) -> dict:
     """The chat-completions request for one row (``attempt`` seeds a re-ask differently)."""
     target = row_class(row)
-    content: list[dict] = [{"type": "text", "text": instruction(row.exp, target, teacher.structured, teacher.send_audio)}]
+    text = instruction(row.exp, target, teacher.structured, teacher.send_audio)
+    content: list[dict] = [{"type": "text", "text": text}]
     for i in evenly_spaced(layout.NUM_FRAMES, teacher.frames):
         content.append({"type": "image_url", "image_url": {"url": data_url(layout.frame_path(root, row.vid, i))}})
     if teacher.send_audio:
@@ -163,7 +165,7 @@ class Endpoint:
     def __init__(self, teacher: EndpointTeacher):
         self.teacher = teacher
         self.headers = {"Content-Type": "application/json"}
-        key = os.environ.get(teacher.api_key_env or "") if teacher.api_key_env else None
+        key = os.environ.get(teacher.api_key_env) if teacher.api_key_env else None
         if key:
             self.headers["Authorization"] = f"Bearer {key}"
 
@@ -254,14 +256,14 @@ def generate_endpoint_cot(teacher: EndpointTeacher, root: str | Path, rows: list
             for n, future in enumerate(as_completed(futures), start=1):
                 row = futures[future]
                 answer, problem, attempts = future.result()
-                entry = CoTEntry(row.uid, answer, row_class(row), row.line) if answer else None
-                if entry is not None and check_entry(entry, teacher.max_words, lambda s: len(s.split()), report):
+                if answer:  # well formed and of the row's class (answer_of): the length is left to check
+                    problem = entry_problem(CoTEntry(row.uid, answer, row_class(row), row.line), teacher.max_words,
+                                            lambda s: len(s.split()))
+                if not problem:
+                    report.accepted += 1
                     _append(ok, {"uid": row.uid, "row": row.line, "cot": answer})
                 else:
-                    if entry is None:
-                        report.reject(f"{row.uid}@{row.line}", problem)
-                    else:  # well formed (answer_of checked it) but too long: check_entry counted it
-                        problem = f"longer than max_tokens={teacher.max_words}"
+                    report.reject(f"{row.uid}@{row.line}", problem)
                     _append(bad, {"uid": row.uid, "row": row.line, "reason": problem, "attempts": attempts})
                     refused += problem.startswith("refused")
                     if refused >= 3 and refused == n:  # every request so far refused: the setup is wrong

@@ -56,7 +56,8 @@ class LearnerRank:
         from aurora_rl.services.devices import role_device
 
         cfg = self.cfg
-        self.device = role_device(f"learner rank {self.rank}", 1 if self.use_gpu else 0)  # before anything loads
+        # stops by name, before anything loads, when the rank has no GPU it can use
+        role_device(f"learner rank {self.rank}", 1 if self.use_gpu else 0)
         deepspeed.init_distributed(dist_backend="nccl" if self.use_gpu else "gloo")
         self.policy, self.tokenizer, self.model_cfg, self.shape = load_policy(self.checkpoint)
         self.reference = None

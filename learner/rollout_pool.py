@@ -65,7 +65,7 @@ class RolloutPool:
                 actor_id, self.checkpoint, str(self.run_dir / "actors" / actor_id), self.data, self.cfg.rollout,
                 self.redis_url, self.rollout_stream, self.cfg.reward.mask_threshold,
                 self.cfg.run.seed + 1000 * self.next_id, str(worker_log(self.run_dir, actor_id)),
-                options.get("num_gpus", 0))))
+                options["num_gpus"])))
         return launched, None
 
     def await_ready(self, launched: list) -> list[str]:

@@ -75,8 +75,8 @@ def generate_cot(args) -> int:
 def generate_from_endpoint(args) -> int:
     from pathlib import Path
 
-    from aurora_rl.data import refavs_layout as layout
     from aurora_rl.cot_endpoint import EndpointError, EndpointTeacher, failed_path, generate_endpoint_cot
+    from aurora_rl.data import refavs_layout as layout
 
     if not args.model:
         print("cot generate: --endpoint needs --model (the served model's name)")

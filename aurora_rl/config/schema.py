@@ -402,7 +402,6 @@ class GRPOConfig:
             yield "placement.autoscale.max_actors", (
                 f"{auto.max_actors} is below rollout.num_actors ({self.rollout.num_actors})")
 
-
     @property
     def gpus_everywhere(self) -> bool:
         return self.learner.use_gpu and self.placement.rollout.gpus > 0

@@ -186,7 +186,8 @@ class AVSBenchDataset:
                 raise DataError(mpath, mask_size_mismatch(mask.size, fpath, frame.size))
             masks.append(mask_to_array(mask, self.mask_size))
             valid.append(True)
-        wav, fbank = read_clip_audio(self.layout.audio_path(row), self.prep, self.sample_rate, self.features, self.fbank_bins)
+        wav, fbank = read_clip_audio(self.layout.audio_path(row), self.prep, self.sample_rate, self.features,
+                                     self.fbank_bins)
         return ClipSample(
             uid=row.name,
             row=row.line,

@@ -22,7 +22,7 @@ region, so predicted masks line up with the ground truth, which is the whole fra
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Optional
 
 import numpy as np
@@ -78,9 +78,8 @@ BACKBONE_PREP = {
 
 def backbone_prep(backbone: str, video_frames: Optional[int] = None, frame_fill: Optional[str] = None) -> MediaPrep:
     """The backbone's preparation, with the config's frame count and fill where set."""
-    prep = BACKBONE_PREP[backbone]
     changes = {k: v for k, v in (("video_frames", video_frames), ("frame_fill", frame_fill)) if v is not None}
-    return MediaPrep(**{**prep.__dict__, **changes})
+    return replace(BACKBONE_PREP[backbone], **changes)
 
 
 def prepare_frame(img: Image.Image, size: int, prep: MediaPrep) -> tuple[np.ndarray, tuple[int, int, int, int]]:

@@ -94,7 +94,8 @@ class RefAVSDataset:
             pixels, box = prepare_frame(frame, self.image_size, self.prep)
             frames.append(pixels)
             masks.append(mask_to_array(mask, self.mask_size))
-        wav, fbank = read_clip_audio(layout.audio_path(self.root, row.vid), self.prep, self.sample_rate, self.features, self.fbank_bins)
+        wav, fbank = read_clip_audio(layout.audio_path(self.root, row.vid), self.prep, self.sample_rate,
+                                     self.features, self.fbank_bins)
         facts = self.facts.get(row.uid)
         is_null = row.split == layout.NULL_SPLIT or (facts is not None and facts["expression_kind"] == "null")
         return ClipSample(

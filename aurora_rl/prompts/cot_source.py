@@ -42,15 +42,20 @@ class CoTReport:
         return "\n".join(lines)
 
 
-def check_entry(entry: CoTEntry, max_tokens: int, count_tokens: Callable[[str], int], report: CoTReport) -> bool:
+def entry_problem(entry: CoTEntry, max_tokens: int, count_tokens: Callable[[str], int]) -> str | None:
+    """Why a CoT entry cannot be trained on (malformed, too long), or None."""
     parsed = parse_answer(entry.answer)
-    where = entry.uid if entry.row is None else f"{entry.uid}@{entry.row}"
     if parsed.problems:
-        report.reject(where, "malformed: " + "; ".join(parsed.problems))
-        return False
-    n = count_tokens(entry.answer)
-    if n > max_tokens:
-        report.reject(where, f"longer than max_tokens={max_tokens}")
+        return "malformed: " + "; ".join(parsed.problems)
+    if count_tokens(entry.answer) > max_tokens:
+        return f"longer than max_tokens={max_tokens}"
+    return None
+
+
+def check_entry(entry: CoTEntry, max_tokens: int, count_tokens: Callable[[str], int], report: CoTReport) -> bool:
+    problem = entry_problem(entry, max_tokens, count_tokens)
+    if problem:
+        report.reject(entry.uid if entry.row is None else f"{entry.uid}@{entry.row}", problem)
         return False
     report.accepted += 1
     return True
