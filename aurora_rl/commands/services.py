@@ -29,7 +29,8 @@ def services_up(args) -> int:
         env = {**node.client_env(), "AURORA_REDIS_URL": redis_server.url}
         print(f"redis-server pid {redis_server.pid}: {redis_server.url}")
         print(f"Ray head {node.address}, dashboard {node.dashboard_url}")
-        print(f"The dashboard's login asks for a token: it is in {node.token_path} (cat {shlex.quote(str(node.token_path))})")
+        token = node.token_path
+        print(f"The dashboard's login asks for a token: it is in {token} (cat {shlex.quote(str(token))})")
         print("In another shell, to submit jobs to this node:")
         for key, value in env.items():
             print(f"  export {key}={shlex.quote(value)}")

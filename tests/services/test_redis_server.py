@@ -100,7 +100,7 @@ def test_a_driver_connected_to_its_private_ray_node_still_unwinds_on_sigterm():
               "from aurora_rl.config.schema import ServicesConfig\n"
               "from aurora_rl.services import run_services\n"
               "exit_on_sigterm()\n"
-              "with run_services(ServicesConfig(), log=lambda line: None) as services:\n"
+              "with run_services(ServicesConfig(), log=lambda line: print(line, flush=True)) as services:\n"
               "    print(services.redis_url, flush=True)\n"
               "    time.sleep(150)\n")
     root = Path(__file__).resolve().parents[2]
@@ -108,7 +108,12 @@ def test_a_driver_connected_to_its_private_ray_node_still_unwinds_on_sigterm():
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=root, env=env)
     started = []
     try:
-        assert proc.stdout.readline().startswith("redis://")
+        said = [proc.stdout.readline()]  # the services' own lines, then the URL
+        while said[-1] and not said[-1].startswith("redis://"):
+            said.append(proc.stdout.readline())
+        assert said[-1].startswith("redis://"), said
+        # the console says how to open the dashboard: its URL and the token file its login asks for
+        assert any("; dashboard http://" in line and "(its login asks for the token in " in line for line in said), said
         started = psutil.Process(proc.pid).children(recursive=True)
         names = " ".join(p.name() for p in started)
         assert "redis-server" in names and "raylet" in names, names

@@ -47,6 +47,7 @@ def test_services_up_starts_both_and_stops_everything_on_interrupt(parent_ignore
             break
     text = "".join(lines)
     assert "redis-server pid" in text and "Ray head" in text and "RAY_AUTH_TOKEN_PATH" in text, text
+    assert ", dashboard http://" in text and "The dashboard's login asks for a token: it is in " in text, text
     tree = process_tree(proc.pid)
     pids = [p.pid for p in tree][1:]
     try:
