@@ -66,14 +66,28 @@ def specs_of(tensors: dict[str, torch.Tensor]) -> list[TensorSpec]:
     return [TensorSpec(n, tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in tensors.items()]
 
 
+def open_store(host: str, world_size: int, timeout_s: float) -> torch.distributed.TCPStore:
+    """A group's store, listening on a port the OS picks as it binds (``store.port``).
+
+    A port chosen first and bound later can be taken in between by any process on a busy node;
+    the members would then wait out the timeout on someone else's socket.
+    """
+    return torch.distributed.TCPStore(host, 0, world_size, is_master=True, wait_for_workers=False,
+                                      timeout=datetime.timedelta(seconds=timeout_s))
+
+
 class BroadcastGroup:
-    """One member of the broadcast group; rank 0 is the learner and hosts the store."""
+    """One member of the broadcast group; rank 0 is the sender (the learner).
+
+    The members meet at a store ``open_store`` made: its owner passes it as ``store`` (the
+    learner's rank 0 does), every other member connects to its ``host`` and ``port``.
+    """
 
     def __init__(self, host: str, port: int, rank: int, world_size: int, backend: str = "gloo",
-                 timeout_s: float = 120.0):
+                 timeout_s: float = 120.0, store: torch.distributed.TCPStore | None = None):
         timeout = datetime.timedelta(seconds=timeout_s)
-        self.store = torch.distributed.TCPStore(host, port, world_size, is_master=rank == 0, timeout=timeout,
-                                                wait_for_workers=False)
+        self.store = store if store is not None else torch.distributed.TCPStore(host, port, world_size, is_master=False,
+                                                                                  timeout=timeout)
         if backend == "nccl":
             self.pg = torch.distributed.ProcessGroupNCCL(self.store, rank, world_size)
             self.device = torch.device("cuda", torch.cuda.current_device())

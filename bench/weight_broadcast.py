@@ -38,7 +38,7 @@ class Member:
 
         torch.set_num_threads(1)
         self.rank = rank
-        self.group = None
+        self.group = self.store = None
         self.apply_s: list[float] = []
         if rank == 0:
             policy = load_policy(checkpoint)[0]
@@ -53,10 +53,18 @@ class Member:
 
         return specs_of(self.state)
 
+    def open_store(self, world: int) -> int:
+        """Rank 0: the store the group meets at, as the learner opens it; its port."""
+        from aurora_rl.weight_sync import open_store
+
+        self.store = open_store("127.0.0.1", world, 300)
+        return self.store.port
+
     def join(self, port: int, world: int) -> bool:
         from aurora_rl.weight_sync import BroadcastGroup
 
-        self.group = BroadcastGroup("127.0.0.1", port, self.rank, world, "gloo", timeout_s=300)
+        store = self.store if self.rank == 0 else None
+        self.group = BroadcastGroup("127.0.0.1", port, self.rank, world, "gloo", timeout_s=300, store=store)
         return True
 
     def raw(self, nbytes: int) -> tuple[float, float]:
@@ -93,7 +101,6 @@ def collective(members: list[WorkerProcess], method: str, *args) -> float:
 
 def measure_size(size: str, args, tmp: Path, table: Table) -> None:
     from aurora_rl.config.schema import BroadcastConfig
-    from aurora_rl.services.process import free_port
     from aurora_rl.weight_sync import plan_buckets
 
     checkpoint, _ = write_checkpoint(size, tmp / f"ckpt-{size}", dtype="float32" if size == "tiny" else "bfloat16",
@@ -102,7 +109,7 @@ def measure_size(size: str, args, tmp: Path, table: Table) -> None:
     members = [WorkerProcess(Member, r, str(checkpoint), str(tmp / f"work-{size}-{r}")) for r in range(world)]
     try:
         specs = members[0].call("specs")
-        port = free_port("127.0.0.1")
+        port = members[0].call("open_store", world)
         for m in members:
             m.send("join", port, world)
         for m in members:

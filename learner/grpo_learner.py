@@ -21,6 +21,9 @@ from aurora_rl.config.schema import GRPOConfig
 from aurora_rl.services.library_logs import capture_output
 
 
+RENDEZVOUS_TIMEOUT_S = 600.0  # ranks load the policy before they meet; a slow one may take minutes
+
+
 @ray.remote(num_cpus=1, max_restarts=0)
 class LearnerRank:
     def __init__(self, rank: int, world_size: int, cfg: GRPOConfig, checkpoint: str, use_gpu: bool = False,
@@ -32,17 +35,27 @@ class LearnerRank:
         self.cfg, self.checkpoint = cfg, checkpoint
         self.group = None
         self.buckets = None
+        self.store = None  # rank 0: the store the next group (DeepSpeed's, then the broadcast's) meets at
 
-    def free_address(self) -> tuple[str, int]:
-        """This node's address and a free port on it (for the DeepSpeed rendezvous and the broadcast store)."""
-        from aurora_rl.services.process import free_port
+    def open_store(self, world_size: int, timeout_s: float) -> tuple[str, int]:
+        """Rank 0: a store for the next group to meet at, on this node; its address.
+
+        The OS picks the port as the store binds it, so no other process can take it between
+        choosing and listening (weight_sync.open_store).
+        """
+        from aurora_rl.weight_sync import open_store
 
         host = ray.util.get_node_ip_address()
-        return host, free_port(host)
+        self.store = open_store(host, world_size, timeout_s)
+        return host, self.store.port
 
     def setup(self, master_addr: str, master_port: int) -> dict:
-        """Join the DeepSpeed group (a collective: call on every rank at once) and build the engine."""
+        """Join the DeepSpeed group (a collective: call on every rank at once) and build the engine.
+
+        Rank 0 meets the others at the store it opened (``open_store``).
+        """
         import copy
+        import datetime
 
         import deepspeed
         import torch
@@ -58,7 +71,13 @@ class LearnerRank:
         cfg = self.cfg
         # stops by name, before anything loads, when the rank has no GPU it can use
         role_device(f"learner rank {self.rank}", 1 if self.use_gpu else 0)
-        deepspeed.init_distributed(dist_backend="nccl" if self.use_gpu else "gloo")
+        backend = "nccl" if self.use_gpu else "gloo"
+        store, self.store = self.store, None
+        if store is None:
+            store = torch.distributed.TCPStore(master_addr, master_port, self.world_size, is_master=False,
+                                               timeout=datetime.timedelta(seconds=RENDEZVOUS_TIMEOUT_S))
+        torch.distributed.init_process_group(backend, store=store, rank=self.rank, world_size=self.world_size)
+        deepspeed.init_distributed(dist_backend=backend)  # takes the group made here
         self.policy, self.tokenizer, self.model_cfg, self.shape = load_policy(self.checkpoint)
         self.reference = None
         if cfg.objective.kl_coef > 0:
@@ -240,10 +259,12 @@ class LearnerRank:
 
         return specs_of(self._trainable_views())
 
-    def join_broadcast(self, host: str, port: int, world_size: int, buckets: list, timeout_s: float) -> bool:
+    def join_broadcast(self, world_size: int, buckets: list, timeout_s: float) -> bool:
+        """Rank 0: open the broadcast group at the store ``open_store`` made (the others join it)."""
         from aurora_rl.weight_sync import BroadcastGroup
 
-        self.group = BroadcastGroup(host, port, 0, world_size, self.cfg.broadcast_backend, timeout_s)
+        store, self.store = self.store, None
+        self.group = BroadcastGroup("", 0, 0, world_size, self.cfg.broadcast_backend, timeout_s, store=store)
         self.buckets = buckets
         return True
 

@@ -50,10 +50,7 @@ class LearnerGroup:
 
     def join(self) -> None:
         """The launched ranks join one DeepSpeed group (waits for every rank to be loaded)."""
-        import ray
-
-        host, port = ray.get(self.sender.free_address.remote())
-        ray.get([rank.setup.remote(host, port) for rank in self.ranks])
+        join_ranks(self.ranks)
 
     def restart(self) -> None:
         """Every rank stopped, the group launched and joined again (from the start checkpoint)."""
@@ -101,3 +98,13 @@ class LearnerGroup:
         for rank in self.ranks:
             ray.kill(rank)
         self.ranks = []
+
+
+def join_ranks(ranks: list) -> list[dict]:
+    """Rank actors set up as one DeepSpeed group, meeting at a store rank 0 opens; their setups."""
+    import ray
+
+    from learner.grpo_learner import RENDEZVOUS_TIMEOUT_S
+
+    host, port = ray.get(ranks[0].open_store.remote(len(ranks), RENDEZVOUS_TIMEOUT_S))
+    return ray.get([rank.setup.remote(host, port) for rank in ranks])

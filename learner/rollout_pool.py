@@ -189,12 +189,12 @@ class RolloutPool:
         left = gather([m.leave_broadcast.remote() for m in members])
         if not all(o.ok for o in left):
             return left
-        (address,) = gather([sender.free_address.remote()])
+        world, timeout, backend = len(members), self.cfg.broadcast.timeout_s, self.cfg.broadcast_backend
+        (address,) = gather([sender.open_store.remote(world, timeout)])
         if not address.ok:
             return [address]
         host, port = address.value
-        world, timeout, backend = len(members), self.cfg.broadcast.timeout_s, self.cfg.broadcast_backend
-        return gather([sender.join_broadcast.remote(host, port, world, self.buckets, timeout)]
+        return gather([sender.join_broadcast.remote(world, self.buckets, timeout)]
                       + [a.join_broadcast.remote(host, port, i, world, self.buckets, timeout, backend)
                          for i, a in enumerate(members[1:], start=1)])
 

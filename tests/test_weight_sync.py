@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import multiprocessing as mp
 
+import pytest
 import torch
 
-from aurora_rl.services.process import free_port
-from aurora_rl.weight_sync import BroadcastGroup, plan_buckets, specs_of
+from aurora_rl.weight_sync import BroadcastGroup, open_store, plan_buckets, specs_of
 
 
 def weights(version: int) -> dict[str, torch.Tensor]:
@@ -27,9 +27,19 @@ def test_buckets_group_by_dtype_in_order_and_respect_the_size():
     assert buckets[-1].numel == 1200  # a tensor over the size gets a bucket of its own
 
 
-def member(rank: int, world: int, port: int, results) -> None:
+def meet(rank: int, world: int, ports, timeout_s: float) -> BroadcastGroup:
+    """Rank 0 opens the store and hands its port to the others, as the learner's rank 0 does."""
+    if rank == 0:
+        store = open_store("127.0.0.1", world, timeout_s)
+        for _ in range(world - 1):
+            ports.put(store.port)
+        return BroadcastGroup("127.0.0.1", store.port, 0, world, "gloo", timeout_s, store=store)
+    return BroadcastGroup("127.0.0.1", ports.get(timeout=timeout_s), rank, world, "gloo", timeout_s)
+
+
+def member(rank: int, world: int, ports, results) -> None:
     buckets = plan_buckets(specs_of(weights(0)), bucket_bytes=2500)
-    group = BroadcastGroup("127.0.0.1", port, rank, world, "gloo", timeout_s=30.0)
+    group = meet(rank, world, ports, timeout_s=30.0)
     for version in (1, 2, 3):  # back to back: every posted collective must pair with the right one
         if rank == 0:
             group.send(weights(version), buckets, version)
@@ -43,8 +53,8 @@ def member(rank: int, world: int, port: int, results) -> None:
 def test_every_receiver_gets_every_version_exactly():
     ctx = mp.get_context("fork")
     results = ctx.Queue()
-    port = free_port("127.0.0.1")
-    procs = [ctx.Process(target=member, args=(r, 3, port, results)) for r in range(3)]
+    ports = ctx.Queue()
+    procs = [ctx.Process(target=member, args=(r, 3, ports, results)) for r in range(3)]
     for p in procs:
         p.start()
     got = sorted(results.get(timeout=60) for _ in range(2 * 3))
@@ -52,3 +62,16 @@ def test_every_receiver_gets_every_version_exactly():
         p.join(timeout=30)
     assert got == [(r, v, True) for r in (1, 2) for v in (1, 2, 3)]
     assert all(p.exitcode == 0 for p in procs)
+
+
+def test_the_store_listens_on_its_port_from_the_moment_it_is_opened():
+    """No other process can take the port the members are told (a port chosen free and bound
+    later can be, on a busy node: the members then wait out the timeout on a stranger's socket)."""
+    import errno
+    import socket
+
+    store = open_store("127.0.0.1", 2, 10.0)
+    with socket.socket() as s:
+        with pytest.raises(OSError) as taken:
+            s.bind(("127.0.0.1", store.port))
+    assert taken.value.errno == errno.EADDRINUSE

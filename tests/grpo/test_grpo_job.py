@@ -20,6 +20,7 @@ from aurora_rl.model.build import MediaShape
 from aurora_rl.model.checkpoint import load_policy, save_policy
 from aurora_rl.records import decode
 from learner.grpo_job import GRPOJob
+from learner.learner_group import join_ranks
 from learner.train_log import rows_by_step
 from tests.model.tiny_policy import make_inputs, make_policy, tiny_model_config
 from tests.config.test_config_loading import CONFIGS
@@ -218,8 +219,7 @@ def test_ranks_whose_completions_lack_seg_still_step_together(ray_node, syntheti
 
     ranks = [LearnerRank.remote(r, 2, cfg, str(start_checkpoint)) for r in range(2)]
     try:
-        host, port = ray.get(ranks[0].free_address.remote())
-        ray.get([r.setup.remote(host, port) for r in ranks])
+        join_ranks(ranks)
         for step in range(2):
             stats = ray.get([ranks[0].train_step.remote([record(with_seg, 0)], [1.0], step),
                              ranks[1].train_step.remote([record(without, 1)], [-1.0], step)], timeout=300)
@@ -238,8 +238,7 @@ def learner_step(cfg, checkpoint, shares: list[list[bytes]], advantages: list[li
 
     ranks = [LearnerRank.remote(r, 2, cfg, str(checkpoint)) for r in range(2)]
     try:
-        host, port = ray.get(ranks[0].free_address.remote())
-        ray.get([r.setup.remote(host, port) for r in ranks])
+        join_ranks(ranks)
         stats = ray.get([r.train_step.remote(p, a, 0) for r, p, a in zip(ranks, shares, advantages)], timeout=300)
         state = ray.get(ranks[0].trainable_state.remote())
         # compact copies: a ZeRO view sent as is would carry the whole flat buffer, once per tensor

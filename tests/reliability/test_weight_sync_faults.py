@@ -13,8 +13,8 @@ import os
 
 import torch
 
-from aurora_rl.services.process import free_port
-from aurora_rl.weight_sync import BroadcastGroup, plan_buckets, specs_of
+from aurora_rl.weight_sync import plan_buckets, specs_of
+from tests.test_weight_sync import meet
 
 VERSION = 7
 
@@ -23,12 +23,12 @@ def weights(version: int) -> dict[str, torch.Tensor]:
     return {f"layer{i}.weight": torch.full((1000,), float(version * 10 + i)) for i in range(4)}
 
 
-def member(rank: int, world: int, port: int, results, role: str, expect: int = VERSION) -> None:
+def member(rank: int, world: int, ports, results, role: str, expect: int = VERSION) -> None:
     """One group member; ``role``: send, receive, or die (receive header + one bucket, then exit)."""
     tensors = weights(VERSION)
     buckets = plan_buckets(specs_of(tensors), 4000)  # four buckets of one tensor each
     try:
-        group = BroadcastGroup("127.0.0.1", port, rank, world, "gloo", timeout_s=20.0)
+        group = meet(rank, world, ports, timeout_s=20.0)
         if role == "send":
             group.send(tensors, buckets, VERSION)
             results.put((rank, "sent"))
@@ -47,8 +47,8 @@ def member(rank: int, world: int, port: int, results, role: str, expect: int = V
 def run_group(roles: list[str], **kwargs) -> dict[int, str]:
     ctx = mp.get_context("fork")
     results = ctx.Queue()
-    port = free_port("127.0.0.1")
-    procs = [ctx.Process(target=member, args=(r, len(roles), port, results, role), kwargs=kwargs)
+    ports = ctx.Queue()
+    procs = [ctx.Process(target=member, args=(r, len(roles), ports, results, role), kwargs=kwargs)
              for r, role in enumerate(roles)]
     for p in procs:
         p.start()
