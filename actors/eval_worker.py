@@ -27,6 +27,13 @@ class EvalWorker:
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
 
+    def memory(self) -> dict:
+        """The device's memory and this actor's share (``aurora-rl preflight``)."""
+        from aurora_rl.services.devices import memory_report
+
+        return {**memory_report(self.engine.device), "node": ray.util.get_node_ip_address(),
+                "max_model_len": self.engine.max_model_len}
+
     def run(self, split: str, indices: list[int], sampling: Optional[SamplingConfig] = None,
             seed: int = 0) -> list[dict]:
         """Predictions for rows ``indices`` of ``split``: text, [SEG] flag, mask probabilities, GT.

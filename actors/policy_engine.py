@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from aurora_rl.config.schema import SamplingConfig
-from aurora_rl.data.clip_sample import ClipSample, batch_to, collate_clips
-from aurora_rl.model.policy import picture
+from aurora_rl.data.clip_sample import ClipSample
+from aurora_rl.model.seg_pass import embed_clips, segment_answers
 from aurora_rl.prompts.answer_format import build_prompt
 
 
@@ -87,9 +87,7 @@ class PolicyEngine:
         """G = ``sampling.group_size`` completions per clip (1 when greedy), with masks."""
         from actors.vllm_engine import sampling_params
 
-        batch = batch_to(collate_clips(clips), self.device)
-        prompts = [self.prompt_ids(c.expression) for c in clips]
-        embeds = self.policy.prompt_embeds(prompts, batch["frames"], batch["fbank"], batch["fbank_lengths"])
+        batch, embeds = embed_clips(self.policy, [self.prompt_ids(c.expression) for c in clips], clips, self.device)
         for clip, e in zip(clips, embeds):
             if e.shape[0] + sampling.max_new_tokens > self.max_model_len:
                 raise PromptTooLong(f"{clip.uid}@{clip.row}: a {e.shape[0]}-token prompt + {sampling.max_new_tokens} "
@@ -107,8 +105,8 @@ class PolicyEngine:
 
     def _segment(self, clips: list[ClipSample], batch: dict, embeds: list[torch.Tensor], samples: list
                  ) -> list[list[Completion]]:
-        """The [SEG] pass of every completion of the call: one batched prefill over the sampling
-        prompt embeddings + the completions, then one SAM decode per clip for its G prompts."""
+        """The completions of every clip with their masks (``segment_answers``: one batched [SEG]
+        prefill, one SAM decode per clip), at the size the ground truth is read at."""
         eos = self.policy.ids.eos
         owner, token_lists, logprobs = [], [], []
         for i, group in enumerate(samples):
@@ -116,21 +114,9 @@ class PolicyEngine:
                 owner.append(i)
                 token_lists.append([t for t in s.token_ids if t != eos])
                 logprobs.append([s.logprobs[k][t].logprob for k, t in enumerate(s.token_ids) if t != eos])
-        has, seg_embedding = self.policy.seg_embeddings([embeds[i].to(self.device) for i in owner], token_lists)
-        m = clips[0].masks.shape[-1]  # the size the ground truth is read at (evaluation may score at another)
-        probs = np.zeros((len(owner), clips[0].frames.shape[0], m, m), dtype=np.float16)
-        seg = self.policy.segmenter
-        for i, clip in enumerate(clips):
-            rows = [k for k, o in enumerate(owner) if o == i and bool(has[k])]
-            if rows:
-                frames = picture(batch["frames"][i], batch["frame_box"][i])
-                image_emb = seg.encode(frames, cache_key=clip.vid)
-                logits = seg.decode_prompts(image_emb, seg_embedding[rows][:, None, :], (m, m),
-                                            tuple(frames.shape[-2:]))
-                probs[rows] = logits.sigmoid().cpu().numpy().astype(np.float16)
+        has, probs = segment_answers(self.policy, clips, batch, embeds, owner, token_lists, clips[0].masks.shape[-1])
         texts = self.tokenizer.batch_decode(token_lists, skip_special_tokens=False)
-        completions = [Completion(token_lists[k], logprobs[k], texts[k], bool(has[k]), probs[k])
-                       for k in range(len(owner))]
+        completions = [Completion(token_lists[k], logprobs[k], texts[k], has[k], probs[k]) for k in range(len(owner))]
         return [[c for c, o in zip(completions, owner) if o == i] for i in range(len(clips))]
 
     def load_trainable(self, state: dict[str, torch.Tensor], version: int) -> None:

@@ -55,6 +55,13 @@ class RolloutActor:
     def ready(self) -> dict:
         return {"actor": self.actor_id, "version": self.engine.version, "pid": _pid()}
 
+    def memory(self) -> dict:
+        """The device's memory and this actor's share (``aurora-rl preflight``)."""
+        from aurora_rl.services.devices import memory_report
+
+        return {**memory_report(self.engine.device), "node": ray.util.get_node_ip_address(),
+                "max_model_len": self.engine.max_model_len}
+
     def rollout(self, prompts: list[tuple[int, str]], seed: int, version: int | None = None,
                 max_prompts: int | None = None) -> dict:
         """Sample and publish; returns counts, phase times and the prompts that could not be loaded.

@@ -13,8 +13,8 @@ from aurora_rl.config import ConfigError
 from aurora_rl.data.errors import DataError
 from aurora_rl.services.library_logs import quiet_driver
 
-COMMAND_MODULES = ["config", "services", "demo", "infer", "train", "eval", "report", "data", "cot", "sam", "jobs",
-                   "cluster"]
+COMMAND_MODULES = ["config", "services", "demo", "infer", "train", "preflight", "eval", "report", "data", "cot",
+                   "sam", "jobs", "cluster"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -63,7 +63,7 @@ def infer_clip(ckpt: str, frames_dir: str, wav: str, expression: str, out: str, 
     h, w = originals.shape[2:]
     logits = torch.nn.functional.interpolate(completion.mask_logits[:, None].float(), size=(h, w), mode="bilinear",
                                              align_corners=False)[:, 0]
-    masks = (logits.sigmoid() > 0.5).numpy()
+    masks = (logits.sigmoid() > 0.5).cpu().numpy()
     out_dir = Path(out)
     mask_dir = out_dir / "masks"
     mask_dir.mkdir(parents=True, exist_ok=True)

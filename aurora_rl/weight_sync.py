@@ -66,6 +66,22 @@ def specs_of(tensors: dict[str, torch.Tensor]) -> list[TensorSpec]:
     return [TensorSpec(n, tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in tensors.items()]
 
 
+def pack(tensors: dict[str, torch.Tensor], bucket: Bucket, device: torch.device) -> torch.Tensor:
+    """One bucket's tensors as one flat tensor of its dtype on ``device`` (the group's)."""
+    return torch.cat([tensors[name].detach().reshape(-1).to(getattr(torch, bucket.dtype))
+                      for name, *_ in bucket.entries]).to(device)
+
+
+def unpack(buckets: list[Bucket], flats: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors of received flat buckets, as views of host copies."""
+    out: dict[str, torch.Tensor] = {}
+    for bucket, flat in zip(buckets, flats):
+        flat = flat.cpu()
+        for name, offset, numel, shape in bucket.entries:
+            out[name] = flat[offset:offset + numel].view(shape)
+    return out
+
+
 def open_store(host: str, world_size: int, timeout_s: float) -> torch.distributed.TCPStore:
     """A group's store, listening on a port the OS picks as it binds (``store.port``).
 
@@ -116,8 +132,7 @@ class BroadcastGroup:
         in_flight = [(self.pg.broadcast(self._frame_tensor(version, len(buckets)), 0), None)]
         sent = 0
         for bucket in buckets:
-            flat = torch.cat([tensors[name].detach().reshape(-1).to(getattr(torch, bucket.dtype))
-                              for name, *_ in bucket.entries]).to(self.device)
+            flat = pack(tensors, bucket, self.device)
             in_flight.append((self.pg.broadcast(flat, 0), flat))  # the tensor stays referenced until done
             sent += flat.numel() * flat.element_size()
             while len(in_flight) > IN_FLIGHT:
@@ -143,12 +158,7 @@ class BroadcastGroup:
             work.wait()
         if trailer.tolist() != [HEADER_MAGIC, version, len(buckets)]:
             raise RuntimeError(f"broadcast of version {version} ended with trailer {trailer.tolist()}: discarded")
-        out: dict[str, torch.Tensor] = {}
-        for bucket, flat in zip(buckets, flats):
-            flat = flat.cpu()
-            for name, offset, numel, shape in bucket.entries:
-                out[name] = flat[offset:offset + numel].view(shape)
-        return out
+        return unpack(buckets, flats)
 
     def close(self) -> None:
         self.pg = None

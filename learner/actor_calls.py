@@ -24,26 +24,58 @@ class Outcome:
         return not self.died and self.error is None
 
 
-def gather(refs: list, timeout_s: Optional[float] = None) -> list[Outcome]:
+class Stranded(RuntimeError):
+    """A call still running well after another call of the same collective failed: it waits for
+    a peer that will never join (the caller stops its actor)."""
+
+
+def gather(refs: list, timeout_s: Optional[float] = None, settle_s: Optional[float] = None) -> list[Outcome]:
     """The outcome of every call in ``refs``, in order; waits for all of them (at most ``timeout_s``:
-    a call still running then raises ``GetTimeoutError``)."""
+    a call still running then raises ``GetTimeoutError``).
+
+    ``settle_s``: the calls are one collective (each waits for the others). Once one has failed,
+    the rest get ``settle_s`` more seconds; one still running then is a ``Stranded`` outcome.
+    """
+    import time
+
     import ray
-    from ray.exceptions import GetTimeoutError, RayActorError
+    from ray.exceptions import GetTimeoutError
 
     if not refs:
         return []
-    _, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
-    if pending:
+    if settle_s is None:
+        _, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        if pending:
+            raise GetTimeoutError(f"{len(pending)} of {len(refs)} actor calls still running after {timeout_s} s")
+        return [_outcome(ref) for ref in refs]
+    done: dict = {}
+    pending, deadline, failed_at = list(refs), None if timeout_s is None else time.monotonic() + timeout_s, None
+    while pending:
+        now = time.monotonic()
+        waits = [t - now for t in (deadline, None if failed_at is None else failed_at + settle_s) if t is not None]
+        if waits and min(waits) <= 0:
+            break
+        ready, pending = ray.wait(pending, num_returns=1, timeout=min(waits) if waits else None)
+        for ref in ready:
+            done[ref] = _outcome(ref)
+            if not done[ref].ok and failed_at is None:
+                failed_at = time.monotonic()
+    if pending and failed_at is None:
         raise GetTimeoutError(f"{len(pending)} of {len(refs)} actor calls still running after {timeout_s} s")
-    out = []
-    for ref in refs:
-        try:
-            out.append(Outcome(value=ray.get(ref)))
-        except RayActorError as e:
-            out.append(Outcome(died=True, error=e))
-        except Exception as e:  # the remote method raised: RayTaskError wrapping its exception
-            out.append(Outcome(error=e))
-    return out
+    stranded = Stranded(f"still running {settle_s:g} s after another call of the collective failed")
+    return [done.get(ref) or Outcome(error=stranded) for ref in refs]
+
+
+def _outcome(ref) -> Outcome:
+    import ray
+    from ray.exceptions import RayActorError
+
+    try:
+        return Outcome(value=ray.get(ref))
+    except RayActorError as e:
+        return Outcome(died=True, error=e)
+    except Exception as e:  # the remote method raised: RayTaskError wrapping its exception
+        return Outcome(error=e)
 
 
 def alive(actor, timeout_s: float = 60.0) -> bool:

@@ -28,13 +28,14 @@ from typing import Optional
 import numpy as np
 
 from aurora_rl.config.schema import GRPOConfig
+from aurora_rl.model.checkpoint import check_data_matches
 from aurora_rl.services.library_logs import LOG_DIR, logs_line
 from learner.grpo_collect import StepCollector
 from learner.learner_group import LearnerGroup, LearnerLost
 from learner.placement import JobPlacement
 from learner.reward_pool import RewardPool
 from learner.rollout_pool import RolloutPool
-from learner.train_log import TrainLogger, say
+from learner.train_log import TrainLogger, rows_by_step, say
 
 FAULT_COUNTERS = ("rollout_actors_replaced", "reward_workers_replaced", "groups_resampled", "groups_given_up",
                   "broadcast_retries", "learner_restarts", "load_failures", "nan_steps_skipped", "steps_skipped")
@@ -55,6 +56,7 @@ class GRPOJob:
             mix = dataclasses.replace(mix, every_object_data=str(Path(mix.every_object_data).resolve()))
         self.cfg = dataclasses.replace(cfg, data=self.data, mix=mix)
         self.checkpoint = str(Path(cfg.model.path).resolve())
+        check_data_matches(self.checkpoint, self.data, f"grpo run {cfg.run.name}")
         self.version = 0
         self.step = 0
         self.counters = {"learned": 0}
@@ -186,8 +188,7 @@ class GRPOJob:
         """
         from aurora_rl.data import refavs_layout as layout
 
-        n_rows = sum(1 for r in layout.read_metadata(Path(self.data.root)) if r.split == self.data.train_split)
-        n_rows = min(n_rows, self.data.max_samples or n_rows)
+        n_rows = self._train_rows()
         end = self.cfg.learner.steps if steps is None else self.step + steps
         logger = TrainLogger(self.run_dir, "grpo", end, 0, start_step=self.step)
         while self.step < end:
@@ -201,6 +202,32 @@ class GRPOJob:
                 self._restart_learners(str(e))
         logger.close()
         return self.export_final()
+
+    def _train_rows(self) -> int:
+        from aurora_rl.data import refavs_layout as layout
+
+        n_rows = sum(1 for r in layout.read_metadata(Path(self.data.root)) if r.split == self.data.train_split)
+        return min(n_rows, self.data.max_samples or n_rows)
+
+    def trial_step(self) -> dict:
+        """One real step of every role (sampling, [SEG] pass, rewards, the learner step, the
+        broadcast) with nothing saved; the step's metrics (``aurora-rl preflight``)."""
+        logger = TrainLogger(self.run_dir, "grpo", self.step + 1, 0, start_step=self.step)
+        self._run_step(self._train_rows(), end=self.step + 2, logger=logger)  # end beyond it: no checkpoint
+        logger.close()
+        return rows_by_step([self.run_dir / "metrics.jsonl"]).get(self.step, {})
+
+    def memory(self) -> list[tuple[str, dict]]:
+        """(worker, memory report) of every learner rank, rollout actor and reward worker, named as
+        their log files are (learner-0, rollout-0, reward-0)."""
+        from learner.actor_calls import gather
+
+        roles = ([(f"learner-{r}", a) for r, a in enumerate(self.learners.ranks)]
+                 + [(actor_id, a) for actor_id, a in self.rollout.actors.items()]
+                 + [(f"reward-{i}", w) for i, w in enumerate(self.rewards.workers)])
+        outcomes = gather([a.memory.remote() for _, a in roles], 120)
+        return [(name, o.value if o.ok else {"error": f"{type(o.error).__name__}: {o.error}"})
+                for (name, _), o in zip(roles, outcomes)]
 
     def _run_step(self, n_rows: int, end: int, logger: TrainLogger) -> None:
         """Sample, collect, learn, broadcast: one step, or a counted skip."""

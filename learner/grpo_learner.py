@@ -19,6 +19,7 @@ import ray
 
 from aurora_rl.config.schema import GRPOConfig
 from aurora_rl.services.library_logs import capture_output
+from learner.grpo_step import learn_step, load_models, step_inputs
 
 
 RENDEZVOUS_TIMEOUT_S = 600.0  # ranks load the policy before they meet; a slow one may take minutes
@@ -54,14 +55,12 @@ class LearnerRank:
 
         Rank 0 meets the others at the store it opened (``open_store``).
         """
-        import copy
         import datetime
 
         import deepspeed
         import torch
 
         from aurora_rl.data.refavs_dataset import RefAVSDataset
-        from aurora_rl.model.checkpoint import load_policy
         from learner.deepspeed_config import deepspeed_config
 
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
@@ -69,8 +68,9 @@ class LearnerRank:
         from aurora_rl.services.devices import role_device
 
         cfg = self.cfg
-        # stops by name, before anything loads, when the rank has no GPU it can use
-        role_device(f"learner rank {self.rank}", 1 if self.use_gpu else 0)
+        # stops by name, before anything loads, when the rank has no GPU it can use; the model, its
+        # reference, every batch and the step's collective tensors go to this device
+        self.device = torch.device(role_device(f"learner rank {self.rank}", 1 if self.use_gpu else 0))
         backend = "nccl" if self.use_gpu else "gloo"
         store, self.store = self.store, None
         if store is None:
@@ -78,13 +78,8 @@ class LearnerRank:
                                                timeout=datetime.timedelta(seconds=RENDEZVOUS_TIMEOUT_S))
         torch.distributed.init_process_group(backend, store=store, rank=self.rank, world_size=self.world_size)
         deepspeed.init_distributed(dist_backend=backend)  # takes the group made here
-        self.policy, self.tokenizer, self.model_cfg, self.shape = load_policy(self.checkpoint)
-        self.reference = None
-        if cfg.objective.kl_coef > 0:
-            self.reference = copy.deepcopy(self.policy).eval().requires_grad_(False)
-        if not cfg.learner.train_encoders:
-            self.policy.vision.requires_grad_(False)
-            self.policy.audio.requires_grad_(False)
+        self.policy, self.reference, self.tokenizer, self.model_cfg, self.shape = load_models(
+            self.checkpoint, cfg, self.device)
         self.dataset = RefAVSDataset.from_config(cfg.data, cfg.data.train_split, **self.shape.reader_options())
         self.every_object = None
         if cfg.mix.every_object_rows > 0:
@@ -98,82 +93,21 @@ class LearnerRank:
         return {"rank": self.rank, "trainable": sum(p.numel() for p in params)}
 
     def train_step(self, payloads: list[bytes], advantages: list[float], step: int) -> dict:
-        """One optimizer step on this rank's completions (every rank must be called).
-
-        With ``learner.micro_batch`` the completions go through the model in chunks, each weighted
-        by its share of the batch's loss. The gradients of all chunks but the last are summed here,
-        and the last chunk's loss carries them into DeepSpeed's one backward of the step
-        (``sum(p * g)`` has gradient ``g``): one backward per step on every rank, however many
-        chunks each rank has. The config allows it with ZeRO stage 0 or 1 only (see LearnerConfig).
-        """
+        """One optimizer step on this rank's completions (every rank must be called): ``learn_step``."""
         import torch
 
-        from aurora_rl.grpo.objective import grpo_loss
         from aurora_rl.records import decode
-        from learner.deepspeed_config import with_every_parameter
 
         t0 = time.monotonic()
         torch.manual_seed(self.cfg.run.seed * 1_000_003 + step * 101 + self.rank)
         records = [decode(p) for p in payloads]
-        batch, inputs = self._step_inputs(records, advantages, step)
-        size = self.cfg.learner.micro_batch or max(1, len(records))
-        chunks = [list(range(i, min(i + size, len(records)))) for i in range(0, len(records), size)]
-        params = [p for p in self.engine.module.parameters() if p.requires_grad]
-        summed = None  # gradients of the chunks before the last
-        totals: dict[str, float] = {}
-        finite = True
-        for k, chunk in enumerate(chunks):
-            last = k == len(chunks) - 1
-            # only the last chunk runs through the engine, whose backward hooks belong to its one backward
-            model = self.engine if last else self.engine.module
-            # the mix's rows once a step, in the engine's backward
-            out, ref, mix_out = self._outputs(model, inputs(chunk), step if last else None)
-            loss, parts = grpo_loss(out, batch.select(chunk), self.cfg.objective, ref, mix_out)
-            loss = with_every_parameter(loss, self.engine.module)  # a rank without [SEG]s must reduce the same grads
-            for key, value in parts.items():
-                totals[key] = totals.get(key, 0.0) + value
-            finite = bool(torch.isfinite(loss.detach()))
-            if not finite or last:
-                break
-            grads = torch.autograd.grad(loss, params)
-            if summed is None:  # own, dense copies (a gradient may be a broadcast view)
-                summed = [g.clone(memory_format=torch.contiguous_format) for g in grads]
-            else:
-                summed = [s.add_(g) for s, g in zip(summed, grads)]
-        # A non-finite loss on any rank skips the step on every rank (their collectives must match):
-        # no backward, no optimizer step, the weights stay as they were; the driver counts and logs it.
-        flag = torch.tensor([float(finite)])
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-        skipped = flag.item() < 1.0
-        grad_norm = None
-        if not skipped:
-            if summed is not None:
-                loss = loss + sum((p * g).sum() for p, g in zip(params, summed))
-            self.engine.backward(loss)
-            self.engine.step()
-            grad_norm = self.engine.get_global_grad_norm()
-        return {
-            "skipped": float(skipped), **totals, "tokens": int(totals.get("tokens", 0)),
-            "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
-            "micro_batches": len(chunks), "learn_s": time.monotonic() - t0,
-        }
-
-    def _outputs(self, model, rows, mix_step=None) -> tuple:
-        """The policy's outputs on ``rows``, the frozen reference's log-probabilities of the same
-        answers (None without a KL term), and the outputs on the data mix's rows of ``mix_step``
-        (None when not given or the mix adds none)."""
-        import torch
-
-        out = model(rows)
-        ref = None
-        if self.reference is not None:
-            with torch.no_grad():
-                ref = self.reference(rows, with_masks=False).answer_logprobs[:, :out.answer_logprobs.shape[1]]
-        mix_out = None
-        if self.every_object is not None and mix_step is not None:
-            epoch, in_epoch = divmod(mix_step, self.every_object.steps_per_epoch)
-            mix_out = model(self.every_object.batch(epoch, in_epoch)["student"], with_masks=False)
-        return out, ref, mix_out
+        batch, inputs = step_inputs(records, advantages, self.dataset, self.cfg, self.policy.ids.seg, self.rank, step)
+        mix = None
+        if self.every_object is not None:  # the data mix's rows, once a step
+            epoch, in_epoch = divmod(step, self.every_object.steps_per_epoch)
+            mix = self.every_object.batch(epoch, in_epoch)["student"]
+        stats = learn_step(self.engine, self.reference, batch, inputs, len(records), mix, self.cfg, self.device)
+        return {**stats, "learn_s": time.monotonic() - t0}
 
     def _every_object_batcher(self):
         """The data mix's "every object ." rows of the training split (of ``mix.every_object_data``
@@ -193,34 +127,11 @@ class LearnerRank:
         return SFTBatcher([listing_example(r) for r in rows], dataset, self.tokenizer, mix.every_object_rows,
                           self.world_size, self.rank, self.cfg.run.seed)
 
-    def _step_inputs(self, records: list, advantages: list[float], step: int):
-        """The objective's view of one step's completions, and ``inputs(rows)``: the policy inputs
-        of some of them (the clips from the training split, each distinct one read once)."""
-        import numpy as np
+    def memory(self) -> dict:
+        """The device's memory and this rank's share (``aurora-rl preflight``)."""
+        from aurora_rl.services.devices import memory_report
 
-        from aurora_rl.data.clip_sample import collate_clips
-        from aurora_rl.grpo.objective import step_batch
-        from aurora_rl.model.mask_loss import pick_mask_frames
-        from aurora_rl.model.policy import PolicyInputs
-
-        indices = [int(r.meta["dataset_index"]) for r in records]
-        loaded = {i: self.dataset[i] for i in dict.fromkeys(indices)}  # a group's completions share a clip: read once
-        clips = collate_clips([loaded[i] for i in indices])
-        rng = np.random.default_rng([self.cfg.run.seed, step, self.rank])
-        frames, gt, valid = pick_mask_frames(clips["masks"], clips["mask_valid"], self.cfg.learner.mask_frames_per_clip,
-                                             rng)
-        batch = step_batch([r.completion_token_ids for r in records], [r.sampling_logprobs for r in records],
-                           advantages, gt, valid, [(r.rewards or {}).get("iou", 0.0) for r in records],
-                           self.policy.ids.seg, self.cfg.objective)
-
-        def inputs(rows: list[int]) -> PolicyInputs:
-            return PolicyInputs([records[i].prompt_token_ids.tolist() for i in rows],
-                                [records[i].completion_token_ids.tolist() for i in rows],
-                                clips["frames"][rows], clips["fbank"][rows], clips["fbank_lengths"][rows],
-                                [clips["vid"][i] for i in rows], None if frames is None else frames[rows],
-                                clips["frame_box"][rows])
-
-        return batch, inputs
+        return {**memory_report(str(self.device)), "node": ray.util.get_node_ip_address()}
 
     def first_token_logprobs(self, indices: list[int]) -> list[list[float]]:
         """The training forward's log-probabilities of the first answer token (eval mode)."""
@@ -237,7 +148,7 @@ class LearnerRank:
         module.eval()
         with torch.no_grad():
             out = module(PolicyInputs(prompts, [[] for _ in clips], batch["frames"], batch["fbank"],
-                                      batch["fbank_lengths"]), with_masks=False)
+                                      batch["fbank_lengths"]).to(self.device), with_masks=False)
         module.train()
         return out.first_token_logits.log_softmax(-1).tolist()
 

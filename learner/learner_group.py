@@ -16,8 +16,11 @@ from pathlib import Path
 
 from aurora_rl.config.schema import GRPOConfig
 from aurora_rl.services.library_logs import worker_log
-from learner.actor_calls import alive, gather
+from learner.actor_calls import Stranded, alive, gather
 from learner.placement import JobPlacement
+
+
+STRANDED_S = 120.0  # a peer still in the step this long after a rank raised waits for it forever
 
 
 class LearnerLost(RuntimeError):
@@ -69,14 +72,22 @@ class LearnerGroup:
 
     def step(self, payloads: list[list[bytes]], advantages: list[list[float]], step: int) -> list[dict]:
         """One optimizer step on every rank (rank r gets ``payloads[r]``); ``LearnerLost`` when a
-        rank died during it."""
-        outcomes = gather([rank.train_step.remote(p, a, step) for rank, p, a in zip(self.ranks, payloads, advantages)])
+        rank died during it. A rank that raised leaves its peers waiting in the step's collectives:
+        after ``STRANDED_S`` they are stopped, and the rank's error ends the job (it would recur)."""
+        outcomes = gather([rank.train_step.remote(p, a, step) for rank, p, a in zip(self.ranks, payloads, advantages)],
+                          settle_s=STRANDED_S)
         if all(o.ok for o in outcomes):
             return [o.value for o in outcomes]
-        dead = [r for r, o in enumerate(outcomes) if o.died or not alive(self.ranks[r])]
+        stranded = [r for r, o in enumerate(outcomes) if isinstance(o.error, Stranded)]
+        answered = [r for r, o in enumerate(outcomes) if r not in stranded]
+        dead = [r for r in answered if outcomes[r].died or not alive(self.ranks[r])]
         if dead:
             raise LearnerLost(f"learner ranks {dead} died during step {step + 1}")
-        raise next(o.error for o in outcomes if not o.ok)
+        rank = next(r for r in answered if not outcomes[r].ok)
+        self.kill()  # the stranded ranks never return: none of the group can step again
+        raise RuntimeError(f"learner rank {rank} failed in step {step + 1}"
+                           + (f" (ranks {stranded} were left waiting for it and were stopped)" if stranded else "")
+                           + f": {outcomes[rank].error}") from outcomes[rank].error
 
     def save(self, folder: str, state: dict) -> None:
         import ray

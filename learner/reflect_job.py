@@ -115,6 +115,9 @@ def run_reflect(cfg: ReflectConfig, resume: bool = False, log=print) -> Path:
     from aurora_rl.prompts.cot_source import load_cot
     from learner.sft_job import build_examples, run_dir, run_sft, training_rows
 
+    from aurora_rl.model.checkpoint import check_data_matches
+
+    check_data_matches(cfg.model.path, cfg.data, f"reflect run {cfg.run.name}")
     out = run_dir(cfg).resolve()
     out.mkdir(parents=True, exist_ok=True)
     sft_cfg = SFTConfig(stage="sft", run=cfg.run, services=cfg.services, data=cfg.data, model=cfg.model,

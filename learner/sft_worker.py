@@ -26,29 +26,27 @@ def sft_train_loop(config: dict) -> None:
     if not config["use_gpu"]:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
+    import ray.train.torch
     import torch
     import torch.distributed as dist
 
     from aurora_rl.config.schema import SFTConfig
     from aurora_rl.data.refavs_dataset import RefAVSDataset
-    from aurora_rl.model.checkpoint import load_policy, save_policy
-    from aurora_rl.model.sft_loss import sft_loss
-    from learner.deepspeed_config import deepspeed_config, with_every_parameter
+    from aurora_rl.model.checkpoint import save_policy
+    from learner.deepspeed_config import deepspeed_config
     from learner.lr_schedule import lr_multiplier
-    from learner.sft_data import SFTBatcher, SFTExample, check_teacher_vocabulary
+    from learner.sft_data import SFTBatcher, SFTExample
+    from learner.sft_step import load_models, sft_step
     from learner.train_log import TrainLogger, say
 
     cfg: SFTConfig = config["cfg"]
     deepspeed.init_distributed(dist_backend="nccl" if config["use_gpu"] else "gloo")
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    # the GPU Ray Train gave this worker (one per worker), or the CPU: the model, the teacher and every batch go there
+    device = ray.train.torch.get_device() if config["use_gpu"] else torch.device("cpu")
 
-    policy, tokenizer, model_cfg, shape = load_policy(config["init_dir"])
-    teacher = None
-    if config["teacher_dir"]:
-        teacher, teacher_tokenizer, *_ = load_policy(config["teacher_dir"])
-        teacher.eval().requires_grad_(False)
-        check_teacher_vocabulary(teacher_tokenizer, tokenizer, config["teacher_dir"])
+    policy, teacher, tokenizer, model_cfg, shape = load_models(config["init_dir"], config["teacher_dir"], device)
 
     examples = [SFTExample(**json.loads(line)) for line in Path(config["examples"]).read_text().splitlines()]
     clips = RefAVSDataset.from_config(cfg.data, cfg.data.train_split, **shape.reader_options())
@@ -78,21 +76,9 @@ def sft_train_loop(config: dict) -> None:
     while step < total_steps:
         epoch, in_epoch = divmod(step, batcher.steps_per_epoch)
         torch.manual_seed(cfg.run.seed * 1_000_003 + step * 101 + rank)  # dropout: same draws after a resume
-        batch = batcher.batch(epoch, in_epoch, tr.mask_frames_per_clip)
-        out = engine(batch["student"])
-        teacher_seg = teacher_has = None
-        if teacher is not None:
-            with torch.no_grad():
-                t_out = teacher(batch["teacher"], with_masks=False)
-            teacher_seg, teacher_has = t_out.seg_embedding, t_out.has_seg & batch["segment"].to(t_out.has_seg.device)
-        loss, parts = sft_loss(out, batch["masks"], batch["mask_valid"], cfg.loss, teacher_seg, teacher_has)
-        loss = with_every_parameter(loss, engine.module)  # a rank whose rows have no [SEG] reduces the same grads
-        engine.backward(loss)
-        engine.step()
+        parts = sft_step(engine, teacher, batcher.batch(epoch, in_epoch, tr.mask_frames_per_clip), cfg.loss, device)
         step += 1
-        grad_norm = engine.get_global_grad_norm()
-        parts.update(grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
-                     lr=float(scheduler.get_last_lr()[0]), epoch=float(epoch))
+        parts.update(lr=float(scheduler.get_last_lr()[0]), epoch=float(epoch))
         if step % tr.log_every == 0 or step == total_steps:
             logger.log(step, parts, samples=tr.batch_size_per_worker * world)
         if step % tr.checkpoint_every == 0 or step == total_steps:
@@ -104,3 +90,4 @@ def sft_train_loop(config: dict) -> None:
     logger.close()
     engine.destroy()
     dist.barrier()
+

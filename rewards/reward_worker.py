@@ -58,6 +58,12 @@ class RewardWorker:
     def stop(self) -> None:
         self._stop.set()
 
+    def memory(self) -> dict:
+        """The machine's memory and this worker's share (``aurora-rl preflight``)."""
+        from aurora_rl.services.devices import memory_report
+
+        return {**memory_report("cpu"), "node": ray.util.get_node_ip_address()}
+
     def stats(self) -> dict:
         """scored, duplicates, rejected (malformed), unscorable, reclaimed, records_per_s, ..."""
         return self.scorer.stats(time.monotonic() - self._started if self._started else 0.0)

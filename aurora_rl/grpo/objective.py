@@ -101,7 +101,7 @@ def grpo_loss(out: PolicyOutput, batch: ObjectiveBatch, cfg: ObjectiveConfig,
     old = torch.zeros_like(logprobs)
     known = min(width, batch.old_logprobs.shape[1])
     old[:, :known] = batch.old_logprobs[:, :known].to(logprobs)
-    stats = POLICY_LOSSES[cfg.policy_loss](logprobs, old, batch.advantages.to(logprobs.dtype), out.answer_mask,
+    stats = POLICY_LOSSES[cfg.policy_loss](logprobs, old, batch.advantages.to(logprobs), out.answer_mask,
                                            cfg, ref_logprobs)
     w_policy, w_mask, w_tokens = (float(w.sum()) for w in (batch.w_policy, batch.w_mask, batch.w_tokens))
     loss = w_policy * stats.loss

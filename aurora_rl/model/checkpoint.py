@@ -72,6 +72,18 @@ def data_config_for(folder: str | Path, root: str | Path, **fields) -> DataConfi
     return DataConfig(root=str(Path(root).resolve()), **{**sizes, **fields})
 
 
+def check_data_matches(folder: str | Path, data: DataConfig, where: str) -> None:
+    """Refuse a data config whose clips differ from those the checkpoint predicts for: ground
+    truth read at another mask size, frames at another size, another fbank width. Named before
+    any worker starts (a learner rank would fail in its first step, its peers waiting for it)."""
+    media = read_manifest(folder)["media"]
+    wrong = [f"data.{key} is {getattr(data, key)}, the checkpoint's is {media[key]}"
+             for key in ("mask_size", "image_size", "fbank_bins") if getattr(data, key) != media[key]]
+    if wrong:
+        raise ValueError(f"{where}: model.path {folder} was trained on other clips: {'; '.join(wrong)} "
+                         f"(set them as the checkpoint's)")
+
+
 def load_policy(folder: str | Path, overrides: ModelConfig | None = None):
     """Load (policy, tokenizer, ModelConfig, MediaShape) from a checkpoint folder."""
     from transformers import AutoTokenizer

@@ -33,9 +33,11 @@ def hf_generate(policy: AVSegPolicy, prompt_embeds: torch.Tensor, max_new_tokens
     if seed is not None:
         torch.manual_seed(seed)
     lm = policy.base_lm
-    emb = prompt_embeds[None].to(next(lm.parameters()).dtype)
+    param = next(lm.parameters())
+    emb = prompt_embeds[None].to(param.device, param.dtype)  # prompt_embeds are host copies (vLLM's input)
     out = lm.generate(
-        inputs_embeds=emb, attention_mask=torch.ones(emb.shape[:2], dtype=torch.long), max_new_tokens=max_new_tokens,
+        inputs_embeds=emb, attention_mask=torch.ones(emb.shape[:2], dtype=torch.long, device=emb.device),
+        max_new_tokens=max_new_tokens,
         do_sample=not greedy, temperature=temperature if not greedy else None, top_p=top_p if not greedy else None,
         num_return_sequences=num_return_sequences, eos_token_id=policy.ids.eos, pad_token_id=policy.ids.pad,
         min_new_tokens=min_new_tokens or None,
@@ -59,10 +61,12 @@ def answer_clip(policy: AVSegPolicy, tokenizer, prompt_ids: list[int], frames: t
             frame squares (None: all of them).
     """
     policy.eval()
+    device = next(policy.parameters()).device  # the clip goes where the policy is
+    frames, fbank = frames.to(device), fbank.to(device)
     embeds = policy.prompt_embeds([prompt_ids], frames[None], fbank[None])[0]
     tokens = hf_generate(policy, embeds, max_new_tokens, greedy=greedy, temperature=temperature, top_p=top_p,
                          seed=seed)[0]
-    box = None if frame_box is None else torch.tensor([frame_box])
+    box = None if frame_box is None else torch.tensor([frame_box], device=device)
     out = policy(PolicyInputs([prompt_ids], [tokens], frames[None], fbank[None], frame_box=box))
     text = tokenizer.decode(tokens, skip_special_tokens=False)
     return Completion(tokens, text, out.mask_logits[0], bool(out.has_seg[0]))

@@ -50,6 +50,14 @@ class PolicyInputs:
     mask_frames: Optional[torch.Tensor] = None
     frame_box: Optional[torch.Tensor] = None
 
+    def to(self, device) -> "PolicyInputs":
+        """The same batch with its tensors on ``device`` (the process's device: the model's)."""
+        def move(t):
+            return None if t is None else t.to(device)
+
+        return PolicyInputs(self.prompt_ids, self.answer_ids, move(self.frames), move(self.fbank),
+                            move(self.fbank_lengths), self.clip_keys, move(self.mask_frames), move(self.frame_box))
+
 
 def video_frames(frames: torch.Tensor, prep: MediaPrep) -> torch.Tensor:
     """The frames the vision encoder takes: [B, T, ...] -> [B, T', ...] by ``video_frame_plan``

@@ -27,3 +27,25 @@ def role_device(role: str, gpus: float) -> str:
                          f"(CUDA_VISIBLE_DEVICES={visible}) and torch sees {torch.cuda.device_count()} CUDA "
                          "devices: it does not run on the CPU instead")
     return "cuda:0"
+
+
+def memory_report(device: str) -> dict:
+    """What this process's device holds and has left, in GiB.
+
+    On a GPU: the device's total and free memory as the driver reports them (everything on the
+    card counts, a vLLM engine core in another process included) and this process's peak
+    allocation by torch. On the CPU: the machine's total and available memory and this
+    process's resident set.
+    """
+    import psutil
+
+    gib = 2**30
+    if device.startswith("cuda"):
+        import torch
+
+        free, total = torch.cuda.mem_get_info(device)
+        return {"device": f"{device} ({torch.cuda.get_device_name(device)})", "total_gib": total / gib,
+                "free_gib": free / gib, "process_gib": torch.cuda.max_memory_allocated(device) / gib}
+    vm = psutil.virtual_memory()
+    return {"device": "cpu", "total_gib": vm.total / gib, "free_gib": vm.available / gib,
+            "process_gib": psutil.Process().memory_info().rss / gib}

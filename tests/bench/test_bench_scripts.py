@@ -17,8 +17,7 @@ WITH_REPO = {"PYTHONPATH": str(BENCH.parent)}
 def run_bench(script: str, tmp_path: Path, *args: str, timeout: int = 600, env: dict | None = None) -> str:
     """Run ``bench/<script>`` with ``--out`` into ``tmp_path``; returns the markdown it wrote."""
     out = tmp_path / "table.md"
-    flag = "--table" if script == "gpu_learner_sam.py" else "--out"
-    proc = subprocess.run([sys.executable, str(BENCH / script), *args, flag, str(out)], capture_output=True,
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args, "--out", str(out)], capture_output=True,
                           text=True, timeout=timeout, cwd=tmp_path, env={**(env or os.environ), **WITH_REPO})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     text = out.read_text()
@@ -57,11 +56,6 @@ def test_data_loading(tmp_path):
     assert float(rows[0][2].replace(",", "")) > float(rows[1][2].replace(",", ""))  # fewer reads once deduplicated
 
 
-def test_gpu_learner_sam_tiny_on_cpu(tmp_path):
-    rows = table_rows(run_bench("gpu_learner_sam.py", tmp_path, "--tiny", "--device", "cpu", "--reps", "1"))
-    assert rows[0][2] != rows[0][3] and len(rows) == 4  # peak vs achieved, tokens/s, SAM at two sizes
-
-
 @pytest.mark.slow
 def test_rollout_sampling(tmp_path):
     rows = table_rows(run_bench("rollout_sampling.py", tmp_path, "--sizes", "tiny", "--prompts", "1", "--group",
@@ -93,18 +87,3 @@ def test_eval_memory(ray_node, tmp_path):
     rows = table_rows(text)
     assert len(rows) == 6 and all(r[1] == "MiB" for r in rows)
     assert "growth from 4 to 8 clips, now:" in text
-
-
-def test_gpu_parity_compares_every_gradient(tmp_path):
-    """On the CPU against itself (what CI can run): float32 is exact, bf16 within its bound, all tensors seen."""
-    import json
-
-    out = tmp_path / "parity.json"
-    proc = subprocess.run([sys.executable, str(BENCH / "gpu_parity.py"), "--device", "cpu", "--backbones",
-                           "videollama2-av", "--out", str(out)], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **WITH_REPO})
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    fp32, bf16 = json.loads(out.read_text())
-    assert fp32["dtype"] == "float32" and fp32["worst_rel_gap"] == 0.0 and fp32["ok"]
-    assert 0.0 < bf16["worst_rel_gap"] <= bf16["bound"] and bf16["ok"]  # bf16 rounding is seen, and bounded
-    assert fp32["tensors"] > 100 and not fp32["missing"]  # outputs + every trainable parameter's gradient

@@ -196,10 +196,15 @@ def test_resume_from_a_checkpoint_repeats_the_same_losses(ray_node, redis_server
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_ranks_whose_completions_lack_seg_still_step_together(ray_node, synthetic_root, tmp_path, start_checkpoint):
+def test_ranks_whose_completions_lack_seg_still_step_together(ray_node, synthetic_root, tmp_path, start_checkpoint,
+                                                              monkeypatch):
     """Rank 0 learns from a completion with [SEG], rank 1 from one without: ZeRO's gradient
-    collectives still match (every trainable parameter gets a gradient on every rank)."""
+    collectives still match (every trainable parameter gets a gradient on every rank). Then rank 0
+    fails in a step (a clip the split lacks): rank 1, left waiting in the step's collective, is
+    stopped and the step raises rank 0's error instead of waiting forever."""
     import ray
+
+    import learner.learner_group as learner_group
 
     from aurora_rl.prompts.answer_format import build_prompt, compose_answer
     from aurora_rl.records import RolloutRecord, encode
@@ -225,6 +230,13 @@ def test_ranks_whose_completions_lack_seg_still_step_together(ray_node, syntheti
                              ranks[1].train_step.remote([record(without, 1)], [-1.0], step)], timeout=300)
             assert all(np.isfinite(s["loss"]) for s in stats)
         assert stats[0]["mask_dice"] > 0 and stats[1]["mask_dice"] == 0.0
+
+        monkeypatch.setattr(learner_group, "STRANDED_S", 5.0)
+        group = learner_group.LearnerGroup.__new__(learner_group.LearnerGroup)
+        group.ranks = list(ranks)
+        with pytest.raises(RuntimeError, match=r"learner rank 0 failed in step 3 \(ranks \[1\] were left waiting"):
+            group.step([[record(with_seg, 10**6)], [record(without, 1)]], [[1.0], [-1.0]], 2)
+        assert group.ranks == []
     finally:
         for r in ranks:
             ray.kill(r)
