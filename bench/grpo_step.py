@@ -3,11 +3,12 @@
     PYTHONPATH=. .venv/bin/python bench/grpo_step.py [--steps 4] [--prompts 8] [--new-tokens 48]
         [--actors 1 2] [--set KEY=VALUE ...] [--out table.md]
 
-Runs the real stage-3 job (``run_grpo``: rollout actors with vLLM, reward workers, a 2-rank
-DeepSpeed learner, Redis streams) on a small synthetic benchmark from a random tiny policy,
-once per rollout actor count, on one private Redis and a private Ray node (or the cluster
-``RAY_ADDRESS`` names); reads the job's ``metrics.jsonl`` (the first step is dropped as warm-up)
-and prints:
+Runs the real stage-3 job (``GRPOJob``: rollout actors with vLLM, reward workers, a 2-rank
+DeepSpeed learner, Redis streams) on a small synthetic benchmark from a random tiny policy, on
+one private Redis and a private Ray node (or the cluster ``RAY_ADDRESS`` names): ``--steps``
+steps with the baseline's rollout actors, then the job scales itself to ours for ``--steps``
+more. Reads the job's ``metrics.jsonl`` (each count's first step is dropped as warm-up) and
+prints:
   - samples/s, sampling records/s and tokens/s with 1 (baseline) and 2 (ours) rollout actors;
   - the step's phases: sampling (vLLM, clip loading, publishing), the [SEG] pass, waiting for
     rewards, learning, broadcasting, and their share of the step;
@@ -65,20 +66,30 @@ def start_checkpoint(folder: Path, data: Path) -> Path:
     return save_policy(policy, tok, cfg, MediaShape(), folder)
 
 
-def run_job(actors: int, args, data: Path, checkpoint: Path, out: Path, redis_url: str) -> list[dict]:
+def run_job(args, data: Path, checkpoint: Path, out: Path, redis_url: str) -> dict[int, list[dict]]:
+    """One job: ``--steps`` steps with the baseline's rollout actors, then the job scales to ours
+    (between steps, as ``aurora-rl scale`` does) for ``--steps`` more. Each count's first step is
+    dropped as warm-up (the first vLLM and DeepSpeed calls; a new actor's first sampling)."""
     from aurora_rl.config import load_config
-    from learner.grpo_job import run_grpo
+    from learner.grpo_job import GRPOJob
     from learner.train_log import rows_by_step
 
-    name = f"actors{actors}"
+    base, ours = args.actors
+    total = 2 * args.steps
     cfg = load_config(ROOT / "configs" / "tiny" / "grpo.yaml", [
-        f"data.root={data}", f"run.output_dir={out}", f"run.name={name}", f"model.path={checkpoint}",
-        f"rollout.num_actors={actors}", f"learner.steps={args.steps}", f"learner.prompts_per_step={args.prompts}",
-        f"rollout.sampling.max_new_tokens={args.new_tokens}", f"learner.checkpoint_every={args.steps}",
-        "learner.mask_frames_per_clip=2", *args.set])
-    run_grpo(cfg, redis_url)
-    rows = rows_by_step([out / name / "metrics.jsonl"])
-    return [rows[s] for s in sorted(rows) if s > 1]  # step 1 warms up (first vLLM and DeepSpeed calls)
+        f"data.root={data}", f"run.output_dir={out}", "run.name=actors", f"model.path={checkpoint}",
+        f"rollout.num_actors={base}", f"learner.steps={total}", f"learner.prompts_per_step={args.prompts}",
+        f"rollout.sampling.max_new_tokens={args.new_tokens}", f"learner.checkpoint_every={total}",
+        "learner.mask_frames_per_clip=2", "placement.autoscale.enabled=false", *args.set])
+    job = GRPOJob(cfg, redis_url)
+    try:
+        job.start()
+        job.run(scale_plan={args.steps: ours})
+    finally:
+        job.stop()
+    rows = rows_by_step([out / "actors" / "metrics.jsonl"])
+    return {base: [rows[s] for s in range(2, args.steps + 1)],
+            ours: [rows[s] for s in range(args.steps + 2, total + 1)]}
 
 
 def phase_times(rows: list[dict]) -> dict[str, float]:
@@ -135,7 +146,7 @@ def queue_seconds_per_record(redis_url: str, records: int = 300) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=4, help="GRPO steps per run (the first is dropped)")
+    parser.add_argument("--steps", type=int, default=4, help="GRPO steps per actor count (the first is dropped)")
     parser.add_argument("--prompts", type=int, default=8, help="prompts per step (G=3 completions each)")
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--videos", type=int, default=12)
@@ -151,8 +162,7 @@ def main() -> None:
         tmp = Path(tmp)
         generate_benchmark(tmp / "synth", args.videos, seed=0)
         checkpoint = start_checkpoint(tmp / "start", tmp / "synth")
-        rows = {n: run_job(n, args, tmp / "synth", checkpoint, tmp / "runs", services.redis_url)
-                for n in args.actors}
+        rows = run_job(args, tmp / "synth", checkpoint, tmp / "runs", services.redis_url)
         queue_s = min(queue_seconds_per_record(services.redis_url) for _ in range(5))  # best of 5: a shared machine
 
     base, ours = args.actors
