@@ -23,7 +23,8 @@ and bf16, within bounds), the learner step's achieved TFLOP/s against the card's
 and SAM ViT-H clips/s with and without the per-clip embedding cache (224 and 1024 px).
 
 Each path builds what it needs and gives the memory back before the next, so each must fit the
-card alone (peak GB says by how much). Prints one table (path, ok, seconds, peak GB, what was measured) and exits 1 if any path failed.
+card alone (peak GB says by how much). Prints one table (path, ok, seconds, peak GB, what was
+measured) and exits 1 if any path failed.
 Needs torch, transformers, peft and DeepSpeed (pure Python: carried as a wheel where missing); no
 Ray, vLLM or Redis. ``--device cpu --tiny`` is the smoke run the suite makes.
 """
@@ -250,7 +251,8 @@ def run_backbone(run: Run, name: str) -> None:
     s, device, dtype = run.s, run.device, run.dtype
     clip = make_clip(name, s)
     sft_cfg = load_config(ROOT / "configs" / "real" / "sft.yaml", [f"model.backbone={name}"])
-    grpo_cfg = load_config(ROOT / "configs" / "real" / "grpo.yaml", [f"model.backbone={name}", "objective.kl_coef=0.05"])
+    grpo_cfg = load_config(ROOT / "configs" / "real" / "grpo.yaml",
+                           [f"model.backbone={name}", "objective.kl_coef=0.05"])
 
     def build():
         policy = build_policy(name, s, device, dtype)
@@ -507,7 +509,8 @@ def one_process_group(device: str) -> None:
 
 
 def table(run: Run, title: str) -> str:
-    lines = [f"### {title}", "", "| backbone | path | ok | seconds | peak GB | measured |", "|---|---|---|---:|---:|---|"]
+    lines = [f"### {title}", "", "| backbone | path | ok | seconds | peak GB | measured |",
+             "|---|---|---|---:|---:|---|"]
     for backbone, name, ok, seconds, peak, note in run.rows:
         lines.append(f"| {backbone} | {name} | {'yes' if ok else '**NO**'} | {seconds:.1f} | "
                      f"{'-' if peak is None else f'{peak:.1f}'} | {note} |")

@@ -62,9 +62,9 @@ def preflight_grpo(cfg: GRPOConfig, redis_url: str, log=say) -> list[Check]:
         return out
 
     try:
-        started = timed(f"start: {cfg.rollout.num_actors} rollout engines, {cfg.learner.num_ranks} learner ranks, "
-                        f"{cfg.reward.num_workers} reward workers, the broadcast group and the first weights",
-                        lambda: job.start() or True)
+        roles = (f"{count(cfg.rollout.num_actors, 'rollout engine')}, {count(cfg.learner.num_ranks, 'learner rank')}, "
+                 f"{count(cfg.reward.num_workers, 'reward worker')}")
+        started = timed(f"start: {roles}, the broadcast group and the first weights", lambda: job.start() or True)
         if not started:
             return checks
         metrics = timed("one step of every role: sampling + [SEG] + SAM, rewards, learner, broadcast",
@@ -72,12 +72,17 @@ def preflight_grpo(cfg: GRPOConfig, redis_url: str, log=say) -> list[Check]:
         if metrics:
             checks[-1].note = (f"reward {metrics.get('reward', float('nan')):.3g}, "
                                f"{metrics.get('completion_tokens', 0):.0f} tokens per completion, learner "
-                               f"{metrics.get('time_learn_s', 0):.2f} s, broadcast {metrics.get('time_broadcast_s', 0):.2f} s")
+                               f"{metrics.get('time_learn_s', 0):.2f} s, "
+                               f"broadcast {metrics.get('time_broadcast_s', 0):.2f} s")
         for role, report in job.memory():
             checks.append(memory_check(role, report))
     finally:
         job.stop()
     return checks
+
+
+def count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 def memory_check(role: str, report: dict) -> Check:

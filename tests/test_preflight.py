@@ -39,7 +39,7 @@ def test_every_role_takes_a_real_step_and_reports_its_memory(ray_node, redis_ser
     lines = []
     checks = preflight_grpo(grpo_config(tmp_path, synthetic_root, checkpoint), redis_server.url, log=lines.append)
     assert all(c.ok for c in checks), table(checks)
-    assert checks[0].what.startswith("start: 2 rollout engines, 2 learner ranks, 1 reward workers")
+    assert checks[0].what.startswith("start: 2 rollout engines, 2 learner ranks, 1 reward worker,")
     assert checks[1].what.startswith("one step of every role") and "broadcast" in checks[1].note
     memory = {c.what.removesuffix(": memory"): c for c in checks[2:]}
     assert set(memory) == {"learner-0", "learner-1", "rollout-0", "rollout-1", "reward-0"}

@@ -119,7 +119,8 @@ class VirtualCuda(TorchFunctionMode):
 
         target = None
         if name == "cuda":  # as .to("cuda:0")
-            func, target, args, kwargs = torch.Tensor.to, CUDA, args[:1], {"non_blocking": kwargs.get("non_blocking", False)}
+            func, target, args = torch.Tensor.to, CUDA, args[:1]
+            kwargs = {"non_blocking": kwargs.get("non_blocking", False)}
         elif name == "cpu":
             target = CPU
         elif name == "to":
