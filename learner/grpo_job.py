@@ -186,8 +186,6 @@ class GRPOJob:
         steps after it redone), clips that cannot be loaded and non-finite losses (skipped,
         counted, logged).
         """
-        from aurora_rl.data import refavs_layout as layout
-
         n_rows = self._train_rows()
         end = self.cfg.learner.steps if steps is None else self.step + steps
         logger = TrainLogger(self.run_dir, "grpo", end, 0, start_step=self.step)
