@@ -29,10 +29,7 @@ class EvalWorker:
 
     def memory(self) -> dict:
         """The device's memory and this actor's share (``aurora-rl preflight``)."""
-        from aurora_rl.services.devices import memory_report
-
-        return {**memory_report(self.engine.device), "node": ray.util.get_node_ip_address(),
-                "max_model_len": self.engine.max_model_len}
+        return self.engine.memory()
 
     def run(self, split: str, indices: list[int], sampling: Optional[SamplingConfig] = None,
             seed: int = 0) -> list[dict]:

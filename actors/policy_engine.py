@@ -78,6 +78,12 @@ class PolicyEngine:
         self.version = 0
         self.timings = EngineTimings()
 
+    def memory(self) -> dict:
+        """The device's memory, this process's share and the engine's context length."""
+        from aurora_rl.services.devices import memory_report
+
+        return {**memory_report(self.device), "max_model_len": self.max_model_len}
+
     def prompt_ids(self, expression: str) -> list[int]:
         return self.tokenizer(build_prompt(expression), add_special_tokens=False).input_ids
 

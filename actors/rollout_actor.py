@@ -57,10 +57,7 @@ class RolloutActor:
 
     def memory(self) -> dict:
         """The device's memory and this actor's share (``aurora-rl preflight``)."""
-        from aurora_rl.services.devices import memory_report
-
-        return {**memory_report(self.engine.device), "node": ray.util.get_node_ip_address(),
-                "max_model_len": self.engine.max_model_len}
+        return self.engine.memory()
 
     def rollout(self, prompts: list[tuple[int, str]], seed: int, version: int | None = None,
                 max_prompts: int | None = None) -> dict:

@@ -92,6 +92,14 @@ def open_store(host: str, world_size: int, timeout_s: float) -> torch.distribute
                                       timeout=datetime.timedelta(seconds=timeout_s))
 
 
+def store_at(host: str, port: int, world_size: int, timeout_s: float, store=None) -> torch.distributed.TCPStore:
+    """``store`` when this member owns it (``open_store``), else a client of the one at ``host:port``."""
+    if store is not None:
+        return store
+    return torch.distributed.TCPStore(host, port, world_size, is_master=False,
+                                      timeout=datetime.timedelta(seconds=timeout_s))
+
+
 class BroadcastGroup:
     """One member of the broadcast group; rank 0 is the sender (the learner).
 
@@ -102,8 +110,7 @@ class BroadcastGroup:
     def __init__(self, host: str, port: int, rank: int, world_size: int, backend: str = "gloo",
                  timeout_s: float = 120.0, store: torch.distributed.TCPStore | None = None):
         timeout = datetime.timedelta(seconds=timeout_s)
-        self.store = store if store is not None else torch.distributed.TCPStore(host, port, world_size, is_master=False,
-                                                                                  timeout=timeout)
+        self.store = store_at(host, port, world_size, timeout_s, store)
         if backend == "nccl":
             self.pg = torch.distributed.ProcessGroupNCCL(self.store, rank, world_size)
             self.device = torch.device("cuda", torch.cuda.current_device())

@@ -122,7 +122,7 @@ def build_sam(vit: dict):
                               mask_decoder_config=SamMaskDecoderConfig()))
 
 
-def build_policy(name: str, s: dict, device: str, dtype: torch.dtype):
+def random_policy(name: str, s: dict, device: str, dtype: torch.dtype):
     """The policy of backbone ``name`` with random weights, made on ``device`` in ``dtype``."""
     from aurora_rl.config.schema import LoraConfig
     from aurora_rl.data.media_prep import BACKBONE_PREP
@@ -255,7 +255,7 @@ def run_backbone(run: Run, name: str) -> None:
                            [f"model.backbone={name}", "objective.kl_coef=0.05"])
 
     def build():
-        policy = build_policy(name, s, device, dtype)
+        policy = random_policy(name, s, device, dtype)
         total = sum(p.numel() for p in policy.parameters())
         trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
         return f"{total / 1e9:.2f} B parameters, {trainable / 1e9:.3f} B trainable"
@@ -264,7 +264,7 @@ def run_backbone(run: Run, name: str) -> None:
         def step():
             from learner.sft_step import sft_step
 
-            policy = build_policy(name, s, device, dtype)
+            policy = random_policy(name, s, device, dtype)
             teacher = copy.deepcopy(policy).eval().requires_grad_(False) if with_teacher else None
             prompt, answer = token_lists(policy, s)
             student, b = clip_inputs(clip, prompt, [answer])
@@ -283,7 +283,7 @@ def run_backbone(run: Run, name: str) -> None:
         from aurora_rl.grpo.objective import step_batch
         from learner.grpo_step import learn_step
 
-        policy = build_policy(name, s, device, dtype)
+        policy = random_policy(name, s, device, dtype)
         reference = copy.deepcopy(policy).eval().requires_grad_(False)
         prompt, answer = token_lists(policy, s)
         answers = [answer, answer[: len(answer) // 2], answer[:-1]]
@@ -302,7 +302,7 @@ def run_backbone(run: Run, name: str) -> None:
     def seg_pass():
         from aurora_rl.model.seg_pass import embed_clips, segment_answers
 
-        policy = build_policy(name, s, device, dtype).eval()
+        policy = random_policy(name, s, device, dtype).eval()
         prompt, answer = token_lists(policy, s)
         clips = [clip, make_clip(name, s, seed=1)]
         batch, embeds = embed_clips(policy, [prompt, prompt], clips, torch.device(device))
@@ -315,7 +315,7 @@ def run_backbone(run: Run, name: str) -> None:
     def evaluate():
         from aurora_rl.model.generation import answer_clip
 
-        policy = build_policy(name, s, device, dtype).eval()
+        policy = random_policy(name, s, device, dtype).eval()
         prompt, _ = token_lists(policy, s)
         done = answer_clip(policy, IdText(), prompt, torch.from_numpy(clip.frames), torch.from_numpy(clip.fbank),
                            max_new_tokens=16, frame_box=clip.frame_box)
@@ -324,7 +324,7 @@ def run_backbone(run: Run, name: str) -> None:
     def broadcast():
         from aurora_rl.weight_sync import BroadcastGroup, open_store, pack, plan_buckets, specs_of, unpack
 
-        policy = build_policy(name, s, device, dtype)
+        policy = random_policy(name, s, device, dtype)
         tensors = {n: p.detach() for n, p in policy.named_parameters() if p.requires_grad}
         buckets = plan_buckets(specs_of(tensors), 64 * 2**20)
         store = open_store("127.0.0.1", 1, 60.0)
@@ -370,7 +370,7 @@ def parity(run: Run, name: str):
     def check():
         tiny = sizes(tiny=True)
         torch.manual_seed(0)
-        cpu = build_policy(name, tiny, "cpu", torch.float32).eval()  # no dropout: one function on both
+        cpu = random_policy(name, tiny, "cpu", torch.float32).eval()  # no dropout: one function on both
         prompt, answer = token_lists(cpu, tiny)
         inputs, _ = clip_inputs(make_clip(name, tiny), prompt, [answer, answer[:-3]])
         ref = outputs_and_grads(cpu, inputs)
@@ -450,7 +450,7 @@ def throughput(run: Run):
             peak = max(peak, 2 * n**3 * inner / best_seconds(run, lambda: [a @ a for _ in range(inner)]) / 1e12)
             del a
         name = "videollama2-av"
-        policy = build_policy(name, run.s, run.device, run.dtype).train()
+        policy = random_policy(name, run.s, run.device, run.dtype).train()
         params = [p for p in policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=1e-5, foreach=True)
         prompt, answer = token_lists(policy, run.s)

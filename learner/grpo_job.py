@@ -195,9 +195,12 @@ class GRPOJob:
             self._apply_scale_request()
             self.rewards.check()
             try:
-                self._run_step(n_rows, end, logger)
+                self._run_step(n_rows, logger)
             except LearnerLost as e:
                 self._restart_learners(str(e))
+                continue
+            if self.step % self.cfg.learner.checkpoint_every == 0 or self.step == end:
+                self.save_checkpoint()
         logger.close()
         return self.export_final()
 
@@ -211,7 +214,7 @@ class GRPOJob:
         """One real step of every role (sampling, [SEG] pass, rewards, the learner step, the
         broadcast) with nothing saved; the step's metrics (``aurora-rl preflight``)."""
         logger = TrainLogger(self.run_dir, "grpo", self.step + 1, 0, start_step=self.step)
-        self._run_step(self._train_rows(), end=self.step + 2, logger=logger)  # end beyond it: no checkpoint
+        self._run_step(self._train_rows(), logger)
         logger.close()
         return rows_by_step([self.run_dir / "metrics.jsonl"]).get(self.step, {})
 
@@ -227,8 +230,8 @@ class GRPOJob:
         return [(name, o.value if o.ok else {"error": f"{type(o.error).__name__}: {o.error}"})
                 for (name, _), o in zip(roles, outcomes)]
 
-    def _run_step(self, n_rows: int, end: int, logger: TrainLogger) -> None:
-        """Sample, collect, learn, broadcast: one step, or a counted skip."""
+    def _run_step(self, n_rows: int, logger: TrainLogger) -> None:
+        """Sample, collect, learn, broadcast: one step, or a counted skip (the caller saves)."""
         import torch
 
         from aurora_rl.grpo.advantages import group_advantages
@@ -245,7 +248,7 @@ class GRPOJob:
         self._count_sampling_faults(sample)
         t_sample = time.monotonic() - t0
         if not sample.group_ids:
-            return self._skip_step(end, logger, "no prompt of the step could be sampled")
+            return self._skip_step(logger, "no prompt of the step could be sampled")
         t0 = time.monotonic()
         before = dict(self.collector.counters)
         groups = self.collector.collect(sample.group_ids, cfg.rollout.sampling.group_size, self.version,
@@ -264,7 +267,7 @@ class GRPOJob:
             dropped = self.collector.drop_step("nan_dropped")
             self.faults["nan_steps_skipped"] += 1
             losses = [s["loss"] for s in stats]
-            return self._skip_step(end, logger, f"non-finite loss on the learner ranks {losses}: no update, "
+            return self._skip_step(logger, f"non-finite loss on the learner ranks {losses}: no update, "
                                                 f"{dropped} records dropped")
         self.collector.ack_step()
         self.counters["learned"] += len(records)
@@ -278,8 +281,6 @@ class GRPOJob:
                                      {"sample": t_sample, "reward_wait": t_collect, "learn": t_learn,
                                       "broadcast": t_sync, "step": time.monotonic() - t_step})
         logger.log(self.step, metrics, samples=len(records))
-        if self.step % cfg.learner.checkpoint_every == 0 or self.step == end:
-            self.save_checkpoint()
 
     def _count_sampling_faults(self, sample) -> None:
         self.collector.abandon(sample.abandoned)
@@ -294,14 +295,12 @@ class GRPOJob:
         if dropped:
             self.log(f"[grpo] step {self.step + 1}: records dropped (counted) {dropped}")
 
-    def _skip_step(self, end: int, logger: TrainLogger, why: str) -> None:
+    def _skip_step(self, logger: TrainLogger, why: str) -> None:
         """The step passes without an update (same policy version); logged and counted."""
         self.faults["steps_skipped"] += 1
         self.step += 1
         self.log(f"[grpo] step {self.step} skipped: {why}")
         logger.log(self.step, {"step_skipped": 1.0, "version": float(self.version), **self._fault_metrics()})
-        if self.step % self.cfg.learner.checkpoint_every == 0 or self.step == end:
-            self.save_checkpoint()
 
     def _fault_metrics(self) -> dict:
         out = {k: float(v) for k, v in self.collector.counters.items()}

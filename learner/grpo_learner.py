@@ -55,12 +55,11 @@ class LearnerRank:
 
         Rank 0 meets the others at the store it opened (``open_store``).
         """
-        import datetime
-
         import deepspeed
         import torch
 
         from aurora_rl.data.refavs_dataset import RefAVSDataset
+        from aurora_rl.weight_sync import store_at
         from learner.deepspeed_config import deepspeed_config
 
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
@@ -72,10 +71,8 @@ class LearnerRank:
         # reference, every batch and the step's collective tensors go to this device
         self.device = torch.device(role_device(f"learner rank {self.rank}", 1 if self.use_gpu else 0))
         backend = "nccl" if self.use_gpu else "gloo"
-        store, self.store = self.store, None
-        if store is None:
-            store = torch.distributed.TCPStore(master_addr, master_port, self.world_size, is_master=False,
-                                               timeout=datetime.timedelta(seconds=RENDEZVOUS_TIMEOUT_S))
+        store = store_at(master_addr, master_port, self.world_size, RENDEZVOUS_TIMEOUT_S, self.store)
+        self.store = None
         torch.distributed.init_process_group(backend, store=store, rank=self.rank, world_size=self.world_size)
         deepspeed.init_distributed(dist_backend=backend)  # takes the group made here
         self.policy, self.reference, self.tokenizer, self.model_cfg, self.shape = load_models(
@@ -131,7 +128,7 @@ class LearnerRank:
         """The device's memory and this rank's share (``aurora-rl preflight``)."""
         from aurora_rl.services.devices import memory_report
 
-        return {**memory_report(str(self.device)), "node": ray.util.get_node_ip_address()}
+        return memory_report(str(self.device))
 
     def first_token_logprobs(self, indices: list[int]) -> list[list[float]]:
         """The training forward's log-probabilities of the first answer token (eval mode)."""

@@ -112,10 +112,9 @@ def judged(pred: dict, failure_iou: float) -> dict:
 def run_reflect(cfg: ReflectConfig, resume: bool = False, log=print) -> Path:
     from aurora_rl.data.mix import DataMix
     from aurora_rl.data.scene_facts import load_scene_facts
+    from aurora_rl.model.checkpoint import check_data_matches
     from aurora_rl.prompts.cot_source import load_cot
     from learner.sft_job import build_examples, run_dir, run_sft, training_rows
-
-    from aurora_rl.model.checkpoint import check_data_matches
 
     check_data_matches(cfg.model.path, cfg.data, f"reflect run {cfg.run.name}")
     out = run_dir(cfg).resolve()

@@ -90,4 +90,3 @@ def sft_train_loop(config: dict) -> None:
     logger.close()
     engine.destroy()
     dist.barrier()
-

@@ -62,7 +62,7 @@ class RewardWorker:
         """The machine's memory and this worker's share (``aurora-rl preflight``)."""
         from aurora_rl.services.devices import memory_report
 
-        return {**memory_report("cpu"), "node": ray.util.get_node_ip_address()}
+        return memory_report("cpu")
 
     def stats(self) -> dict:
         """scored, duplicates, rejected (malformed), unscorable, reclaimed, records_per_s, ..."""

@@ -36,8 +36,8 @@ class DeviceMismatch(RuntimeError):
     pass
 
 
-# A device belongs to memory: the mark is kept per storage, so views, ``.data``, parameters made
-# from a tensor and copies' aliases all share it (a storage-less or empty tensor keeps it itself).
+# A device belongs to memory: the mark is kept per storage. Views, ``.data``, the parameters made
+# of a tensor and copies' aliases all share it; a storage-less or empty tensor keeps its own.
 _MARKS: dict[int, torch.device] = {}
 
 

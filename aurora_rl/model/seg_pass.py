@@ -36,7 +36,8 @@ def segment_answers(policy: AVSegPolicy, clips: list[ClipSample], batch: dict, e
         has_seg per answer; float16 mask probabilities [K, T, M, M] on the CPU (zeros without [SEG]).
     """
     device = next(policy.parameters()).device
-    has, seg_embedding = policy.seg_embeddings([embeds[i].to(device) for i in owner], answers)
+    on_device = [e.to(device) for e in embeds]  # once per clip; its G answers share them
+    has, seg_embedding = policy.seg_embeddings([on_device[i] for i in owner], answers)
     probs = np.zeros((len(owner), batch["frames"].shape[1], mask_size, mask_size), dtype=np.float16)
     seg = policy.segmenter
     for i, clip in enumerate(clips):

@@ -30,7 +30,8 @@ def role_device(role: str, gpus: float) -> str:
 
 
 def memory_report(device: str) -> dict:
-    """What this process's device holds and has left, in GiB.
+    """What this process's device holds and has left, in GiB, and the node it is on
+    (``aurora-rl preflight`` asks every worker for it).
 
     On a GPU: the device's total and free memory as the driver reports them (everything on the
     card counts, a vLLM engine core in another process included) and this process's peak
@@ -38,14 +39,17 @@ def memory_report(device: str) -> dict:
     process's resident set.
     """
     import psutil
+    import ray
+
+    node = ray.util.get_node_ip_address()
 
     gib = 2**30
     if device.startswith("cuda"):
         import torch
 
         free, total = torch.cuda.mem_get_info(device)
-        return {"device": f"{device} ({torch.cuda.get_device_name(device)})", "total_gib": total / gib,
+        return {"device": f"{device} ({torch.cuda.get_device_name(device)})", "node": node, "total_gib": total / gib,
                 "free_gib": free / gib, "process_gib": torch.cuda.max_memory_allocated(device) / gib}
     vm = psutil.virtual_memory()
-    return {"device": "cpu", "total_gib": vm.total / gib, "free_gib": vm.available / gib,
+    return {"device": "cpu", "node": node, "total_gib": vm.total / gib, "free_gib": vm.available / gib,
             "process_gib": psutil.Process().memory_info().rss / gib}
