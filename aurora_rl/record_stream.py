@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import redis
 
-from aurora_rl.records import DEFAULT_MAX_BYTES, RecordError, RolloutRecord, decode, encode
+from aurora_rl.records import RecordError, RecordLimits, RolloutRecord, decode, encode
 
 FIELD = b"r"
 
@@ -25,12 +25,13 @@ class Delivery:
 
 
 class RecordStream:
-    def __init__(self, client: redis.Redis, stream: str, group: str, max_record_bytes: int = DEFAULT_MAX_BYTES):
+    def __init__(self, client: redis.Redis, stream: str, group: str, limits: RecordLimits = RecordLimits()):
         self.client = client
         self.stream = stream
         self.group = group
-        self.max_record_bytes = max_record_bytes
-        self.rejected = 0
+        self.limits = limits  # what a record of the run can hold: beyond it, dead-lettered unread
+        self.rejected = 0  # malformed or beyond the limits
+        self.poisoned = 0  # delivered max_deliveries times without an acknowledgement
 
     @property
     def dead_stream(self) -> str:
@@ -55,10 +56,34 @@ class RecordStream:
         reply = self.client.xreadgroup(self.group, consumer, {self.stream: ">"}, count=count, block=block_ms)
         return self._deliveries(reply[0][1] if reply else [])
 
-    def reclaim(self, consumer: str, min_idle_ms: int, count: int = 64) -> list[Delivery]:
-        """Take over messages pending longer than ``min_idle_ms`` in any consumer."""
-        _, messages, _ = self.client.xautoclaim(self.stream, self.group, consumer, min_idle_ms, "0-0", count=count)
-        return self._deliveries(messages)
+    def reclaim(self, consumer: str, min_idle_ms: int, max_deliveries: int = 3) -> list[Delivery]:
+        """Take over the oldest message pending longer than ``min_idle_ms`` in any consumer (its
+        consumer died), at most one: its own delivery counts against it alone. Messages already
+        delivered ``max_deliveries`` times are dead-lettered on the way, never handed out."""
+        while True:
+            pending = self.client.xpending_range(self.stream, self.group, "-", "+", 1, idle=min_idle_ms)
+            if not pending:
+                return []
+            message_id, deliveries = pending[0]["message_id"], int(pending[0]["times_delivered"])
+            if deliveries < max_deliveries:
+                # XCLAIM re-checks the idle time: of two consumers reclaiming at once, one gets it
+                return self._deliveries(self.client.xclaim(self.stream, self.group, consumer, min_idle_ms,
+                                                           [message_id]))
+            if self.client.xclaim(self.stream, self.group, consumer, min_idle_ms, [message_id], justid=True):
+                self.poisoned += 1
+                entry = self.client.xrange(self.stream, message_id, message_id, count=1)
+                payload = entry[0][1].get(FIELD, b"") if entry else b""
+                self.dead_letter(message_id, f"delivered {deliveries} times and never acknowledged: its consumers "
+                                             "died handling it (queue.max_deliveries)", payload)
+
+    def dead_letter(self, message_id: bytes, reason: str, payload: bytes = b"") -> None:
+        """Copy a message to the dead stream with why (and its bytes, up to the record limit), then
+        acknowledge it: it is neither lost nor handed out again."""
+        fields = {b"id": message_id, b"reason": reason.encode()[:500]}
+        if payload:
+            fields[b"payload"] = payload[: self.limits.max_bytes]
+        self.client.xadd(self.dead_stream, fields)
+        self.ack([message_id])
 
     def ack(self, message_ids: list[bytes]) -> int:
         return self.client.xack(self.stream, self.group, *message_ids) if message_ids else 0
@@ -85,9 +110,8 @@ class RecordStream:
             try:
                 if payload is None:
                     raise RecordError(f"message has no {FIELD!r} field")
-                out.append(Delivery(message_id, decode(payload, self.max_record_bytes)))
+                out.append(Delivery(message_id, decode(payload, self.limits)))
             except RecordError as e:
                 self.rejected += 1
-                self.client.xadd(self.dead_stream, {b"id": message_id, b"reason": str(e).encode()[:500]})
-                self.ack([message_id])
+                self.dead_letter(message_id, str(e))
         return out

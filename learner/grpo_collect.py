@@ -1,37 +1,40 @@
 """Collecting one GRPO step's scored records from the scored stream, exactly once.
 
 The driver reads the scored stream through its own consumer group. A record is accepted when
-it belongs to one of the step's groups, is not older than the lag bound, and its record id
-has not been accepted before; everything else is dropped and counted by reason. Messages are
+it belongs to one of the step's groups, fits the step (its group size, a sample index inside
+the group, a version the learner has published), is not older than the lag bound, and its
+record id has not been accepted before; everything else is dropped and counted by reason. A
+record beyond the run's ``RecordLimits`` (tokens beyond the sampling budget, masks larger
+than the run's) is dead-lettered unread (``rejected``). No record can make ``collect`` raise. Messages are
 acknowledged only after the learner step that used them (``ack_step``), so a driver that dies
 mid-step leaves them pending for its successor.
 
 Faults (docs/RELIABILITY.md): groups whose sampling was redone under new ids (their actor died)
 or whose step was rolled back (the learner died) are abandoned, so a late record of theirs is
-dropped, never learned; a record longer than any sampling can produce is dropped (its group is
-then incomplete); a step not learned from (non-finite loss) is dropped whole. Every drop is counted.
+dropped, never learned; a step not learned from (non-finite loss) is dropped whole. Every drop
+is counted.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from aurora_rl.config.schema import QueueConfig
 from aurora_rl.record_stream import RecordStream
-from aurora_rl.records import RolloutRecord
+from aurora_rl.records import RecordLimits, RolloutRecord
 
 
 class StepCollector:
     def __init__(self, client, queue: QueueConfig, max_lag: int, consumer: str = "driver",
-                 max_completion_tokens: Optional[int] = None):
-        self.stream = RecordStream(client, queue.scored_stream, "learner", queue.max_record_bytes)
+                 limits: Optional[RecordLimits] = None):
+        limits = limits or RecordLimits(queue.max_record_bytes)
+        self.stream = RecordStream(client, queue.scored_stream, "learner", limits)
         self.stream.ensure_group()
-        self.rollout = RecordStream(client, queue.rollout_stream, "scorers", queue.max_record_bytes)
+        self.rollout = RecordStream(client, queue.rollout_stream, "scorers", limits)
         self.rollout.ensure_group()
         self.max_lag = max_lag
         self.consumer = consumer
-        self.max_completion_tokens = max_completion_tokens
         self.accepted: set[str] = set()
         self.abandoned: set[str] = set()
         self.abandoned_prefixes: tuple[str, ...] = ()
@@ -40,16 +43,25 @@ class StepCollector:
         self.step_group_size = 0
         self.dropped_groups: dict[str, str] = {}  # group id -> the counter its whole group was dropped under
         self.counters = {"stale_dropped": 0, "duplicates_dropped": 0, "foreign_dropped": 0, "incomplete_groups": 0,
-                         "abandoned_dropped": 0, "oversized_dropped": 0, "nan_dropped": 0}
+                         "abandoned_dropped": 0, "misfit_dropped": 0, "rejected": 0, "nan_dropped": 0}
 
-    def collect(self, group_ids: list[str], group_size: int, version: int, timeout_s: float) -> list[list[RolloutRecord]]:
-        """The complete groups among ``group_ids`` (in that order), each sorted by sample index."""
+    def collect(self, group_ids: list[str], group_size: int, version: int, timeout_s: float,
+                while_waiting: Optional[Callable[[], object]] = None) -> list[list[RolloutRecord]]:
+        """The complete groups among ``group_ids`` (in that order), each sorted by sample index.
+
+        ``while_waiting`` is called about once a second while records are awaited (the job
+        replaces dead reward workers there, and stops if they keep dying).
+        """
         wanted = set(group_ids)
         groups: dict[str, dict[int, RolloutRecord]] = {gid: {} for gid in group_ids}
         deadline = time.monotonic() + timeout_s
+        next_look = time.monotonic() + 1.0
         need = len(group_ids) * group_size
         got = 0
         while got < need and time.monotonic() < deadline:
+            if while_waiting is not None and time.monotonic() >= next_look:
+                while_waiting()
+                next_look = time.monotonic() + 1.0
             for delivery in self.stream.read(self.consumer, count=256, block_ms=200):
                 self.pending_acks.append(delivery.message_id)
                 r = delivery.record
@@ -57,8 +69,8 @@ class StepCollector:
                     self.counters["abandoned_dropped"] += 1
                 elif r.group_id not in wanted:
                     self.counters["foreign_dropped"] += 1
-                elif self.max_completion_tokens and len(r.completion_token_ids) > self.max_completion_tokens:
-                    self.counters["oversized_dropped"] += 1
+                elif r.group_size != group_size or not 0 <= r.sample_index < group_size or r.policy_version > version:
+                    self.counters["misfit_dropped"] += 1  # not what the step's sampling made
                 elif r.record_id in self.accepted or r.sample_index in groups[r.group_id]:
                     self.counters["duplicates_dropped"] += 1
                 elif version - r.policy_version > self.max_lag:
@@ -66,6 +78,7 @@ class StepCollector:
                 else:
                     groups[r.group_id][r.sample_index] = r
                     got += 1
+            self.counters["rejected"] = self.stream.rejected
         complete = []
         self.step_groups, self.step_group_size = [], group_size
         for gid in group_ids:

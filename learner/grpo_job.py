@@ -29,6 +29,7 @@ import numpy as np
 
 from aurora_rl.config.schema import GRPOConfig
 from aurora_rl.model.checkpoint import check_data_matches
+from aurora_rl.records import RecordLimits
 from aurora_rl.services.library_logs import LOG_DIR, logs_line
 from learner.grpo_collect import StepCollector
 from learner.learner_group import LearnerGroup, LearnerLost
@@ -141,7 +142,8 @@ class GRPOJob:
         # resumed job re-samples the steps after its checkpoint.
         client.delete(self.queue.rollout_stream, self.queue.scored_stream, seen_key(self.queue.scored_stream))
         self.collector = StepCollector(client, self.queue, self.cfg.learner.max_policy_lag,
-                                       max_completion_tokens=self.cfg.rollout.sampling.max_new_tokens)
+                                       limits=RecordLimits.for_run(self.queue.max_record_bytes,
+                                                                   self.cfg.rollout.sampling, self.data))
 
     def stop(self) -> None:
         """Stop every worker. One already dead (killed for memory, say) is logged and the rest still
@@ -252,7 +254,7 @@ class GRPOJob:
         t0 = time.monotonic()
         before = dict(self.collector.counters)
         groups = self.collector.collect(sample.group_ids, cfg.rollout.sampling.group_size, self.version,
-                                        cfg.queue.collect_timeout_s)
+                                        cfg.queue.collect_timeout_s, while_waiting=self.rewards.check)
         self._log_drops(before)
         t_collect = time.monotonic() - t0
         records = [r for group in groups for r in group]

@@ -109,6 +109,12 @@ def judged(pred: dict, failure_iou: float) -> dict:
     return light
 
 
+def sft_config(cfg: ReflectConfig) -> SFTConfig:
+    """The fine-tune of stage 2 as an SFT job: stage-1 examples from the corrector's CoT, no teacher."""
+    return SFTConfig(stage="sft", run=cfg.run, services=cfg.services, data=cfg.data, model=cfg.model,
+                     trainer=cfg.trainer, loss=cfg.loss, cot=cfg.corrector, mix=cfg.mix, teacher_path=None)
+
+
 def run_reflect(cfg: ReflectConfig, resume: bool = False, log=print) -> Path:
     from aurora_rl.data.mix import DataMix
     from aurora_rl.data.scene_facts import load_scene_facts
@@ -119,8 +125,7 @@ def run_reflect(cfg: ReflectConfig, resume: bool = False, log=print) -> Path:
     check_data_matches(cfg.model.path, cfg.data, f"reflect run {cfg.run.name}")
     out = run_dir(cfg).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    sft_cfg = SFTConfig(stage="sft", run=cfg.run, services=cfg.services, data=cfg.data, model=cfg.model,
-                        trainer=cfg.trainer, loss=cfg.loss, cot=cfg.corrector, mix=cfg.mix, teacher_path=None)
+    sft_cfg = sft_config(cfg)
     mixed_path = out / "reflect_examples.jsonl"
     if resume and mixed_path.exists():
         examples = [SFTExample(**json.loads(line)) for line in mixed_path.read_text().splitlines()]

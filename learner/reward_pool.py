@@ -3,7 +3,9 @@ its scoring loop (``run``) for the whole job.
 
     start  the workers, each in its bundle, their loops started
     check  a worker whose loop ended (the actor died, or it raised) is replaced by a new one in
-           the same bundle; the messages it held are reclaimed by the others (stream_scorer.py)
+           the same bundle; the messages it held are reclaimed by the others (stream_scorer.py).
+           Beyond ``reward.max_worker_deaths`` replacements the job stops (``RewardWorkersFailing``):
+           workers that keep dying point at a cause a new worker will not fix
     stop   every loop told to stop, awaited, the actors killed
 """
 
@@ -13,9 +15,14 @@ from pathlib import Path
 from typing import Callable
 
 from aurora_rl.config.schema import DataConfig, GRPOConfig, QueueConfig
+from aurora_rl.records import RecordLimits
 from aurora_rl.services.library_logs import worker_log
 from learner.actor_calls import gather
 from learner.placement import JobPlacement
+
+
+class RewardWorkersFailing(RuntimeError):
+    """Reward workers died more often than ``reward.max_worker_deaths`` allows."""
 
 
 class RewardPool:
@@ -33,6 +40,9 @@ class RewardPool:
         self.workers: list = []
         self.runs: list = []  # each worker's running ``run`` call
         self.started = 0  # workers started so far (names stay unique)
+        self.deaths = 0  # workers replaced so far
+        # a record beyond what the run's sampling makes (mask shape, tokens, text) is refused unread
+        self.limits = RecordLimits.for_run(queue.max_record_bytes, cfg.rollout.sampling, data)
 
     def start(self) -> None:
         m = self.cfg.reward.num_workers
@@ -47,7 +57,8 @@ class RewardPool:
 
         name = f"scorer-{self.started}"
         worker = RewardWorker.options(**self.bundles[i]).remote(self.redis_url, self.queue, self.cfg.reward, self.data,
-                                                                name, log_file=str(worker_log(self.run_dir, name)))
+                                                                name, limits=self.limits,
+                                                                log_file=str(worker_log(self.run_dir, name)))
         self.started += 1
         self.workers[i], self.runs[i] = worker, worker.run.remote()
 
@@ -61,9 +72,15 @@ class RewardPool:
         for i, outcome in zip(replaced, gather([self.runs[i] for i in replaced])):
             why = "died" if outcome.died else f"stopped ({type(outcome.error).__name__ if outcome.error else 'returned'})"
             ray.kill(self.workers[i])
+            self.deaths += 1
+            limit = self.cfg.reward.max_worker_deaths
+            if self.deaths > limit:
+                raise RewardWorkersFailing(
+                    f"reward worker {i} {why}: {self.deaths} reward workers lost, more than reward.max_worker_deaths="
+                    f"{limit}; their logs are under {self.run_dir / 'logs'} (scorer-*.log)")
             self._start(i)
             self.faults["reward_workers_replaced"] += 1
-            self.log(f"[grpo] reward worker {i} {why}; a new one takes its place")
+            self.log(f"[grpo] reward worker {i} {why}; a new one takes its place ({self.deaths} of at most {limit})")
         return replaced
 
     def stop(self, timeout_s: float = 60.0) -> list[str]:

@@ -131,14 +131,17 @@ def initial_checkpoint(model: ModelConfig, data: DataConfig, corpus: list[str], 
     return saved
 
 
-def run_sft(cfg: SFTConfig, resume: bool = False, stage: str = "sft", examples: list[SFTExample] | None = None) -> Path:
-    """Train; returns the folder of the final policy checkpoint."""
+def sft_trainer(cfg: SFTConfig, resume: bool = False, stage: str = "sft", examples: list[SFTExample] | None = None,
+                trial: bool = False):
+    """The stage's ``TorchTrainer`` over its examples and initial checkpoint, and the run folder.
+
+    ``trial``: one step on every worker, nothing saved, each worker's memory in the result's
+    metrics (``aurora-rl preflight``).
+    """
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from aurora_rl.services.library_logs import LOG_DIR, logs_line
     from learner.sft_worker import sft_train_loop
-    from learner.train_log import MetricsTail
 
     cfg = with_absolute_paths(cfg)
     out = run_dir(cfg).resolve()
@@ -163,10 +166,12 @@ def run_sft(cfg: SFTConfig, resume: bool = False, stage: str = "sft", examples: 
     loop_config = {
         "cfg": cfg, "init_dir": str(Path(init_dir).resolve()), "teacher_dir": teacher,
         "examples": str(examples_path), "run_dir": str(out), "use_gpu": tr.use_gpu, "stage": stage,
-        "resume_from": str(resume_from) if resume_from else None,
+        "resume_from": str(resume_from) if resume_from else None, "trial": trial,
     }
     print(f"[{stage}] {len(examples)} examples, {tr.num_workers} workers x batch {tr.batch_size_per_worker}, "
           f"ZeRO-{tr.deepspeed.zero_stage}; run folder {out}", flush=True)
+    if resume_from:
+        print(f"[{stage}] resuming from {resume_from}", flush=True)
     trainer = TorchTrainer(
         sft_train_loop,
         train_loop_config=loop_config,
@@ -174,8 +179,15 @@ def run_sft(cfg: SFTConfig, resume: bool = False, stage: str = "sft", examples: 
         torch_config=TorchConfig(backend="nccl" if tr.use_gpu else "gloo"),
         run_config=RunConfig(name="ray_train", storage_path=str(out), checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
-    if resume_from:
-        print(f"[{stage}] resuming from {resume_from}", flush=True)
+    return trainer, out
+
+
+def run_sft(cfg: SFTConfig, resume: bool = False, stage: str = "sft", examples: list[SFTExample] | None = None) -> Path:
+    """Train; returns the folder of the final policy checkpoint."""
+    from aurora_rl.services.library_logs import LOG_DIR, logs_line
+    from learner.train_log import MetricsTail
+
+    trainer, out = sft_trainer(cfg, resume, stage, examples)
     with MetricsTail(out / "metrics.jsonl", stage):  # the workers' output goes to <run>/logs: progress from here
         result = trainer.fit()
     print(logs_line(out / LOG_DIR, stage), flush=True)
@@ -186,3 +198,12 @@ def run_sft(cfg: SFTConfig, resume: bool = False, stage: str = "sft", examples: 
         shutil.copytree(Path(d) / "policy", final)
     print(f"[{stage}] final checkpoint: {final}", flush=True)
     return final
+
+
+def trial_sft(cfg: SFTConfig, stage: str = "sft", examples: list[SFTExample] | None = None) -> dict:
+    """One step of the stage on every worker with nothing saved; the step's losses and
+    ``memory``, each worker's ``memory_report`` in rank order (``aurora-rl preflight``)."""
+    trainer, _ = sft_trainer(cfg, stage=stage, examples=examples, trial=True)
+    result = trainer.fit()
+    with result.checkpoint.as_directory() as d:  # rank 0's: the gathered reports, no model
+        return {**result.metrics, "memory": json.loads((Path(d) / "memory.json").read_text())}

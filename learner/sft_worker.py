@@ -5,6 +5,7 @@ wraps it in a DeepSpeed engine (ZeRO-2 by default) with a client AdamW, and step
 shard of the examples. Every ``checkpoint_every`` steps and at the end, all ranks save the
 DeepSpeed state (model, sharded optimizer, scheduler, position) and rank 0 the policy
 checkpoint, reported as one Ray Train checkpoint; a rerun of the same run resumes from it.
+A trial (``aurora-rl preflight``) takes one step and reports every worker's memory instead.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def sft_train_loop(config: dict) -> None:
     from aurora_rl.config.schema import SFTConfig
     from aurora_rl.data.refavs_dataset import RefAVSDataset
     from aurora_rl.model.checkpoint import save_policy
+    from aurora_rl.services.devices import memory_report
     from learner.deepspeed_config import deepspeed_config
     from learner.lr_schedule import lr_multiplier
     from learner.sft_data import SFTBatcher, SFTExample
@@ -52,7 +54,7 @@ def sft_train_loop(config: dict) -> None:
     clips = RefAVSDataset.from_config(cfg.data, cfg.data.train_split, **shape.reader_options())
     tr = cfg.trainer
     batcher = SFTBatcher(examples, clips, tokenizer, tr.batch_size_per_worker, world, rank, cfg.run.seed)
-    total_steps = tr.max_steps or tr.epochs * batcher.steps_per_epoch
+    total_steps = 1 if config["trial"] else tr.max_steps or tr.epochs * batcher.steps_per_epoch
 
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=tr.optim.lr, weight_decay=tr.optim.weight_decay)
@@ -81,7 +83,14 @@ def sft_train_loop(config: dict) -> None:
         parts.update(lr=float(scheduler.get_last_lr()[0]), epoch=float(epoch))
         if step % tr.log_every == 0 or step == total_steps:
             logger.log(step, parts, samples=tr.batch_size_per_worker * world)
-        if step % tr.checkpoint_every == 0 or step == total_steps:
+        if config["trial"]:  # aurora-rl preflight: every worker's memory after the step, no model saved
+            reports = [None] * world
+            dist.all_gather_object(reports, memory_report(str(device)))
+            with tempfile.TemporaryDirectory() as tmp:  # Ray Train keeps only metrics that come with a checkpoint
+                (Path(tmp) / "memory.json").write_text(json.dumps(reports))
+                ray.train.report({"step": step, **parts},
+                                 checkpoint=ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None)
+        elif step % tr.checkpoint_every == 0 or step == total_steps:
             with tempfile.TemporaryDirectory() as tmp:
                 engine.save_checkpoint(tmp, tag="state", client_state={"step": step})
                 if rank == 0:

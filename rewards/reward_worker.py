@@ -16,6 +16,7 @@ from typing import Optional
 import ray
 
 from aurora_rl.config.schema import DataConfig, QueueConfig, RewardConfig
+from aurora_rl.records import RecordLimits
 from aurora_rl.services.library_logs import capture_output
 
 
@@ -28,19 +29,21 @@ class RewardWorker:
         data: the Ref-AVS folder holding the ground truth (root), its mask_size (must match the
             rollout masks) and num_frames.
         consumer_name: unique per worker in the group.
-        batch, block_ms, dedupe_ttl_s: see StreamScorer.
+        batch, block_ms, dedupe_ttl_s, limits: see StreamScorer.
         log_file: where the worker's output goes (None: Ray's worker log).
     """
 
     def __init__(self, redis_url: str, queue: QueueConfig, reward: RewardConfig, data: DataConfig, consumer_name: str,
-                 *, batch: int = 32, block_ms: int = 500, dedupe_ttl_s: float = 3600.0, log_file: Optional[str] = None):
+                 *, batch: int = 32, block_ms: int = 500, dedupe_ttl_s: float = 3600.0,
+                 limits: Optional[RecordLimits] = None, log_file: Optional[str] = None):
         capture_output(log_file)  # its log lines (Redis outages, reclaims): to the run folder, not the console
         from rewards.ground_truth import GroundTruth
         from rewards.stream_scorer import StreamScorer, scorer_client
 
         client = scorer_client(redis_url, block_ms, name=f"reward-worker:{consumer_name}")
         truth = GroundTruth(data.root, None, data.mask_size, num_frames=data.num_frames)
-        self.scorer = StreamScorer(client, queue, reward, truth, consumer_name, batch=batch, dedupe_ttl_s=dedupe_ttl_s)
+        self.scorer = StreamScorer(client, queue, reward, truth, consumer_name, batch=batch, dedupe_ttl_s=dedupe_ttl_s,
+                                   limits=limits)
         self.block_ms = block_ms
         self._stop = threading.Event()
         self._started: Optional[float] = None
@@ -65,7 +68,7 @@ class RewardWorker:
         return memory_report("cpu")
 
     def stats(self) -> dict:
-        """scored, duplicates, rejected (malformed), unscorable, reclaimed, records_per_s, ..."""
+        """scored, duplicates, rejected (malformed), unscorable, poisoned, reclaimed, records_per_s, ..."""
         return self.scorer.stats(time.monotonic() - self._started if self._started else 0.0)
 
 
@@ -82,7 +85,7 @@ class _WorkerMetrics:
         self.seen: dict[str, int] = {}
 
     def update(self, scorer) -> None:
-        counts = dict(scorer.counts, rejected=scorer.rejected)
+        counts = dict(scorer.counts, rejected=scorer.rejected, poisoned=scorer.poisoned)
         for outcome, total in counts.items():
             delta = total - self.seen.get(outcome, 0)
             if delta:

@@ -5,7 +5,10 @@ record, ``ZADD <scored>:seen NX <now> <record id>`` -> ``XADD`` the scored recor
 is new -> ``XACK`` the rollout message. A message delivered twice (reclaimed from a slow
 consumer, or the same record published twice) therefore adds one scored record; the second
 delivery is only acknowledged and counted as a duplicate. A crash between reading and the
-script leaves the message pending, so another consumer reclaims it after ``claim_idle_ms``.
+script leaves the message pending, so another consumer reclaims it after ``claim_idle_ms``, one
+message at a time; one delivered ``queue.max_deliveries`` times (its consumers died on it: a
+poison record) goes to the dead stream instead (``RecordStream.reclaim``). A record whose
+handling raises anything is dead-lettered with the reason and the scorer goes on.
 Ids are remembered for ``dedupe_ttl_s`` (the script trims older ones). They live in ONE key,
 not a key per record, so that a driver starting a fresh run on reused stream names (group ids
 repeat across runs) forgets them by deleting ``seen_key(scored_stream)`` with the streams.
@@ -30,7 +33,7 @@ from redis.retry import Retry
 from aurora_rl.config.schema import QueueConfig, RewardConfig
 from aurora_rl.data.errors import DataError
 from aurora_rl.record_stream import FIELD, Delivery, RecordStream
-from aurora_rl.records import encode
+from aurora_rl.records import RecordLimits, encode
 from rewards.ground_truth import GroundTruth
 from rewards.reward_functions import REWARD_KINDS, score_record
 
@@ -99,10 +102,12 @@ class StreamScorer:
         batch: messages per read.
         dedupe_ttl_s: how long a record id is remembered; must exceed any redelivery delay
             (claim_idle_ms plus scoring time), so an hour is ample (about 100 B per record).
+        limits: what a record of the run can hold (``RecordLimits.for_run``); default: only
+            ``queue.max_record_bytes``.
     """
 
     def __init__(self, client: redis.Redis, queue: QueueConfig, reward: RewardConfig, truth: GroundTruth,
-                 consumer: str, batch: int = 32, dedupe_ttl_s: float = 3600.0):
+                 consumer: str, batch: int = 32, dedupe_ttl_s: float = 3600.0, limits: Optional[RecordLimits] = None):
         self.client = client
         self.queue = queue
         self.reward = reward
@@ -110,17 +115,22 @@ class StreamScorer:
         self.consumer = consumer
         self.batch = batch
         self.dedupe_ttl_ms = int(dedupe_ttl_s * 1000)
-        self.stream = RecordStream(client, queue.rollout_stream, GROUP, queue.max_record_bytes)
+        self.stream = RecordStream(client, queue.rollout_stream, GROUP, limits or RecordLimits(queue.max_record_bytes))
         self.commit = client.register_script(COMMIT_LUA)
-        self.counts = {"scored": 0, "duplicates": 0, "reclaimed": 0, "unscorable": 0}
+        self.counts = {"scored": 0, "duplicates": 0, "reclaimed": 0, "unscorable": 0}  # + rejected, poisoned
         self.reward_sums = dict.fromkeys(REWARD_KINDS + ("total",), 0.0)
         self.busy_s = 0.0  # time spent scoring and committing, not waiting for messages
         self._next_reclaim = 0.0
 
     @property
     def rejected(self) -> int:
-        """Malformed records sent to the dead stream by ``RecordStream``."""
+        """Malformed or out-of-range records sent to the dead stream by ``RecordStream``."""
         return self.stream.rejected
+
+    @property
+    def poisoned(self) -> int:
+        """Records this scorer dead-lettered for being delivered ``max_deliveries`` times."""
+        return self.stream.poisoned
 
     def ensure_group(self) -> None:
         self.stream.ensure_group()
@@ -129,10 +139,10 @@ class StreamScorer:
         """Reclaim idle messages when due, else read new ones; score and commit. Returns messages handled."""
         deliveries = []
         if time.monotonic() >= self._next_reclaim:
-            deliveries = self.stream.reclaim(self.consumer, self.queue.claim_idle_ms, count=self.batch)
+            deliveries = self.stream.reclaim(self.consumer, self.queue.claim_idle_ms, self.queue.max_deliveries)
             self.counts["reclaimed"] += len(deliveries)
-            # Nothing can become reclaimable faster than claim_idle_ms; look twice per period.
-            self._next_reclaim = time.monotonic() + self.queue.claim_idle_ms / 2000.0
+            if not deliveries:  # one at a time while there are some; then twice per claim_idle_ms
+                self._next_reclaim = time.monotonic() + self.queue.claim_idle_ms / 2000.0
         if not deliveries:
             deliveries = self.stream.read(self.consumer, count=self.batch, block_ms=block_ms)
         start = time.monotonic()
@@ -142,7 +152,7 @@ class StreamScorer:
 
     def stats(self, elapsed_s: float) -> dict:
         """Counters plus records/s over ``elapsed_s`` (wall time of the run) and over busy time."""
-        out = dict(self.counts, rejected=self.rejected, busy_s=self.busy_s, elapsed_s=elapsed_s)
+        out = dict(self.counts, rejected=self.rejected, poisoned=self.poisoned, busy_s=self.busy_s, elapsed_s=elapsed_s)
         out["records_per_s"] = self.counts["scored"] / elapsed_s if elapsed_s > 0 else 0.0
         handled = self.counts["scored"] + self.counts["duplicates"]
         out["capacity_per_s"] = handled / self.busy_s if self.busy_s > 0 else 0.0
@@ -204,12 +214,13 @@ class StreamScorer:
             try:
                 truth = self.truth(metadata_row(record))
                 scores = score_record(record, truth.masks, truth.target_class, self.reward)
-            except (DataError, ValueError) as e:
-                # Well-formed but not scorable (no or unknown row, mask shape, missing ground-truth file):
-                # dead-letter it rather than leave it pending and reclaimed forever.
+            except Exception as e:  # noqa: BLE001 - one record's failure must not stop the pool
+                # Well-formed but not scorable (no or unknown row, mask shape, a ground-truth file that is
+                # missing or unreadable, memory): dead-letter it rather than leave it pending and reclaimed.
                 self.counts["unscorable"] += 1
+                reason = e if isinstance(e, (DataError, ValueError)) else f"{type(e).__name__}: {e}"
                 pipe.xadd(self.stream.dead_stream,
-                          {b"id": d.message_id, b"record": record.record_id.encode(), b"reason": str(e).encode()[:500]})
+                          {b"id": d.message_id, b"record": record.record_id.encode(), b"reason": str(reason).encode()[:500]})
                 pipe.xack(self.stream.stream, GROUP, d.message_id)
                 continue
             scored = dataclasses.replace(record, rewards={k: scores[k] for k in REWARD_KINDS}, reward=scores["total"])

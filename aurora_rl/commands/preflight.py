@@ -1,12 +1,12 @@
-"""``aurora-rl preflight CONFIG [key.sub=value ...]``: a GRPO job's cluster checked before the run."""
+"""``aurora-rl preflight CONFIG [key.sub=value ...]``: a stage's cluster checked before the run."""
 
 from __future__ import annotations
 
 
 def register(sub) -> None:
-    p = sub.add_parser("preflight", help="before a long GRPO job: start every role as the run would, form the "
-                                         "broadcast group, take one step of every role, report memory per device")
-    p.add_argument("config", help="a grpo config (configs/*/grpo.yaml)")
+    p = sub.add_parser("preflight", help="before a long job: start the stage's workers as the run would, take one "
+                                         "step of each, report memory per device (grpo, sft, reflect, eval configs)")
+    p.add_argument("config", help="a stage config (configs/*/{grpo,sft,direct,reflect,eval}.yaml)")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value")
     p.add_argument("--out", default=None, help="also write the table (markdown) here")
     p.set_defaults(handler=run_preflight)
@@ -17,11 +17,12 @@ def run_preflight(args) -> int:
 
     from aurora_rl.config import load_config
     from aurora_rl.services import run_services
-    from learner.preflight import preflight_grpo, table
+    from learner.preflight import preflight, table
 
-    cfg = load_config(args.config, args.overrides, expect="grpo")
-    with run_services(cfg.services, need_redis=True) as services:
-        checks = preflight_grpo(cfg, services.redis_url)
+    cfg = load_config(args.config, args.overrides)
+    need_redis = cfg.stage == "grpo"  # the rollout and reward streams; the other stages use none
+    with run_services(cfg.services, need_redis=need_redis) as services:
+        checks = preflight(cfg, services.redis_url if need_redis else None)
     text = table(checks)
     print(text)
     if args.out:

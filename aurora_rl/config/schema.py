@@ -250,6 +250,7 @@ class RewardConfig:
     iou_threshold: float = field(0.5, ge=0.0, le=1.0)  # for iou_variant=thresholded
     mask_threshold: float = field(0.5, ge=0.0, le=1.0)  # sigmoid > this counts as foreground
     num_workers: int = field(2, ge=1)
+    max_worker_deaths: int = field(10, ge=0)  # reward workers replaced beyond this: the job stops, naming it
 
 
 @dataclass
@@ -313,6 +314,7 @@ class QueueConfig:
     scored_stream: str = "aurora:scored"
     max_record_bytes: int = field(8 * 1024 * 1024, ge=1024)
     claim_idle_ms: int = field(30000, ge=100)  # pending this long -> reclaimed from a dead consumer
+    max_deliveries: int = field(3, ge=1)  # delivered this often, never acknowledged: dead-lettered (a poison record)
     collect_timeout_s: float = field(600.0, gt=0.0)  # the learner waits this long for a step's scored groups
 
 

@@ -81,7 +81,10 @@ class ParsedAnswer:
 
 
 _STEP = re.compile(r"\bstep\s*([1-4])\s*:", re.IGNORECASE)
-_TARGET = re.compile(r"the target is\s+([^.\[\]]+?)\s*\.", re.IGNORECASE)
+# Greedy up to the next ".", "[" or "]", then that character: one pass over the text. (A lazy
+# class followed by "\." re-scanned the rest of the text from every "the target is" that no full
+# stop closes: quadratic, 12 s for 128 KB.)
+_TARGET = re.compile(r"the target is\s+([^.\[\]]*)([.\[\]]?)", re.IGNORECASE)
 _ENDS = re.compile(r"it is\s*\[SEG\]\s*\.?\s*$", re.IGNORECASE)
 
 
@@ -98,7 +101,7 @@ def parse_answer(text: str) -> ParsedAnswer:
     flat = " ".join(text.split())
     out.seg_count = flat.count(SEG)
     out.ends_with_seg = bool(_ENDS.search(flat))
-    targets = _TARGET.findall(flat)
+    targets = [name.strip() for name, end in _TARGET.findall(flat) if end == "." and name.strip()]
     if targets:
         out.target_class = normalize(targets[-1])
     last_attempt = flat[flat.lower().rfind("step 1") :] if "step 1" in flat.lower() else flat

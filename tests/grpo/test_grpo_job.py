@@ -105,8 +105,8 @@ def test_every_record_sampled_scored_and_learned_once(ray_node, redis_server, sy
             assert row["completion_tokens"] == pytest.approx(np.mean(lengths))
             assert row["truncated"] == pytest.approx(np.mean([n >= budget for n in lengths]))
         assert job.collector.counters == {"stale_dropped": 0, "duplicates_dropped": 0, "foreign_dropped": 0,
-                                          "incomplete_groups": 0, "abandoned_dropped": 0, "oversized_dropped": 0,
-                                          "nan_dropped": 0}
+                                          "incomplete_groups": 0, "abandoned_dropped": 0, "misfit_dropped": 0,
+                                          "rejected": 0, "nan_dropped": 0}
         assert set(job.faults.values()) == {0}
         stats = reward_stats(job)
         assert sum(s["scored"] for s in stats) == expected and sum(s["duplicates"] for s in stats) == 0

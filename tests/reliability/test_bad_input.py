@@ -21,7 +21,7 @@ from aurora_rl.data import DataError, FailureLog, RefAVSDataset, TolerantDataset
 from aurora_rl.data import refavs_layout as layout
 from aurora_rl.prompts.answer_format import compose_answer
 from aurora_rl.record_stream import RecordStream
-from aurora_rl.records import RolloutRecord, encode
+from aurora_rl.records import RecordLimits, RolloutRecord, encode
 from learner.grpo_collect import StepCollector
 from rewards.ground_truth import GroundTruth
 from rewards.stream_scorer import GROUP, StreamScorer, scorer_client
@@ -131,14 +131,18 @@ def test_every_kind_of_model_output_is_scored_or_dropped_and_counted(redis_serve
     for r in records:
         rollouts.publish(r)
     rollouts.publish_raw(b"\x93\xff garbage bytes, not a record")
-    scorer = StreamScorer(scorer_client(redis_server.url, 100), queue, RewardConfig(), truth, "w0")
+    limits = RecordLimits(queue.max_record_bytes, MAX_NEW_TOKENS, 3, truth(records[0].meta["row"]).masks.shape)
+    scorer = StreamScorer(scorer_client(redis_server.url, 100), queue, RewardConfig(), truth, "w0", limits=limits)
     scorer.ensure_group()
     while scorer.step(block_ms=100):
         pass
-    assert scorer.counts["scored"] == 15 and scorer.rejected == 1  # all outputs scored, the bytes refused
+    # every output scored but the bytes and the completion beyond the sampling budget, refused unread
+    assert scorer.counts["scored"] == 14 and scorer.rejected == 2
+    reasons = [f[b"reason"] for _, f in client.xrange(rollouts.dead_stream)]
+    assert len(reasons) == 2 and any(b"the sampling budget is 12" in r for r in reasons)
     scored = RecordStream(client, queue.scored_stream, "learner")
     scored.publish_raw(encode(dataclasses.replace(records[3], reward=float("nan"), rewards={"iou": float("nan")})))
-    collector = StepCollector(client, queue, max_lag=0, max_completion_tokens=MAX_NEW_TOKENS)
+    collector = StepCollector(client, queue, max_lag=0, limits=limits)
     groups = collector.collect(["no_seg", "two_seg", "garbage", "normal", "too_long"], 3, 0, timeout_s=2)
     by_id = {g[0].group_id: g for g in groups}
     assert sorted(by_id) == ["garbage", "no_seg", "normal", "two_seg"]
@@ -146,13 +150,47 @@ def test_every_kind_of_model_output_is_scored_or_dropped_and_counted(redis_serve
     assert [r.rewards["format"] for r in by_id["two_seg"]] == [1.0] * 3
     assert [r.rewards["format"] + r.rewards["cls"] for r in by_id["garbage"]] == [0.0] * 3
     assert all(r.rewards["cls"] == 2.0 for r in by_id["normal"])
-    assert collector.counters["oversized_dropped"] == 1 and collector.counters["incomplete_groups"] == 1
-    assert collector.stream.rejected == 1  # the NaN reward: refused by the schema check, dead-lettered
+    assert collector.counters["incomplete_groups"] == 1 and collector.counters["rejected"] == 1  # the NaN reward
     dead = client.xrange(collector.stream.dead_stream)
     assert len(dead) == 1 and b"finite" in dead[0][1][b"reason"]
-    collected = sum(len(g) for g in groups)
-    too_long_partial = 2  # the oversized group's other two records: counted with its incomplete group
-    assert collected + collector.counters["oversized_dropped"] + too_long_partial == scorer.counts["scored"]
+    collected = [r.record_id for g in groups for r in g]
+    too_long_partial = 2  # the too-long group's other two records: counted with its incomplete group
+    assert len(collected) + too_long_partial == scorer.counts["scored"]
     collector.ack_step()
     assert scored.pending() == 0 and rollouts.pending() == 0  # nothing left unaccounted in Redis
-    fault_row.update(lost=0, duplicated=0, dropped=1 + 1 + 3)  # garbage bytes, NaN reward, the too-long group
+    sent = len(records) + 2  # and the garbage bytes, the NaN-reward record
+    dead_lettered = scorer.rejected + collector.counters["rejected"]
+    fault_row.update(lost=sent - len(collected) - dead_lettered - too_long_partial,
+                     duplicated=len(collected) - len(set(collected)), dropped=sent - len(collected))
+
+
+def test_the_collector_drops_records_that_do_not_fit_the_step_and_never_raises(redis_server, truth, synthetic_root,
+                                                                             fault_row):
+    """Scored records of the step's group that its sampling cannot have made: a sample index
+    beyond the group (G=3), another group size, a version the learner has not published. Each is
+    dropped and counted (``misfit_dropped``); the genuine records are collected."""
+    fault_row["fault"] = "scored records that do not fit the step (sample index 5 of 3, group size 6, version 9)"
+    tag = uuid.uuid4().hex[:8]
+    queue = QueueConfig(rollout_stream=f"test:rollouts:{tag}", scored_stream=f"test:scored:{tag}")
+    client = redis_server.client()
+    scored = RecordStream(client, queue.scored_stream, "learner")
+    uid = [r.uid for r in layout.read_metadata(synthetic_root) if r.split == "train"][0]
+
+    def scored_record(k: int, size: int = 3, version: int = 1) -> RolloutRecord:
+        return RolloutRecord(uid=uid, group_id="g", sample_index=k, group_size=size, policy_version=version,
+                             prompt_token_ids=np.arange(3), completion_token_ids=np.arange(4),
+                             sampling_logprobs=np.full(4, -1.0), completion_text="it is [SEG] .",
+                             rewards={"format": 1.0}, reward=1.0, meta={"dataset_index": 0, "row": 0})
+
+    misfits = [scored_record(5, size=6), scored_record(0, size=6), scored_record(1, version=9)]
+    for r in misfits + [scored_record(k) for k in range(3)]:
+        scored.publish(r)
+    collector = StepCollector(client, queue, max_lag=1)
+    (group,) = collector.collect(["g"], 3, 1, timeout_s=2)
+    assert [(r.sample_index, r.group_size, r.policy_version) for r in group] == [(0, 3, 1), (1, 3, 1), (2, 3, 1)]
+    assert collector.counters["misfit_dropped"] == len(misfits) and collector.counters["duplicates_dropped"] == 0
+    collector.ack_step()
+    assert scored.pending() == 0
+    fault_row.update(lost=len(misfits) + 3 - len(group) - collector.counters["misfit_dropped"],
+                     duplicated=len(group) - len({r.record_id for r in group}),
+                     dropped=collector.counters["misfit_dropped"])

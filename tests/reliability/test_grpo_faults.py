@@ -40,7 +40,7 @@ def redis_aof(tmp_path_factory, started_pids):
 def job(ray_node, redis_aof, synthetic_root, tmp_path_factory, start_checkpoint):
     cfg = job_config(tmp_path_factory.mktemp("runs"), synthetic_root, start_checkpoint, "run.name=faults",
                      "learner.num_ranks=1", f"learner.prompts_per_step={P}", f"rollout.sampling.group_size={G}",
-                     "broadcast.timeout_s=30", "queue.claim_idle_ms=2000")
+                     "broadcast.timeout_s=12", "queue.claim_idle_ms=2000")
     lines: list[str] = []
     job = GRPOJob(cfg, redis_aof.url, log=lambda m: (lines.append(m), print(m)))
     job.lines = lines
@@ -233,3 +233,63 @@ def test_reward_worker_killed_is_replaced_before_the_next_step(job, fault_row):
     assert job.rewards.workers[0] is not victim and any("reward worker 0 died" in line for line in job.lines)
     assert len(job.rewards.workers) == 2 and not ray.wait(job.rewards.runs, timeout=0)[0]  # both loops running
     assert_nothing_lost_or_duplicated(job, fault_row, dropped)
+
+
+def kill_reward_workers(job) -> list:
+    """SIGKILL every reward worker; their scoring loops' refs."""
+    import ray
+
+    runs = list(job.rewards.runs)
+    for worker in job.rewards.workers:
+        os.kill(ray.get(worker.__ray_call__.remote(lambda self: os.getpid())), signal.SIGKILL)
+    return runs
+
+
+def test_every_reward_worker_killed_while_the_step_waits_for_scores(job, fault_row):
+    """All reward workers SIGKILLed once the step's first rollout record is in the stream: the job
+    looks at them while it waits for scores, replaces both, and the new ones reclaim what the dead
+    held; the step is learned with nothing lost or learned twice."""
+    fault_row["fault"] = "every reward worker dies mid-step (replaced while the step waits)"
+    client = job.collector.stream.client
+    dropped = set(account(job).dropped)
+    replaced, step = job.faults["reward_workers_replaced"], job.step
+    before = client.xlen(job.queue.rollout_stream)
+    killed: list = []
+
+    def kill_when_sampling_starts():
+        deadline = time.monotonic() + 120
+        while client.xlen(job.queue.rollout_stream) == before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        killed.extend(kill_reward_workers(job))
+
+    killer = threading.Thread(target=kill_when_sampling_starts)
+    killer.start()
+    t0 = time.monotonic()
+    job.run(steps=1)
+    killer.join()
+    fault_row["recovery_s"] = round(time.monotonic() - t0, 1)
+    assert len(killed) == 2 and job.step == step + 1
+    assert job.faults["reward_workers_replaced"] == replaced + 2
+    assert sum("reward worker" in line and "died" in line for line in job.lines) >= 2
+    assert_nothing_lost_or_duplicated(job, fault_row, dropped)
+
+
+def test_reward_workers_that_keep_dying_stop_the_job_naming_the_limit(job, fault_row):
+    """Beyond ``reward.max_worker_deaths`` replacements the job stops with ``RewardWorkersFailing``
+    (workers that keep dying point at a cause that a new worker will not fix). Last in the module:
+    the job does not go on."""
+    import dataclasses
+
+    import ray
+
+    from learner.reward_pool import RewardWorkersFailing
+
+    fault_row["fault"] = "reward workers keep dying (the job gives up, naming the limit)"
+    pool, step = job.rewards, job.step
+    limit = pool.deaths  # the deaths so far are allowed; one more is not
+    pool.cfg = dataclasses.replace(pool.cfg, reward=dataclasses.replace(pool.cfg.reward, max_worker_deaths=limit))
+    ray.wait(kill_reward_workers(job), num_returns=len(pool.runs), timeout=60)
+    with pytest.raises(RewardWorkersFailing, match=f"{limit + 1} reward workers lost, more than "
+                                                   f"reward.max_worker_deaths={limit}"):
+        job.run(steps=1)
+    assert job.step == step  # stopped before sampling: no step half-done

@@ -20,6 +20,7 @@ import redis
 import yaml
 
 from aurora_rl.record_stream import RecordStream
+from aurora_rl.records import RecordLimits
 from aurora_rl.records import RolloutRecord, encode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,7 +133,7 @@ class _Payload:
 
 def test_queue_records_are_schema_checked_never_unpickled(redis_server, tmp_path, fault_row):
     fault_row["fault"] = "pickled payload / oversized record on the queue: refused, never executed"
-    stream = RecordStream(redis_server.client(), f"test:sec:{uuid.uuid4().hex}", "scorers", max_record_bytes=4096)
+    stream = RecordStream(redis_server.client(), f"test:sec:{uuid.uuid4().hex}", "scorers", RecordLimits(max_bytes=4096))
     stream.ensure_group()
     marker = tmp_path / "executed"
     good = RolloutRecord(uid="v_dog_1", group_id="g", sample_index=0, group_size=1, policy_version=0,
