@@ -3,6 +3,11 @@
 Both are started lazily (only by tests that ask for them) and stopped by PID at the end of
 the session; ``pytest_sessionfinish`` fails the run if any process they started is still
 alive afterwards.
+
+``make test`` runs the suite on two pytest-xdist workers (``-n 2 --dist loadgroup``), each with
+services of its own. Every module runs whole on one worker, so its module-scoped fixtures (a
+running GRPO job, say) start once and its tests keep their order; the tests that share the
+served CoT teacher run on one worker, first, as they take longest.
 """
 
 from __future__ import annotations
@@ -125,12 +130,36 @@ def teacher_endpoint(tmp_path_factory):
         log.close()
 
 
+TEACHER_GROUP = "served-teacher"
+
+
+def pytest_collection_modifyitems(config, items):
+    """One xdist group per module, and one for every test of the served teacher, run first."""
+    for item in items:
+        group = TEACHER_GROUP if "teacher_endpoint" in item.fixturenames else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: "teacher_endpoint" not in item.fixturenames)  # stable: module order kept
+
+
+_LEFTOVER: list[str] = []  # the controller's: what its workers reported
+
+
+def pytest_testnodedown(node, error):
+    """(xdist controller) A worker's leftover processes, as its ``pytest_sessionfinish`` saw them."""
+    _LEFTOVER.extend(getattr(node, "workeroutput", {}).get("leftover_processes", []))
+
+
 def pytest_sessionfinish(session, exitstatus):
     from aurora_rl.services.process import alive
 
-    leftover = alive(_STARTED_PIDS)
+    leftover = [str(pid) for pid in alive(_STARTED_PIDS)]
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: the controller reports it
+        workeroutput["leftover_processes"] = leftover
+        return
+    leftover += _LEFTOVER
     if leftover:
         session.config.pluginmanager.get_plugin("terminalreporter").write_line(
-            f"ERROR: processes started by the test services are still running: {leftover}", red=True
+            f"ERROR: processes started by the test services are still running: {', '.join(leftover)}", red=True
         )
         session.exitstatus = 1
