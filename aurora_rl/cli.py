@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"aurora-rl: config error: {e}", file=sys.stderr)
         return 2
-    except (DataError, FileNotFoundError, FileExistsError) as e:
+    except (DataError, FileNotFoundError, FileExistsError, PermissionError) as e:
         print(f"aurora-rl: error: {e}", file=sys.stderr)
         return 1
 

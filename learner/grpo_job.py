@@ -104,13 +104,15 @@ class GRPOJob:
                  f"{len(self.rollout.buckets)} weight buckets; run folder {self.run_dir}")
 
     def _write_job_file(self) -> None:
-        """``<run>/job.json``: how ``aurora-rl status`` / ``scale`` reach the job, and where its workers run."""
+        """``<run>/job.json``: how ``aurora-rl status`` / ``scale`` reach the job (its Redis password
+        in a file of the user's own, not in the shared run folder), and where its workers run."""
+        from aurora_rl.services.job_file import write_job_file
+
         workers = {"rollout": self.rollout.nodes(), "reward": self.placement.nodes("reward"),
                    "learner": self.placement.nodes("learner")}
-        (self.run_dir / "job.json").write_text(json.dumps({
-            "redis_url": self.redis_url, "rollout_stream": self.queue.rollout_stream,
-            "scored_stream": self.queue.scored_stream, "scale_key": self.scale_key, "started": self.started,
-            "placement": "typed" if self.placement.typed else "cpu", "workers": workers}))
+        write_job_file(self.run_dir, self.redis_url, rollout_stream=self.queue.rollout_stream,
+                       scored_stream=self.queue.scored_stream, scale_key=self.scale_key, started=self.started,
+                       placement="typed" if self.placement.typed else "cpu", workers=workers)
 
     @property
     def scale_key(self) -> str:

@@ -13,6 +13,7 @@ served CoT teacher run on one worker, first, as they take longest.
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
@@ -24,6 +25,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# the Redis passwords of the session's jobs (aurora_rl/services/job_file.py): not in the user's home
+os.environ.setdefault("AURORA_RL_SECRETS", tempfile.mkdtemp(prefix="aurora-secrets-"))
 
 _STARTED_PIDS: list[int] = []
 
@@ -133,6 +136,7 @@ def teacher_endpoint(tmp_path_factory):
 TEACHER_GROUP = "served-teacher"
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     """One xdist group per module, and one for every test of the served teacher, run first."""
     for item in items:

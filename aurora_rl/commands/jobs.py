@@ -14,13 +14,9 @@ def register(sub) -> None:
 
 
 def _job(run: str) -> dict:
-    import json
-    from pathlib import Path
+    from aurora_rl.services.job_file import read_job_file
 
-    path = Path(run) / "job.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no GRPO job has started in this run folder")
-    return json.loads(path.read_text())
+    return read_job_file(run)
 
 
 def show_status(args) -> int:
@@ -58,16 +54,26 @@ def _stream_depths(job: dict):
     from urllib.parse import urlsplit
 
     import redis
+    from redis.exceptions import AuthenticationError, AuthorizationError
 
     from aurora_rl.services.redis_client import connect_redis
 
+    where = urlsplit(job["redis_url"])  # host and port only: the URL carries the password
     try:
         client = connect_redis(job["redis_url"], retries=1)
         return {name: client.xlen(job[name]) for name in ("rollout_stream", "scored_stream")}
+    except (AuthenticationError, AuthorizationError) as e:
+        return f"unavailable (Redis at {where.hostname}:{where.port} refused us: {e}; {_no_secret(job)})"
     except redis.ConnectionError:
-        where = urlsplit(job["redis_url"])  # host and port only: the URL carries the password
         return (f"unavailable (Redis at {where.hostname}:{where.port} does not answer: "
                 "the job has ended or its Redis is down)")
+    except redis.ResponseError as e:  # NOAUTH: the password is not on this machine
+        return f"unavailable (Redis at {where.hostname}:{where.port}: {e}; {_no_secret(job)})"
+
+
+def _no_secret(job: dict) -> str:
+    return (f"its password is read from {job['secret_file']}, written by the job's driver: run this where "
+            "the driver runs, or point AURORA_RL_SECRETS at the folder that holds it")
 
 
 def _print_workers(job: dict) -> None:
@@ -92,7 +98,13 @@ def request_scale(args) -> int:
 
     if args.rollout < 1:
         raise ValueError("at least one rollout actor")
+    import redis
+    from redis.exceptions import AuthenticationError, AuthorizationError
+
     job = _job(args.run)
-    connect_redis(job["redis_url"], retries=1).set(job["scale_key"], args.rollout)
+    try:
+        connect_redis(job["redis_url"], retries=1).set(job["scale_key"], args.rollout)
+    except (AuthenticationError, AuthorizationError, redis.ResponseError) as e:
+        raise PermissionError(f"the job's Redis refused the request ({e}); {_no_secret(job)}") from None
     print(f"asked {args.run} for {args.rollout} rollout actors (applied before its next step)")
     return 0

@@ -1,0 +1,75 @@
+"""``<run>/job.json``: how ``aurora-rl status`` / ``scale`` reach a running GRPO job, without its secret.
+
+Run folders are shared (``cluster.yaml`` puts them on NFS) and readable by others, so job.json
+names the job's Redis without its password. The full URL goes to a file of the user's own:
+``<secrets>/<run key>.url``, where ``<secrets>`` is ``$AURORA_RL_SECRETS`` or
+``~/.config/aurora_rl/secrets`` (the folder 0700, the file 0600) and the run key is a hash of the
+run folder's path. ``status`` and ``scale`` read it back for the same run folder, on the machine
+the driver runs on (the head) or any machine that shares that home folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+JOB_FILE = "job.json"
+
+
+def secrets_dir() -> Path:
+    return Path(os.environ.get("AURORA_RL_SECRETS") or Path.home() / ".config" / "aurora_rl" / "secrets")
+
+
+def without_password(url: str) -> str:
+    """The URL with its password removed (the user, host, port and database kept)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname or ""
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host))
+
+
+def secret_path(run_dir: str | Path) -> Path:
+    key = hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:24]
+    return secrets_dir() / f"{key}.url"
+
+
+def write_private(path: Path, text: str) -> None:
+    """``text`` into ``path``, readable by its owner only from the first byte (never 0644 first)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path.parent, 0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_job_file(run_dir: str | Path, redis_url: str, **fields) -> Path:
+    """job.json (no password in it) and, when the URL has a password, the private file beside
+    the user's other secrets; both replaced whole (written aside, then renamed)."""
+    run_dir = Path(run_dir)
+    if urlsplit(redis_url).password is not None:
+        write_private(secret_path(run_dir), redis_url)
+    path = run_dir / JOB_FILE
+    tmp = path.with_name(f".{JOB_FILE}.{os.getpid()}")
+    tmp.write_text(json.dumps({"redis_url": without_password(redis_url), **fields}))
+    os.replace(tmp, path)
+    return path
+
+
+def read_job_file(run_dir: str | Path) -> dict:
+    """The job's fields with its full Redis URL (from the private file where there is one)."""
+    path = Path(run_dir) / JOB_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no GRPO job has started in this run folder")
+    job = json.loads(path.read_text())
+    secret = secret_path(run_dir)
+    if secret.exists():
+        job["redis_url"] = secret.read_text().strip()
+    job["secret_file"] = str(secret)
+    return job
