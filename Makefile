@@ -13,7 +13,7 @@ demo-quick: setup
 	$(PY) -m aurora_rl.cli demo --quick
 
 test: setup
-	$(PY) -m pytest tests -n 2 --dist loadgroup --durations=25
+	$(PY) -m pytest tests -n 2 --durations=25
 
 test-fast: setup
 	$(PY) -m pytest tests -m "not slow"

@@ -4,10 +4,10 @@ Both are started lazily (only by tests that ask for them) and stopped by PID at 
 the session; ``pytest_sessionfinish`` fails the run if any process they started is still
 alive afterwards.
 
-``make test`` runs the suite on two pytest-xdist workers (``-n 2 --dist loadgroup``), each with
-services of its own. Every module runs whole on one worker, so its module-scoped fixtures (a
-running GRPO job, say) start once and its tests keep their order; the tests that share the
-served CoT teacher run on one worker, first, as they take longest.
+``make test`` runs the suite on two pytest-xdist workers (``-n 2``), each with services of its
+own. Every module runs whole on one worker (``pytest_xdist_make_scheduler``), so its
+module-scoped fixtures (a running GRPO job, say) start once and its tests keep their order; the
+modules that share the served CoT teacher run on one worker, first, as they take longest.
 """
 
 from __future__ import annotations
@@ -133,16 +133,32 @@ def teacher_endpoint(tmp_path_factory):
         log.close()
 
 
-TEACHER_GROUP = "served-teacher"
+# The modules whose tests use ``teacher_endpoint``: one worker runs them all, so the served teacher
+# starts once (``pytest_collection_modifyitems`` refuses a module that uses it and is not here).
+TEACHER_MODULES = ("tests/prompts/test_cot_endpoint.py", "tests/test_real_rehearsal.py")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_xdist_make_scheduler(config, log):
+    """(xdist controller) Each module runs whole on one worker, so its module-scoped fixtures (a
+    running GRPO job, say) start once and its tests keep their order; the teacher's modules are
+    one unit."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::")[0]
+            return "served-teacher" if module in TEACHER_MODULES else module
+
+    return ByModule(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    """One xdist group per module, and one for every test of the served teacher, run first."""
+    """The served teacher's tests first: they take longest, and one worker runs them all."""
     for item in items:
-        group = TEACHER_GROUP if "teacher_endpoint" in item.fixturenames else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=lambda item: "teacher_endpoint" not in item.fixturenames)  # stable: module order kept
+        module = item.nodeid.split("::")[0]
+        if "teacher_endpoint" in item.fixturenames and module not in TEACHER_MODULES:
+            raise pytest.UsageError(f"{module} uses teacher_endpoint: add it to TEACHER_MODULES in tests/conftest.py")
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in TEACHER_MODULES)  # stable: order kept otherwise
 
 
 _LEFTOVER: list[str] = []  # the controller's: what its workers reported
