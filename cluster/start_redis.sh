@@ -2,7 +2,7 @@
 # The GRPO queue's Redis on the head node, reachable from every node of the cluster. (Without
 # services.redis_url a job starts a private Redis bound to 127.0.0.1: one machine only.)
 # Idempotent: a running server is kept. Writes the URL for the job config to ~/.aurora/redis_url:
-#   ray exec cluster.yaml 'cat ~/.aurora/redis_url'   ->  services.redis_url=<it>
+#   services.redis_url='file:~/.aurora/redis_url' (read on the head; the password stays off command lines)
 # appendfsync always: a record Redis has acknowledged is on disk, so a killed Redis loses none
 # (with the default everysec the fault suite lost acknowledged records to a SIGKILL).
 set -euo pipefail

@@ -31,6 +31,7 @@ from aurora_rl.config.schema import GRPOConfig
 from aurora_rl.model.checkpoint import check_data_matches
 from aurora_rl.records import RecordLimits
 from aurora_rl.services.library_logs import LOG_DIR, logs_line
+from learner import checkpoints
 from learner.grpo_collect import StepCollector
 from learner.learner_group import LearnerGroup, LearnerLost
 from learner.placement import JobPlacement
@@ -327,19 +328,20 @@ class GRPOJob:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> Path:
-        folder = self.run_dir / "checkpoints" / f"step_{self.step:06d}"
-        folder.mkdir(parents=True, exist_ok=True)
+        """Every rank's DeepSpeed state, rank 0's policy and the job's state, written aside and
+        renamed into place whole with a manifest (learner/checkpoints.py); then ``latest``."""
+        name = f"step_{self.step:06d}"
+        partial = checkpoints.partial_folder(self.run_dir / "checkpoints", name)
         state = {"step": self.step, "version": self.version, "counters": self.counters}
-        self.learners.save(str(folder), state)
-        (folder / "job_state.json").write_text(json.dumps(state))
-        (self.run_dir / "checkpoints" / "latest").write_text(folder.name)
-        return folder
+        self.learners.save(str(partial), state)  # returns when every rank has written
+        (partial / "job_state.json").write_text(json.dumps(state))
+        return checkpoints.commit(partial, name)
 
     def _restore(self) -> None:
-        latest = self.run_dir / "checkpoints" / "latest"
-        if not latest.exists():
-            raise FileNotFoundError(f"{self.run_dir}: nothing to resume (no checkpoints/latest)")
-        folder = self.run_dir / "checkpoints" / latest.read_text().strip()
+        checkpoints.refuse_foreign_folder(self.run_dir)
+        folder = checkpoints.newest_complete(self.run_dir / "checkpoints", self.log)
+        if folder is None:
+            raise FileNotFoundError(f"{self.run_dir}: nothing to resume (no complete checkpoint under checkpoints/)")
         self.learners.load(str(folder))
         state = json.loads((folder / "job_state.json").read_text())
         self.step, self.version, self.counters = state["step"], state["version"], state["counters"]
@@ -353,7 +355,7 @@ class GRPOJob:
         self.log(f"[grpo] {reason}: restarting the learner group from the last checkpoint")
         lost_step, lost_attempt = self.step, self.attempt
         self.learners.restart()
-        if (self.run_dir / "checkpoints" / "latest").exists():
+        if checkpoints.newest_complete(self.run_dir / "checkpoints", lambda line: None) is not None:
             self._restore()
         else:
             self.step, self.version, self.counters = 0, 0, {"learned": 0}
@@ -369,12 +371,10 @@ class GRPOJob:
         import shutil
 
         folder = self.run_dir / "checkpoints" / f"step_{self.step:06d}"
-        if not (folder / "policy").exists():
+        if checkpoints.problems(folder):
             folder = self.save_checkpoint()
-        final = self.run_dir / "checkpoint"
-        if final.exists():
-            shutil.rmtree(final)
-        shutil.copytree(folder / "policy", final)
+        final = checkpoints.replace_tree(self.run_dir / "checkpoint",
+                                         lambda new: shutil.copytree(folder / "policy", new))
         self.log(f"[grpo] final checkpoint: {final}")
         self.log(logs_line(self.run_dir / LOG_DIR, "grpo"))
         return final

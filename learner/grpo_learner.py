@@ -61,6 +61,7 @@ class LearnerRank:
         from aurora_rl.data.refavs_dataset import RefAVSDataset
         from aurora_rl.weight_sync import store_at
         from learner.deepspeed_config import deepspeed_config
+        from learner.safe_load import weights_only_loads
 
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
                           WORLD_SIZE=str(self.world_size), LOCAL_RANK="0")
@@ -86,6 +87,7 @@ class LearnerRank:
         optimizer = torch.optim.AdamW(params, lr=lr.lr, weight_decay=lr.weight_decay)
         ds = deepspeed_config(cfg.learner.deepspeed, micro_batch=1, grad_accum=1, dtype=self.model_cfg.dtype)
         self.engine, *_ = deepspeed.initialize(model=self.policy, optimizer=optimizer, config=ds)
+        weights_only_loads(self.engine)  # a resumed checkpoint cannot run code
         self.engine.train()
         return {"rank": self.rank, "trainable": sum(p.numel() for p in params)}
 

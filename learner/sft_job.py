@@ -141,6 +141,7 @@ def sft_trainer(cfg: SFTConfig, resume: bool = False, stage: str = "sft", exampl
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from learner.checkpoints import refuse_foreign_folder
     from learner.sft_worker import sft_train_loop
 
     cfg = with_absolute_paths(cfg)
@@ -160,6 +161,8 @@ def sft_trainer(cfg: SFTConfig, resume: bool = False, stage: str = "sft", exampl
     if cfg.loss.distill > 0 and not cfg.direct_answer:
         teacher = cfg.teacher_path
     tr = cfg.trainer
+    if resume and train_dir.exists():
+        refuse_foreign_folder(out)
     resume_from = latest_complete_checkpoint(train_dir, tr.num_workers) if resume else None
     if resume and resume_from is None:
         print(f"[{stage}] --resume: no complete checkpoint under {train_dir}; starting from the beginning", flush=True)
@@ -185,17 +188,15 @@ def sft_trainer(cfg: SFTConfig, resume: bool = False, stage: str = "sft", exampl
 def run_sft(cfg: SFTConfig, resume: bool = False, stage: str = "sft", examples: list[SFTExample] | None = None) -> Path:
     """Train; returns the folder of the final policy checkpoint."""
     from aurora_rl.services.library_logs import LOG_DIR, logs_line
+    from learner.checkpoints import replace_tree
     from learner.train_log import MetricsTail
 
     trainer, out = sft_trainer(cfg, resume, stage, examples)
     with MetricsTail(out / "metrics.jsonl", stage):  # the workers' output goes to <run>/logs: progress from here
         result = trainer.fit()
     print(logs_line(out / LOG_DIR, stage), flush=True)
-    final = out / "checkpoint"
-    with result.checkpoint.as_directory() as d:
-        if final.exists():
-            shutil.rmtree(final)
-        shutil.copytree(Path(d) / "policy", final)
+    with result.checkpoint.as_directory() as d:  # replaced whole: the run never lacks a final checkpoint
+        final = replace_tree(out / "checkpoint", lambda new: shutil.copytree(Path(d) / "policy", new))
     print(f"[{stage}] final checkpoint: {final}", flush=True)
     return final
 

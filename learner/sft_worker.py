@@ -37,6 +37,7 @@ def sft_train_loop(config: dict) -> None:
     from aurora_rl.services.devices import memory_report
     from learner.deepspeed_config import deepspeed_config
     from learner.lr_schedule import lr_multiplier
+    from learner.safe_load import weights_only_loads
     from learner.sft_data import SFTBatcher, SFTExample
     from learner.sft_step import load_models, sft_step
     from learner.train_log import TrainLogger, say
@@ -63,6 +64,7 @@ def sft_train_loop(config: dict) -> None:
     ds = deepspeed_config(tr.deepspeed, tr.batch_size_per_worker, tr.grad_accum, model_cfg.dtype)
     engine, optimizer, _, scheduler = deepspeed.initialize(model=policy, optimizer=optimizer, lr_scheduler=scheduler,
                                                            config=ds)
+    weights_only_loads(engine)  # a resumed checkpoint cannot run code
 
     step = 0
     checkpoint = ray.train.get_checkpoint()  # set when Ray Train restarted the workers of this run

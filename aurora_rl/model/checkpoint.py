@@ -94,7 +94,9 @@ def load_policy(folder: str | Path, overrides: ModelConfig | None = None):
         manifest["model"]["tiny"].setdefault("media_norm", False)
     cfg = overrides or build_config(ModelConfig, manifest["model"], {}, str(folder / MANIFEST))
     shape = MediaShape(**manifest["media"])
-    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+    if not (folder / "tokenizer").is_dir():  # else transformers would take the path for a hub id and go online
+        raise FileNotFoundError(f"{folder / 'tokenizer'}: the checkpoint has no tokenizer folder")
+    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
     state = load_file(str(folder / "policy.safetensors"))
     if cfg.backbone == "tiny":
         policy = build_tiny_policy(cfg, tokenizer, shape)

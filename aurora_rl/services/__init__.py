@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Optional
 
 from aurora_rl.config.schema import ServicesConfig
@@ -42,6 +43,24 @@ def keep_sigterm_handler() -> Iterator[None]:
 QUIET_RAY = {"log_to_driver": False, "logging_level": logging.WARNING}
 
 
+def read_redis_url(value: Optional[str]) -> Optional[str]:
+    """``services.redis_url`` as given, or read from the file it names as ``file:<path>``: the URL
+    carries the password, which then appears on no command line and in no job entrypoint that the
+    Ray dashboard lists. The file must be readable by its owner only."""
+    if value is None or not value.startswith("file:"):
+        return value
+    import stat
+
+    path = Path(value.removeprefix("file:")).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"services.redis_url: {path} does not exist (cluster/start_redis.sh writes it)")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise PermissionError(f"services.redis_url: {path} holds a password and others may read it (mode "
+                              f"{mode:o}); chmod 600 {path}")
+    return path.read_text().strip()
+
+
 @contextlib.contextmanager
 def run_services(cfg: ServicesConfig, log=print, need_redis: bool = True) -> Iterator[RunServices]:
     """Use the Redis / Ray named in ``cfg``; start private ones for those left null.
@@ -55,7 +74,7 @@ def run_services(cfg: ServicesConfig, log=print, need_redis: bool = True) -> Ite
     from aurora_rl.services.redis_server import RedisServer
 
     with contextlib.ExitStack() as stack:
-        redis_url = cfg.redis_url
+        redis_url = read_redis_url(cfg.redis_url)
         if redis_url is None and need_redis:
             server = stack.enter_context(RedisServer())
             redis_url = server.url

@@ -11,6 +11,7 @@ loaded machine the fault suite lost two acknowledged records to a SIGKILL with i
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import subprocess
@@ -54,24 +55,13 @@ class RedisServer:
         return redis.Redis.from_url(self.url, **kwargs)
 
     def _write_conf(self) -> Path:
+        """redis.conf, readable by its owner only (it holds the password)."""
         conf = self.workdir / "redis.conf"
-        conf.write_text(
-            "\n".join(
-                [
-                    f"bind {self.bind}",
-                    "protected-mode yes",
-                    f"port {self.port}",
-                    f"dir {self.workdir}",
-                    f"requirepass {self.password}",
-                    f"appendonly {'yes' if self.appendonly else 'no'}",
-                    f"appendfsync {self.appendfsync}",
-                    'save ""',
-                    "daemonize no",
-                    f"logfile {self.workdir / 'redis.log'}",
-                ]
-            )
-            + "\n"
-        )
+        lines = [f"bind {self.bind}", "protected-mode yes", f"port {self.port}", f"dir {self.workdir}",
+                 f"requirepass {self.password}", f"appendonly {'yes' if self.appendonly else 'no'}",
+                 f"appendfsync {self.appendfsync}", 'save ""', "daemonize no", f"logfile {self.workdir / 'redis.log'}"]
+        with os.fdopen(os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write("\n".join(lines) + "\n")
         return conf
 
     def start(self, timeout_s: float = 15.0) -> "RedisServer":

@@ -165,6 +165,8 @@ def test_resume_from_a_checkpoint_repeats_the_same_losses(ray_node, redis_server
                                                           start_checkpoint):
     import shutil
 
+    from learner import checkpoints
+
     cfg = job_config(tmp_path, synthetic_root, start_checkpoint, "learner.steps=4", "learner.checkpoint_every=2",
                      "run.name=first", "rollout.num_actors=1")
     job = GRPOJob(cfg, redis_server.url)
@@ -175,15 +177,25 @@ def test_resume_from_a_checkpoint_repeats_the_same_losses(ray_node, redis_server
         job.stop()
     first = metrics_by_step(tmp_path / "first")
     assert sorted(first) == [1, 2, 3, 4]
+    saved = tmp_path / "first" / "checkpoints"
+    assert (saved / "latest").read_text() == "step_000004" and not list(saved.glob(".*"))  # nothing partial left
+    assert all(checkpoints.problems(saved / f"step_00000{n}") == [] for n in (2, 4))  # each whole, as its manifest says
 
-    shutil.copytree(tmp_path / "first" / "checkpoints" / "step_000002", tmp_path / "again" / "checkpoints" / "step_000002")
-    (tmp_path / "again" / "checkpoints" / "latest").write_text("step_000002")
+    # the newest checkpoint damaged (a file cut short): resume names it and takes the one before
+    for step in ("step_000002", "step_000004"):
+        shutil.copytree(saved / step, tmp_path / "again" / "checkpoints" / step)
+    shutil.copy(saved / "latest", tmp_path / "again" / "checkpoints" / "latest")
+    damaged = next((tmp_path / "again" / "checkpoints" / "step_000004").rglob("*optim_states.pt"))
+    damaged.write_bytes(damaged.read_bytes()[:1000])
     cfg = job_config(tmp_path, synthetic_root, start_checkpoint, "learner.steps=4", "learner.checkpoint_every=2",
                      "run.name=again", "rollout.num_actors=1")
-    job = GRPOJob(cfg, redis_server.url, resume=True)
+    lines: list[str] = []
+    job = GRPOJob(cfg, redis_server.url, resume=True, log=lines.append)
     try:
         job.start()
         assert (job.step, job.version) == (2, 2)
+        assert any(line.startswith(f"[checkpoint] skipping {damaged.parents[1]}: ") and "has 1000 bytes" in line
+                   for line in lines), lines
         job.run()
     finally:
         job.stop()

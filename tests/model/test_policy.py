@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+
+import pytest
 import torch
 
 from aurora_rl.model.checkpoint import load_policy, merged_llm_state_dict, save_policy
@@ -113,6 +116,9 @@ def test_save_load_round_trip_is_exact(tmp_path):
         o1, o2 = policy(batch), loaded(batch)
     assert torch.equal(o1.answer_logprobs, o2.answer_logprobs)
     assert torch.equal(o1.mask_logits, o2.mask_logits)
+    shutil.rmtree(tmp_path / "ckpt" / "tokenizer")  # the path would be taken for a hub id: named instead
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'ckpt' / 'tokenizer'}: the checkpoint has no tokenizer"):
+        load_policy(tmp_path / "ckpt")
 
 
 def test_merged_weights_equal_lora_math_and_leave_training_untouched():

@@ -152,3 +152,49 @@ def test_queue_records_are_schema_checked_never_unpickled(redis_server, tmp_path
     stream.ack([d.message_id for d in got])
     assert stream.pending() == 0
     fault_row.update(lost=0, duplicated=0, dropped=2)
+
+
+def test_the_redis_url_read_from_a_file_only_its_owner_may_read(redis_server, tmp_path):
+    """``services.redis_url=file:<path>`` (what cluster/start_redis.sh writes): the password is on
+    no command line and in no job entrypoint; a file others may read is refused, naming chmod. The
+    private server's own config, which holds the password, is its owner's only."""
+    import stat
+
+    from aurora_rl.services import read_redis_url
+
+    path = tmp_path / "redis_url"
+    path.write_text(redis_server.url + "\n")
+    path.chmod(0o644)
+    with pytest.raises(PermissionError, match=f"others may read it .mode 644.; chmod 600 {path}"):
+        read_redis_url(f"file:{path}")
+    path.chmod(0o600)
+    assert read_redis_url(f"file:{path}") == redis_server.url
+    assert read_redis_url(redis_server.url) == redis_server.url and read_redis_url(None) is None
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_redis_url(f"file:{tmp_path / 'nothing'}")
+    assert stat.S_IMODE((redis_server.workdir / "redis.conf").stat().st_mode) == 0o600
+
+
+def test_a_crafted_deepspeed_state_file_is_refused_and_runs_nothing(tmp_path):
+    """A ``mp_rank_00_model_states.pt`` whose pickle creates a folder when loaded: DeepSpeed's own
+    loader would run it; the learner ranks' and SFT workers' engines load with weights only
+    (``learner/safe_load.py``), so it is refused by name and the folder never appears. A genuine
+    ZeRO-2 resume through the same loader: ``tests/grpo/test_grpo_job.py::test_resume_from_a_checkpoint_repeats_the_same_losses``,
+    ``tests/learner/test_sft_job.py``."""
+    import torch
+
+    from learner.safe_load import UnsafeCheckpoint, load_weights_only
+
+    ran = tmp_path / "code-ran-here"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.makedirs, (str(ran),))
+
+    path = tmp_path / "mp_rank_00_model_states.pt"
+    torch.save({"module": {"w": torch.zeros(2)}, "extra": Payload()}, path)
+    with pytest.raises(UnsafeCheckpoint, match=f"{path}: refused, it holds objects that are not tensors"):
+        load_weights_only(str(path))
+    assert not ran.exists()
+    torch.save({"module": {"w": torch.ones(2)}, "step": 3}, path)  # tensors and plain data: read
+    assert load_weights_only(str(path))["step"] == 3
