@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from aurora_rl.config.schema import DataConfig, MetricsConfig, SamplingConfig
+from aurora_rl.evaluation.clip_loading import OnBadClip
 from aurora_rl.evaluation.scoring import EvaluationWriter, write_tables
 from aurora_rl.services.library_logs import LOG_DIR, logs_line, worker_log
 
@@ -49,11 +50,12 @@ class EvalPool:
         print(logs_line(self.logs, self.label), flush=True)
 
     def stream(self, split: str, indices: Sequence[int], log, label: str, sampling: Optional[SamplingConfig] = None,
-               seed: int = 0, chunk: int = 16) -> Iterator[list[dict]]:
+               seed: int = 0, chunk: int = 16, on_bad_clip: OnBadClip = "fail") -> Iterator[list[dict]]:
         """Rows ``indices`` of ``split`` in chunks over the workers (each busy with one chunk at a
         time), with a progress line per finished chunk. Yields each chunk's predictions in row
         order as soon as every chunk before it is in: at most one chunk per worker waits, so the
-        caller holds a bounded number of predictions however long the split is."""
+        caller holds a bounded number of predictions however long the split is. ``on_bad_clip``
+        "skip": a row that cannot be read comes as a skip record (evaluation/clip_loading.py)."""
         import ray
 
         indices = list(indices)
@@ -67,7 +69,7 @@ class EvalPool:
             while free and submitted < len(chunks):
                 w = free.pop()
                 rows = chunks[submitted]
-                pending[w.run.remote(split, rows, sampling, seed + rows[0])] = (w, submitted)
+                pending[w.run.remote(split, rows, sampling, seed + rows[0], on_bad_clip)] = (w, submitted)
                 submitted += 1
             ready, _ = ray.wait(list(pending), num_returns=1)
             worker, position = pending.pop(ready[0])
@@ -83,9 +85,11 @@ class EvalPool:
 
 def evaluate_checkpoint(checkpoint: str, data: DataConfig, splits: list[str], out_dir: str | Path,
                         num_actors: int = 1, metrics: MetricsConfig | None = None, max_new_tokens: int = 150,
-                        kv_cache_gib: float = 1.0, log=print, gpus_per_actor: float = 0.0) -> dict:
+                        kv_cache_gib: float = 1.0, log=print, gpus_per_actor: float = 0.0,
+                        on_bad_clip: OnBadClip = "fail") -> dict:
     """Greedy predictions of ``checkpoint`` on ``splits``, scored and saved in ``out_dir`` as they
-    arrive (none is held: memory stays flat with the number of clips)."""
+    arrive (none is held: memory stays flat with the number of clips). ``on_bad_clip`` "skip":
+    clips that cannot be read are left out, and listed under their split's "skipped"."""
     from aurora_rl.data import build_dataset
 
     out_dir = Path(out_dir)
@@ -93,7 +97,8 @@ def evaluate_checkpoint(checkpoint: str, data: DataConfig, splits: list[str], ou
         with EvalPool(checkpoint, data, out_dir, num_actors, kv_cache_gib, max_new_tokens,
                       gpus_per_actor=gpus_per_actor) as pool:
             for split in splits:
-                for part in pool.stream(split, range(len(build_dataset(data, split))), log, "eval"):
+                for part in pool.stream(split, range(len(build_dataset(data, split))), log, "eval",
+                                        on_bad_clip=on_bad_clip):
                     writer.add(split, part)
     results = writer.results()
     write_tables(results, out_dir, title=f"Evaluation of {checkpoint}")

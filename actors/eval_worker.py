@@ -8,6 +8,7 @@ from typing import Optional
 import ray
 
 from aurora_rl.config.schema import DataConfig, SamplingConfig
+from aurora_rl.evaluation.clip_loading import OnBadClip, load_clips
 from aurora_rl.services.library_logs import capture_output
 
 
@@ -32,11 +33,12 @@ class EvalWorker:
         return self.engine.memory()
 
     def run(self, split: str, indices: list[int], sampling: Optional[SamplingConfig] = None,
-            seed: int = 0) -> list[dict]:
+            seed: int = 0, on_bad_clip: OnBadClip = "fail") -> list[dict]:
         """Predictions for rows ``indices`` of ``split``: text, [SEG] flag, mask probabilities, GT.
 
         ``sampling`` None: one greedy completion per row; else ``sampling.group_size`` sampled
-        completions per row (each its own prediction, "sample" = k).
+        completions per row (each its own prediction, "sample" = k). ``on_bad_clip`` "skip": a
+        row whose files cannot be read gives a skip record instead (evaluation/clip_loading.py).
         """
         from aurora_rl.data import build_dataset
 
@@ -45,10 +47,12 @@ class EvalWorker:
         params = SamplingConfig(group_size=1, max_new_tokens=self.max_new_tokens) if greedy else sampling
         out = []
         for start in range(0, len(indices), self.batch_size):
-            chunk = indices[start:start + self.batch_size]
-            clips = [dataset[i] for i in chunk]
+            kept, clips, skipped = load_clips(dataset, indices[start:start + self.batch_size], split, on_bad_clip)
+            out += skipped
+            if not clips:
+                continue
             groups = self.engine.complete(clips, params, greedy=greedy, seed=seed + start)
-            for index, clip, completions in zip(chunk, clips, groups):
+            for index, clip, completions in zip(kept, clips, groups):
                 for k, completion in enumerate(completions):
                     out.append({
                         "index": index, "sample": k, "uid": clip.uid, "row": clip.row, "split": split,

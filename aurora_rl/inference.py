@@ -27,14 +27,16 @@ class InferResult:
 def read_frames(folder: str | Path, num_frames: int, size: int, prep: MediaPrep = MediaPrep()
                 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
     """Frames of a folder in numeric order -> (model input [T,3,size,size], originals [T,3,H,W],
-    the picture's box inside the model's squares)."""
+    the picture's box inside the model's squares). ``num_frames`` evenly spaced ones when the
+    folder has more; fewer is refused (the model takes exactly ``num_frames``)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(folder, "frames folder does not exist")
     files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
-                   key=lambda p: (int(p.stem) if p.stem.isdigit() else 10**9, p.name))
-    if not files:
-        raise DataError(folder, "no image files")
+                   key=lambda p: (int(p.stem) if p.stem.isascii() and p.stem.isdigit() else 10**9, p.name))
+    if len(files) < num_frames:
+        raise DataError(folder, f"{len(files)} image files, the checkpoint takes {num_frames} frames "
+                                f"({', '.join(sorted(IMAGE_SUFFIXES))})")
     chosen = [files[i] for i in evenly_spaced(len(files), num_frames)]
     images = [open_image(p) for p in chosen]
     prepared = [prepare_frame(im, size, prep) for im in images]
@@ -49,13 +51,15 @@ def infer_clip(ckpt: str, frames_dir: str, wav: str, expression: str, out: str, 
                greedy: bool = True, temperature: float = 1.0, top_p: float = 0.9, seed: int = 0) -> InferResult:
     from PIL import Image
 
-    from aurora_rl.model.checkpoint import load_policy
+    from aurora_rl.model.build import MediaShape
+    from aurora_rl.model.checkpoint import load_policy, read_manifest
     from aurora_rl.model.generation import answer_clip
     from aurora_rl.viz.overlay import overlay_grid
 
-    policy, tokenizer, _, shape = load_policy(ckpt)
+    shape = MediaShape(**read_manifest(ckpt)["media"])  # the clip is checked before the model loads
     frames, originals, box = read_frames(frames_dir, shape.num_frames, shape.image_size, shape.prep)
     _, fbank = read_clip_audio(wav, shape.prep, shape.sample_rate, shape.audio_features, shape.fbank_bins)
+    policy, tokenizer, _, shape = load_policy(ckpt)
     prompt_ids = tokenizer(build_prompt(expression), add_special_tokens=False).input_ids
     completion = answer_clip(policy, tokenizer, prompt_ids, torch.from_numpy(frames), torch.from_numpy(fbank),
                              max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature, top_p=top_p,

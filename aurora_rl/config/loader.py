@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -196,9 +197,12 @@ class _Builder:
         if tp is float:
             # YAML 1.1 reads "3e-4" (no dot in the mantissa) as a string; take it as the number it is.
             if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
-                return float(value)
+                value = float(value)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 self.fail(path, f"expected a number, got {value!r}")
+            # YAML reads .nan and .inf (and "1e999" overflows): no weight, threshold or timeout means either
+            if not math.isfinite(value):
+                self.fail(path, f"expected a finite number, got {value!r}")
             return float(value)
         if tp is str:
             if not isinstance(value, str):

@@ -391,6 +391,10 @@ class GRPOConfig:
                 f"{self.learner.prompts_per_step} prompts x group_size {self.rollout.sampling.group_size} = "
                 f"{completions} completions per step, fewer than learner.num_ranks ({self.learner.num_ranks}): "
                 "every rank needs at least one")
+        if self.rollout.sampling.group_size < 2:
+            yield "rollout.sampling.group_size", (
+                f"must be >= 2 for GRPO, got {self.rollout.sampling.group_size}: the advantage compares the "
+                "completions of a group, and a group of one has nothing to compare with")
         gpus = self.placement.learner.gpus
         if self.learner.use_gpu and gpus == 0:
             yield "placement.learner.gpus", "learner.use_gpu needs a GPU in each rank's bundle: set it to 1"

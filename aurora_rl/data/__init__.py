@@ -24,7 +24,7 @@ _EXPORTS = {
     "load_scene_facts": "scene_facts",
 }
 
-__all__ = [*_EXPORTS, "build_dataset"]
+__all__ = [*_EXPORTS, "build_dataset", "layout_splits"]
 
 
 def __getattr__(name: str):
@@ -42,3 +42,12 @@ def build_dataset(cfg, split: str, **overrides):
     from aurora_rl.data.avsbench_dataset import AVSBenchDataset
 
     return AVSBenchDataset.from_config(cfg, split, **overrides)
+
+
+def layout_splits(layout: str) -> tuple[str, ...]:
+    """The splits the reader of ``layout`` ("refavs", "avsbench-s4", "avsbench-ms3") knows."""
+    if layout == "refavs":
+        from aurora_rl.data.refavs_layout import SPLITS
+    else:
+        from aurora_rl.data.avsbench_dataset import SPLITS
+    return SPLITS

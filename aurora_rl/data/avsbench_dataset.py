@@ -28,6 +28,7 @@ import numpy as np
 
 from aurora_rl.data.audio_features import FEATURE_KINDS
 from aurora_rl.data.clip_sample import ClipSample, reader_options
+from aurora_rl.data.csv_records import csv_records
 from aurora_rl.data.errors import DataError, Problem
 from aurora_rl.data.media_io import evenly_spaced, mask_size_mismatch, mask_to_array, open_image
 from aurora_rl.data.media_prep import MediaPrep, prepare_frame, read_clip_audio
@@ -44,6 +45,17 @@ class AVSBenchRow:
     category: str  # S4 only; "" for MS3
     split: str
     line: int
+
+    @property
+    def uid(self) -> str:
+        """The sample's uid (``ClipSample.uid``): the video name."""
+        return self.name
+
+
+def is_folder_name(text: str) -> bool:
+    """A name and category become folders under the dataset root: a separator or a dot name would
+    lead outside it."""
+    return text not in (".", "..") and "/" not in text and "\\" not in text
 
 
 class AVSBenchLayout:
@@ -89,15 +101,19 @@ class AVSBenchLayout:
             return [], [Problem("metadata", path, "metadata file is missing")]
         except (OSError, UnicodeDecodeError) as e:
             return [], [Problem("metadata", path, f"cannot read metadata ({e})")]
-        reader = csv.reader(lines)
-        header = [h.strip() for h in next(reader, [])]
+        records = csv_records(lines)
+        _, first = next(records, (1, []))
+        header = [h.strip() for h in first] if isinstance(first, list) else []
         need = ["split"] + (["category"] if self.variant == "s4" else [])
         missing = [c for c in need if c not in header]
         if not header or missing:
             return [], [Problem("metadata", path, f"line 1: header lacks column(s) {', '.join(missing or need)}")]
         name_col = header.index("name") if "name" in header else 0
         rows, problems = [], []
-        for line, fields in enumerate(reader, start=2):
+        for line, fields in records:
+            if isinstance(fields, csv.Error):
+                problems.append(Problem("bad_row", path, f"line {line}: cannot read the row ({fields})"))
+                continue
             if not fields:
                 continue
             if len(fields) != len(header):
@@ -105,8 +121,13 @@ class AVSBenchLayout:
                 continue
             rec = dict(zip(header, (f.strip() for f in fields)))
             name, split = fields[name_col].strip(), rec["split"]
+            folders = (("video name", name), ("category", rec.get("category", "")))
+            unsafe = [f"{what} {text!r}" for what, text in folders if not is_folder_name(text)]
             if not name:
                 problems.append(Problem("bad_row", path, f"line {line}: empty video name"))
+            elif unsafe:
+                problems.append(Problem("bad_row", path, f"line {line}: {unsafe[0]} is not a folder name "
+                                                         "(it holds '/' or '\\', or is '.' or '..')"))
             elif split not in SPLITS:
                 message = f"line {line}: unknown split {split!r} (expected one of {', '.join(SPLITS)})"
                 problems.append(Problem("unknown_split", path, message))

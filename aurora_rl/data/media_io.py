@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +12,22 @@ from aurora_rl.data.errors import DataError
 
 
 def open_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image (a truncated or corrupt file fails here, not later)."""
+    """Open and fully decode an image (a truncated or corrupt file fails here, not later).
+
+    An image of more than ``Image.MAX_IMAGE_PIXELS`` pixels is refused from its header: a file of a
+    few hundred bytes can declare 20000 x 20000 and take gigabytes to decode. (PIL only warns below
+    twice that bound; the warning is made an error here.)
+    """
     try:
-        img = Image.open(path)
-        img.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            img.load()
         return img
     except FileNotFoundError:
         raise DataError(path, "image file is missing") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(path, f"image too large to decode ({e})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(path, f"cannot decode image ({e})") from None
 

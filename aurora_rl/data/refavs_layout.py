@@ -10,7 +10,9 @@ ROOT/scene_facts.jsonl                             synthetic data only (see scen
 The folder vid is ``uid.rsplit('_', 2)[0]`` (uids are ``<vid>_<class>_<n>`` and a YouTube id
 may itself contain underscores, or begin with ``-``); like the official loader we derive it from
 the uid and do not trust the CSV's vid column. Null rows (split test_n) point at masks that are
-all empty.
+all empty. A uid holds only the characters of the official ones (ASCII letters, digits, ``-``,
+``_``): the vid becomes a folder name, so a uid with ``/`` or ``.`` could name files outside the
+dataset folder, and is refused.
 
 As released, the official metadata has rows of a split that is none of the five (``TODO``),
 which the official loader never reads: they are skipped and counted. A uid may occur twice (the
@@ -21,21 +23,30 @@ store of samples is keyed by the row (its CSV line, ``RefAVSRow.line``), not by 
 from __future__ import annotations
 
 import csv
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aurora_rl.data.csv_records import csv_records
 from aurora_rl.data.errors import DataError, Problem
 
 SPLITS = ("train", "val", "test_s", "test_u", "test_n")
 NULL_SPLIT = "test_n"
 NUM_FRAMES = 10
 COLUMNS = ("vid", "uid", "split", "fid", "exp")
+MAX_EXPRESSION_CHARS = 1000  # the official expressions are one sentence (under 200 characters)
+# <vid>_<class>_<n>: the vid takes everything before the last two underscores (the groups are greedy)
+UID = re.compile(r"([A-Za-z0-9_-]+)_[A-Za-z0-9-]+_[A-Za-z0-9-]+")
 
 
 def folder_vid(uid: str) -> str:
-    """The media folder of a uid: everything before its last two underscores."""
-    return uid.rsplit("_", 2)[0]
+    """The media folder of a uid: everything before its last two underscores. ValueError for a
+    uid of other characters than the official ones (it could name a folder outside the dataset)."""
+    match = UID.fullmatch(uid)
+    if match is None:
+        raise ValueError(f"uid {uid!r} is not <vid>_<class>_<n> of ASCII letters, digits, '-' and '_'")
+    return match.group(1)
 
 
 def uid_class(uid: str) -> str:
@@ -97,20 +108,22 @@ def parse_metadata(root: str | Path) -> Metadata:
         return Metadata([], [Problem("metadata", str(path), "metadata file is missing")])
     except (OSError, UnicodeDecodeError) as e:
         return Metadata([], [Problem("metadata", str(path), f"cannot read metadata ({e})")])
-    reader = csv.reader(text.splitlines())
-    header = next(reader, None)
-    if header is None or [h.strip() for h in header[: len(COLUMNS)]] != list(COLUMNS):
-        got = ",".join(header or [])
+    records = csv_records(text.splitlines())
+    _, header = next(records, (1, None))
+    if not isinstance(header, list) or [h.strip() for h in header[: len(COLUMNS)]] != list(COLUMNS):
+        got = ",".join(header) if isinstance(header, list) else f"an unreadable line ({header})"
         return Metadata([], [Problem("metadata", str(path),
                                      f"line 1: header must start with {','.join(COLUMNS)}, got {got!r}")])
     out = Metadata([], [])
-    for line, fields in enumerate(reader, start=2):
-        if not fields:
-            continue
-
+    for line, fields in records:
         def bad(message: str) -> None:
             out.problems.append(Problem("bad_row", str(path), f"line {line}: {message}"))
 
+        if isinstance(fields, csv.Error):
+            bad(f"cannot read the row ({fields})")
+            continue
+        if not fields:
+            continue
         if len(fields) != len(header):
             bad(f"expected {len(header)} columns, got {len(fields)} (unquoted comma?)")
             continue
@@ -119,12 +132,14 @@ def parse_metadata(root: str | Path) -> Metadata:
             out.skipped[split] += 1
             continue
         before = len(out.problems)
-        if uid.count("_") < 2 or not all(uid.rsplit("_", 2)):
-            bad(f"uid {uid!r} is not <vid>_<class>_<n>")
-        if not fid_text.isdigit():
+        if not UID.fullmatch(uid):
+            bad(f"uid {uid!r} is not <vid>_<class>_<n> of ASCII letters, digits, '-' and '_'")
+        if not (fid_text.isascii() and fid_text.isdigit()):
             bad(f"fid {fid_text!r} is not a non-negative integer")
         if not exp:
             bad("empty expression")
+        elif len(exp) > MAX_EXPRESSION_CHARS:
+            bad(f"expression of {len(exp)} characters (at most {MAX_EXPRESSION_CHARS})")
         if len(out.problems) == before:
             out.rows.append(RefAVSRow(folder_vid(uid), uid, split, int(fid_text), exp, line))
     return out

@@ -8,12 +8,12 @@ It shows how much a model gains by actually reading the expression, the audio an
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from aurora_rl.config.schema import DataConfig
+from aurora_rl.evaluation.clip_loading import OnBadClip, load_clips
 
 
 def largest_regions(frames: np.ndarray, threshold: float = 0.35) -> np.ndarray:
@@ -43,15 +43,20 @@ def largest_regions(frames: np.ndarray, threshold: float = 0.35) -> np.ndarray:
     return out
 
 
-def largest_object_predictions(data: DataConfig, split: str) -> list[dict]:
-    """Predictions in the evaluation format (mask probabilities in {0, 1}) for every row of ``split``."""
+def largest_object_predictions(data: DataConfig, split: str, on_bad_clip: OnBadClip = "fail") -> list[dict]:
+    """Predictions in the evaluation format (mask probabilities in {0, 1}) for every row of ``split``;
+    ``on_bad_clip`` "skip": a skip record for each row that cannot be read (clip_loading.py)."""
     from aurora_rl.data.refavs_dataset import RefAVSDataset
     from aurora_rl.prompts.answer_format import compose_answer
 
     dataset = RefAVSDataset.from_config(data, split)
     out = []
     for index in range(len(dataset)):
-        clip = dataset[index]
+        _, clips, skipped = load_clips(dataset, [index], split, on_bad_clip)  # one clip's frames held at a time
+        out += skipped
+        if not clips:
+            continue
+        clip = clips[0]
         masks = largest_regions(clip.frames)
         if masks.shape[1:] != clip.masks.shape[1:]:
             masks = F.interpolate(torch.from_numpy(masks)[:, None].float(), size=clip.masks.shape[1:],

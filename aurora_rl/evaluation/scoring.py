@@ -77,6 +77,7 @@ class EvaluationWriter:
         self.convention = MetricConvention.from_config(metrics)
         self.evaluator = RefAVSEvaluator(self.convention)
         self.tallies: dict[str, _Tally] = {}
+        self.skipped: dict[str, list[dict]] = {}  # per split: {"key", "error"} of each clip skipped
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.files: dict[str, object] = {}
         if self.out_dir is not None:
@@ -96,6 +97,9 @@ class EvaluationWriter:
         c = self.convention
         official = (c.j_threshold, c.s_threshold) == (OFFICIAL.j_threshold, OFFICIAL.s_threshold)
         for p in predictions:
+            if "skipped" in p:  # a clip that could not be read (evaluation/clip_loading.py)
+                self.skipped.setdefault(split, []).append({"key": sample_key(p), "error": p["skipped"]})
+                continue
             parsed = parse_answer(p["text"])
             self.evaluator.add(split, probs_to_logits(p["mask_probs"]), p["gt_masks"])
             kind = failure_kind(p, parsed, c.j_threshold, c.s_threshold)
@@ -121,9 +125,13 @@ class EvaluationWriter:
         }) + "\n")
 
     def results(self) -> dict:
+        """{split: metrics, counts and, if any clip was skipped, "skipped": [{"key", "error"}], ...,
+        "mix": ...}; a split of no clip read has {"clips": 0} and NaN rates."""
         results = self.evaluator.summary()
         for split, tally in self.tallies.items():
-            results[split].update(tally.result())
+            results.setdefault(split, {"clips": 0}).update(tally.result())
+        for split, skipped in self.skipped.items():
+            results[split]["skipped"] = skipped
         return results
 
 
@@ -132,7 +140,8 @@ def _fmt(v) -> str:
 
 
 def results_table(results: dict, baseline: dict | None = None) -> str:
-    """Markdown table: one row per split; with ``baseline``, the difference per metric."""
+    """Markdown table: one row per split; with ``baseline``, the difference per metric. Clips
+    skipped for a read error are listed under it, each with its split, key and error."""
     cols = ["J", "F", "S", "class_acc", "format_rate", "reflect_rate", "clips"]
     head = "| split | " + " | ".join(cols) + " |"
     lines = [head, "|" + "---|" * (len(cols) + 1)]
@@ -146,6 +155,10 @@ def results_table(results: dict, baseline: dict | None = None) -> str:
                 cell += f" ({v - baseline[split][c]:+.4f})"
             cells.append(cell)
         lines.append(f"| {split} | " + " | ".join(cells) + " |")
+    skipped = [(split, s) for split, row in results.items() if isinstance(row, dict) for s in row.get("skipped", [])]
+    if skipped:
+        lines.append(f"\n{len(skipped)} clip(s) skipped, not read (--on-bad-clip skip):")
+        lines += [f"- {split} {s['key']}: {s['error']}" for split, s in skipped]
     return "\n".join(lines)
 
 

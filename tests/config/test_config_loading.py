@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import typing
 import subprocess
 import sys
 from pathlib import Path
@@ -221,3 +223,44 @@ def test_the_research_recipes_are_config_files():
     assert (fixed.data.max_samples, fixed.learner.steps, fixed.learner.prompts_per_step) == (32, 100, 16)
     assert (fixed.objective.mask_min_iou, fixed.learner.optim.lr, fixed.rollout.sampling.group_size) == (0.5, 1e-4, 4)
     assert fixed.objective.advantage == "grpo" and fixed.mix.every_object_rows == 0
+
+
+def float_fields(cls, prefix: str = ""):
+    """The key path of every float leaf of a config dataclass (Optional[float] included)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from float_fields(tp, f"{prefix}{f.name}.")
+        elif tp is float or float in typing.get_args(tp):
+            yield f"{prefix}{f.name}"
+
+
+@pytest.mark.parametrize("stage", ["sft", "reflect", "grpo", "eval"])
+def test_every_float_field_refuses_nan_and_infinity_naming_key_and_value(stage):
+    """One rule in the loader: a NaN weight or an infinite timeout is no setting anyone means."""
+    path = CONFIGS / "tiny" / f"{stage}.yaml"
+    keys = list(float_fields(type(load_config(path))))
+    assert "model.lora.dropout" in keys
+    for key in keys:
+        for text, shown in ((".nan", "nan"), (".inf", "inf"), ("-.inf", "-inf"), ("1e999", "inf")):
+            with pytest.raises(ConfigError, match=re.escape(f"{key}: expected a finite number, got {shown}")):
+                load_config(path, [f"{key}={text}"])
+
+
+def test_nan_in_a_file_names_the_file_and_key(tmp_path):
+    path = write(tmp_path, "bad.yaml", f"inherit: {CONFIGS / 'tiny' / 'grpo.yaml'}\nreward:\n  iou: .nan\n"
+                                       "broadcast:\n  timeout_s: .inf\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: reward.iou: expected a finite number, got nan")):
+        load_config(path)
+
+
+def test_grpo_needs_a_group_of_at_least_two():
+    with pytest.raises(ConfigError, match=re.escape("override 'rollout.sampling.group_size=1': "
+                                                    "rollout.sampling.group_size: must be >= 2 for GRPO, got 1")):
+        load_config(CONFIGS / "tiny" / "grpo.yaml", ["rollout.sampling.group_size=1"])
+    cfg = load_config(CONFIGS / "tiny" / "grpo.yaml", ["rollout.sampling.group_size=2"])
+    assert cfg.rollout.sampling.group_size == 2
+    # stage 2 mines failures from sampled answers: one per clip is a choice, not a broken advantage
+    cfg = load_config(CONFIGS / "tiny" / "reflect.yaml", ["rollout.sampling.group_size=1"])
+    assert cfg.rollout.sampling.group_size == 1
