@@ -68,7 +68,7 @@ def test_the_run_folder_holds_no_password_and_status_and_scale_still_reach_the_j
 
     assert main(["status", "--run", str(run)]) == 0
     out = capsys.readouterr().out
-    assert f"streams {{'rollout_stream': 1, 'scored_stream': 0}}" in out and password not in out
+    assert "streams {'rollout_stream': 1, 'scored_stream': 0}" in out and password not in out
     assert main(["scale", "--run", str(run), "--rollout", "3"]) == 0
     assert client.get(f"test:scale:{tag}") == b"3"
 

@@ -36,8 +36,10 @@ NULL_SPLIT = "test_n"
 NUM_FRAMES = 10
 COLUMNS = ("vid", "uid", "split", "fid", "exp")
 MAX_EXPRESSION_CHARS = 1000  # the official expressions are one sentence (under 200 characters)
-# <vid>_<class>_<n>: the vid takes everything before the last two underscores (the groups are greedy)
-UID = re.compile(r"([A-Za-z0-9_-]+)_[A-Za-z0-9-]+_[A-Za-z0-9-]+")
+# <vid>_<class>_<n>: the vid takes everything before the last two underscores (the groups are
+# greedy). Only the vid names a folder, so only it is held to the official ids' characters; a
+# class may hold any but "_" and path separators (a space, say).
+UID = re.compile(r"([A-Za-z0-9_-]+)_[^_/\\\x00]+_[A-Za-z0-9-]+")
 
 
 def folder_vid(uid: str) -> str:
@@ -45,7 +47,7 @@ def folder_vid(uid: str) -> str:
     uid of other characters than the official ones (it could name a folder outside the dataset)."""
     match = UID.fullmatch(uid)
     if match is None:
-        raise ValueError(f"uid {uid!r} is not <vid>_<class>_<n> of ASCII letters, digits, '-' and '_'")
+        raise ValueError(f"uid {uid!r} is not <vid>_<class>_<n> with a vid of ASCII letters, digits, '-' and '_'")
     return match.group(1)
 
 
@@ -133,7 +135,7 @@ def parse_metadata(root: str | Path) -> Metadata:
             continue
         before = len(out.problems)
         if not UID.fullmatch(uid):
-            bad(f"uid {uid!r} is not <vid>_<class>_<n> of ASCII letters, digits, '-' and '_'")
+            bad(f"uid {uid!r} is not <vid>_<class>_<n> with a vid of ASCII letters, digits, '-' and '_'")
         if not (fid_text.isascii() and fid_text.isdigit()):
             bad(f"fid {fid_text!r} is not a non-negative integer")
         if not exp:
