@@ -198,3 +198,12 @@ def test_a_crafted_deepspeed_state_file_is_refused_and_runs_nothing(tmp_path):
     assert not ran.exists()
     torch.save({"module": {"w": torch.ones(2)}, "step": 3}, path)  # tensors and plain data: read
     assert load_weights_only(str(path))["step"] == 3
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "172.32.0.1", "2001:db8::1"])
+def test_cluster_redis_refuses_a_public_address(tmp_path, address):
+    env = {**os.environ, "HOME": str(tmp_path), "AURORA_REDIS_BIND": address}
+    run = subprocess.run(["bash", str(ROOT / "cluster" / "start_redis.sh")], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 1 and f"{address} is not a private address; refusing" in run.stderr
+    assert not (tmp_path / ".aurora" / "redis" / "redis.conf").exists() and not (tmp_path / ".aurora" / "redis_url").exists()
