@@ -5,7 +5,7 @@ the session; ``pytest_sessionfinish`` fails the run if any process they started 
 alive afterwards.
 
 ``make test`` runs the suite on two pytest-xdist workers (``-n 2``), each with services of its
-own. Every module runs whole on one worker (``pytest_xdist_make_scheduler``), so its
+own and one compute thread per process (``OMP_NUM_THREADS``). Every module runs whole on one worker (``pytest_xdist_make_scheduler``), so its
 module-scoped fixtures (a running GRPO job, say) start once and its tests keep their order; the
 modules that share the served CoT teacher run on one worker, first, as they take longest.
 """
@@ -25,6 +25,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# One compute thread per process (inherited by the Ray nodes, servers and commands the tests
+# start; Ray gives its actors one already): two xdist workers on two cores, each running torch
+# with a spinning thread per core, slowed a SAM pretraining test from 18 s to 150 s.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # the Redis passwords of the session's jobs (aurora_rl/services/job_file.py): not in the user's home
 os.environ.setdefault("AURORA_RL_SECRETS", tempfile.mkdtemp(prefix="aurora-secrets-"))
 
