@@ -10,15 +10,16 @@ port=${AURORA_REDIS_PORT:-6390}
 dir=~/.aurora/redis
 mkdir -p "$dir"
 chmod 700 ~/.aurora
-# The head's first address, or AURORA_REDIS_BIND; refused unless private (RFC 1918, loopback,
-# link-local, IPv6 unique-local): Redis must not face the internet, password or not.
+# The head's first address, or AURORA_REDIS_BIND; refused unless private as Python's ipaddress
+# defines it (RFC 1918, loopback, link-local, IPv6 unique-local, the reserved test networks):
+# Redis must not face the internet, password or not.
 ip=${AURORA_REDIS_BIND:-$(hostname -I | awk '{print $1}')}
-case "$ip" in
-  10.*|192.168.*|127.*|169.254.*|172.1[6-9].*|172.2[0-9].*|172.3[01].*|f[cd][0-9a-f][0-9a-f]:*) ;;
-  *) echo "start_redis.sh: $ip is not a private address; refusing to open Redis on it (set AURORA_REDIS_BIND" \
-          "to the cluster's private address)" >&2
-     exit 1 ;;
-esac
+if ! python3 -c 'import ipaddress, sys; sys.exit(not ipaddress.ip_address(sys.argv[1]).is_private)' "$ip" 2>/dev/null
+then
+  echo "start_redis.sh: $ip is not a private address; refusing to open Redis on it (set AURORA_REDIS_BIND" \
+       "to the cluster's private address)" >&2
+  exit 1
+fi
 if [ ! -s "$dir/redis.conf" ]; then
   (umask 077; cat > "$dir/redis.conf" <<CONF
 bind $ip

@@ -200,7 +200,7 @@ def test_a_crafted_deepspeed_state_file_is_refused_and_runs_nothing(tmp_path):
     assert load_weights_only(str(path))["step"] == 3
 
 
-@pytest.mark.parametrize("address", ["8.8.8.8", "172.32.0.1", "2001:db8::1"])
+@pytest.mark.parametrize("address", ["8.8.8.8", "172.32.0.1", "2606:4700::1111"])
 def test_cluster_redis_refuses_a_public_address(tmp_path, address):
     env = {**os.environ, "HOME": str(tmp_path), "AURORA_REDIS_BIND": address}
     run = subprocess.run(["bash", str(ROOT / "cluster" / "start_redis.sh")], env=env, capture_output=True, text=True,
