@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import psutil
@@ -154,12 +155,26 @@ class LocalRayNode:
             self._pids = sorted(set(self._pids) | {p.pid for p in process_tree(self.proc.pid)})
         return list(self._pids)
 
-    def connect(self, **init_kwargs):
-        """``ray.init`` this driver against the node (sets the auth environment first)."""
+    def connect(self, attempts: int = 3, **init_kwargs):
+        """``ray.init`` this driver against the node (sets the auth environment first).
+
+        On a machine whose cores are all busy, a node that has just started can register its
+        raylet with the GCS later than the driver waits for it ("Timed out while waiting for GCS
+        to become available"): the connection is tried again, up to ``attempts`` times.
+        """
         apply_client_env(self.client_env())
         import ray
 
-        return ray.init(address=self.address, **init_kwargs)
+        for attempt in range(1, attempts + 1):
+            try:
+                return ray.init(address=self.address, **init_kwargs)
+            except (RuntimeError, ConnectionError) as e:  # ray.init's ConnectionError wraps the GCS timeout
+                if attempt == attempts or "GCS" not in f"{e} {e.__cause__}":
+                    raise
+                ray.shutdown()
+                print(f"[services] connecting to the Ray node at {self.address} failed ({e.__cause__ or e}); "
+                      f"trying again ({attempt} of {attempts})", file=sys.stderr, flush=True)
+                time.sleep(2.0 * attempt)
 
     def stop(self) -> list[int]:
         """Stop every process this node started; returns PIDs that needed SIGKILL.
