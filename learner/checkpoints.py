@@ -23,6 +23,8 @@ import shutil
 from pathlib import Path
 from typing import Callable, Optional
 
+from aurora_rl.services.files import write_whole
+
 MANIFEST = "manifest.json"
 LATEST = "latest"
 
@@ -98,23 +100,8 @@ def commit(partial: Path, name: str) -> Path:
         shutil.rmtree(old)
     else:
         os.replace(partial, final)
-    write_pointer(partial.parent / LATEST, name)
+    write_whole(partial.parent / LATEST, name)
     return final
-
-
-def write_pointer(path: Path, text: str) -> None:
-    """Replace a small file whole: a temporary file, fsync, rename, fsync of the folder."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def newest_complete(checkpoints: Path, log: Callable[[str], None]) -> Optional[Path]:

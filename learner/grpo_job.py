@@ -59,6 +59,9 @@ class GRPOJob:
         self.cfg = dataclasses.replace(cfg, data=self.data, mix=mix)
         self.checkpoint = str(Path(cfg.model.path).resolve())
         check_data_matches(self.checkpoint, self.data, f"grpo run {cfg.run.name}")
+        # what a record of this run can hold (mask shape, sampling budget): reward workers and the
+        # collector refuse anything beyond it unread
+        self.limits = RecordLimits.for_run(self.queue.max_record_bytes, cfg.rollout.sampling, self.data)
         self.version = 0
         self.step = 0
         self.counters = {"learned": 0}
@@ -83,8 +86,8 @@ class GRPOJob:
         self.learners = LearnerGroup(cfg, self.checkpoint, self.placement, self.run_dir)
         self.rollout = RolloutPool(cfg, self.checkpoint, self.data, self.redis_url, self.queue.rollout_stream,
                                    self.run_dir, self.placement, self.learners, self.faults, self.log)
-        self.rewards = RewardPool(cfg, self.redis_url, self.queue, self.data, self.placement, self.run_dir, self.faults,
-                                  self.log)
+        self.rewards = RewardPool(cfg, self.redis_url, self.queue, self.data, self.limits, self.placement, self.run_dir,
+                                  self.faults, self.log)
         # Every worker loads its libraries and model in its own process: all are launched before
         # any is awaited, so the job starts in about the time of its slowest worker.
         self.learners.launch()
@@ -144,9 +147,7 @@ class GRPOJob:
         # Steps are synchronous: nothing in the streams outlives the step that made it, and a
         # resumed job re-samples the steps after its checkpoint.
         client.delete(self.queue.rollout_stream, self.queue.scored_stream, seen_key(self.queue.scored_stream))
-        self.collector = StepCollector(client, self.queue, self.cfg.learner.max_policy_lag,
-                                       limits=RecordLimits.for_run(self.queue.max_record_bytes,
-                                                                   self.cfg.rollout.sampling, self.data))
+        self.collector = StepCollector(client, self.queue, self.cfg.learner.max_policy_lag, limits=self.limits)
 
     def stop(self) -> None:
         """Stop every worker. One already dead (killed for memory, say) is logged and the rest still
@@ -337,9 +338,10 @@ class GRPOJob:
         (partial / "job_state.json").write_text(json.dumps(state))
         return checkpoints.commit(partial, name)
 
-    def _restore(self) -> None:
+    def _restore(self, folder: Optional[Path] = None) -> None:
+        """Load ``folder`` (default: the newest complete checkpoint) into the learners and the job."""
         checkpoints.refuse_foreign_folder(self.run_dir)
-        folder = checkpoints.newest_complete(self.run_dir / "checkpoints", self.log)
+        folder = folder or checkpoints.newest_complete(self.run_dir / "checkpoints", self.log)
         if folder is None:
             raise FileNotFoundError(f"{self.run_dir}: nothing to resume (no complete checkpoint under checkpoints/)")
         self.learners.load(str(folder))
@@ -355,8 +357,9 @@ class GRPOJob:
         self.log(f"[grpo] {reason}: restarting the learner group from the last checkpoint")
         lost_step, lost_attempt = self.step, self.attempt
         self.learners.restart()
-        if checkpoints.newest_complete(self.run_dir / "checkpoints", lambda line: None) is not None:
-            self._restore()
+        folder = checkpoints.newest_complete(self.run_dir / "checkpoints", self.log)  # verified once
+        if folder is not None:
+            self._restore(folder)
         else:
             self.step, self.version, self.counters = 0, 0, {"learned": 0}
             self.log("[grpo] no checkpoint yet: starting again from step 0")

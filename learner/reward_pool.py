@@ -26,7 +26,7 @@ class RewardWorkersFailing(RuntimeError):
 
 
 class RewardPool:
-    def __init__(self, cfg: GRPOConfig, redis_url: str, queue: QueueConfig, data: DataConfig,
+    def __init__(self, cfg: GRPOConfig, redis_url: str, queue: QueueConfig, data: DataConfig, limits: RecordLimits,
                  placement: JobPlacement, run_dir: Path, faults: dict[str, int], log: Callable[[str], None]):
         self.cfg = cfg
         self.redis_url = redis_url
@@ -41,8 +41,7 @@ class RewardPool:
         self.runs: list = []  # each worker's running ``run`` call
         self.started = 0  # workers started so far (names stay unique)
         self.deaths = 0  # workers replaced so far
-        # a record beyond what the run's sampling makes (mask shape, tokens, text) is refused unread
-        self.limits = RecordLimits.for_run(queue.max_record_bytes, cfg.rollout.sampling, data)
+        self.limits = limits  # a record beyond what the run's sampling makes is refused unread
 
     def start(self) -> None:
         m = self.cfg.reward.num_workers

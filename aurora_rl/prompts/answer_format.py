@@ -81,9 +81,9 @@ class ParsedAnswer:
 
 
 _STEP = re.compile(r"\bstep\s*([1-4])\s*:", re.IGNORECASE)
-# Greedy up to the next ".", "[" or "]", then that character: one pass over the text. (A lazy
-# class followed by "\." re-scanned the rest of the text from every "the target is" that no full
-# stop closes: quadratic, 12 s for 128 KB.)
+# Greedy up to the next full stop or bracket, then that character: one pass over the text. A
+# lazy class followed by an escaped full stop re-scanned the rest of the text from every target
+# phrase that no full stop closes: quadratic, 12 s for 128 KB.
 _TARGET = re.compile(r"the target is\s+([^.\[\]]*)([.\[\]]?)", re.IGNORECASE)
 _ENDS = re.compile(r"it is\s*\[SEG\]\s*\.?\s*$", re.IGNORECASE)
 

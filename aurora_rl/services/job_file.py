@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from aurora_rl.services.files import write_whole
+
 JOB_FILE = "job.json"
 
 
@@ -38,27 +40,17 @@ def secret_path(run_dir: str | Path) -> Path:
     return secrets_dir() / f"{key}.url"
 
 
-def write_private(path: Path, text: str) -> None:
-    """``text`` into ``path``, readable by its owner only from the first byte (never 0644 first)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path.parent, 0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_job_file(run_dir: str | Path, redis_url: str, **fields) -> Path:
     """job.json (no password in it) and, when the URL has a password, the private file beside
     the user's other secrets; both replaced whole (written aside, then renamed)."""
     run_dir = Path(run_dir)
     if urlsplit(redis_url).password is not None:
-        write_private(secret_path(run_dir), redis_url)
+        secret = secret_path(run_dir)
+        secret.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(secret.parent, 0o700)
+        write_whole(secret, redis_url, mode=0o600)
     path = run_dir / JOB_FILE
-    tmp = path.with_name(f".{JOB_FILE}.{os.getpid()}")
-    tmp.write_text(json.dumps({"redis_url": without_password(redis_url), **fields}))
-    os.replace(tmp, path)
+    write_whole(path, json.dumps({"redis_url": without_password(redis_url), **fields}))
     return path
 
 

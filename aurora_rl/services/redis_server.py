@@ -11,7 +11,6 @@ loaded machine the fault suite lost two acknowledged records to a SIGKILL with i
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import redis
 
+from aurora_rl.services.files import write_whole
 from aurora_rl.services.process import free_port, stop_pids, process_tree, tail, wait_until
 
 
@@ -60,8 +60,7 @@ class RedisServer:
         lines = [f"bind {self.bind}", "protected-mode yes", f"port {self.port}", f"dir {self.workdir}",
                  f"requirepass {self.password}", f"appendonly {'yes' if self.appendonly else 'no'}",
                  f"appendfsync {self.appendfsync}", 'save ""', "daemonize no", f"logfile {self.workdir / 'redis.log'}"]
-        with os.fdopen(os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-            f.write("\n".join(lines) + "\n")
+        write_whole(conf, "\n".join(lines) + "\n", mode=0o600)
         return conf
 
     def start(self, timeout_s: float = 15.0) -> "RedisServer":
