@@ -129,7 +129,8 @@ def test_head_redis_script_serves_the_url_it_writes(tmp_path, started_pids):
             run = subprocess.run(["bash", str(ROOT / "cluster" / "start_redis.sh")], env=env, capture_output=True,
                                  text=True, timeout=60)
             assert run.returncode == 0, run.stderr
-            wait_until(pid_file.exists, 10, "redis pid file")
+            # redis-server creates its pid file, then writes it: wait for the number
+            wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 10, "redis pid file")
             started_pids.append(int(pid_file.read_text()))
         assert len(set(started_pids[-2:])) == 1  # the second run kept the first server
         url = (tmp_path / ".aurora" / "redis_url").read_text().strip()
@@ -139,7 +140,7 @@ def test_head_redis_script_serves_the_url_it_writes(tmp_path, started_pids):
             redis.Redis.from_url(url.replace(url.split("@")[0], "redis://:wrong")).ping()
         assert (tmp_path / ".aurora" / "redis_url").stat().st_mode & 0o077 == 0
     finally:
-        if pid_file.exists():
+        if pid_file.exists() and pid_file.read_text().strip():
             pid = int(pid_file.read_text())
             os.kill(pid, signal.SIGTERM)
             wait_until(lambda: not alive([pid]), 15, "redis-server to stop")
