@@ -132,11 +132,11 @@ class RolloutActor:
         return [{int(t): float(lp.logprob) for t, lp in o.outputs[0].logprobs[0].items()} for o in outs]
 
     def join_broadcast(self, host: str, port: int, rank: int, world_size: int, buckets: list, timeout_s: float,
-                       backend: str = "gloo") -> bool:
+                       backend: str, key_prefix: str) -> bool:
         """Join the weight-broadcast group with the backend the learner uses (GRPOConfig.broadcast_backend)."""
         from aurora_rl.weight_sync import BroadcastGroup
 
-        self.group = BroadcastGroup(host, port, rank, world_size, backend, timeout_s)
+        self.group = BroadcastGroup(host, port, rank, world_size, backend, timeout_s, key_prefix=key_prefix)
         self.buckets = buckets
         return True
 

@@ -13,6 +13,9 @@ expect, so a torn transfer can never be sampled from.
 from __future__ import annotations
 
 import datetime
+import ipaddress
+import secrets
+import socket
 from dataclasses import dataclass
 
 import torch
@@ -83,21 +86,47 @@ def unpack(buckets: list[Bucket], flats: list[torch.Tensor]) -> dict[str, torch.
 
 
 def open_store(host: str, world_size: int, timeout_s: float) -> torch.distributed.TCPStore:
-    """A group's store, listening on a port the OS picks as it binds (``store.port``).
+    """A group's store, listening on ``host`` alone, on a port the OS picks as it binds (``store.port``).
 
-    A port chosen first and bound later can be taken in between by any process on a busy node;
-    the members would then wait out the timeout on someone else's socket.
+    ``TCPStore`` has no authentication: whoever reaches its port can read and write its keys (it
+    can even list them). So it listens on the node's private address only, never on every
+    interface as ``TCPStore`` does by itself, and a public ``host`` is refused. A port chosen
+    first and bound later could be taken in between by another process; binding first avoids it.
     """
-    return torch.distributed.TCPStore(host, 0, world_size, is_master=True, wait_for_workers=False,
-                                      timeout=datetime.timedelta(seconds=timeout_s))
+    address = ipaddress.ip_address(host)
+    if not address.is_private:
+        raise PermissionError(
+            f"weight broadcast: {host} is not a private address, and the group's rendezvous (a torch "
+            "TCPStore) has no authentication; start Ray on the cluster's private network "
+            "(ray start --node-ip-address=<private address>)")
+    sock = socket.socket(socket.AF_INET6 if address.version == 6 else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, 0))
+        sock.listen(512)
+    except OSError:
+        sock.close()
+        raise
+    port = sock.getsockname()[1]
+    # the store takes the socket over (and closes it with itself)
+    return torch.distributed.TCPStore(host, port, world_size, is_master=True, wait_for_workers=False,
+                                      timeout=datetime.timedelta(seconds=timeout_s), master_listen_fd=sock.detach())
 
 
-def store_at(host: str, port: int, world_size: int, timeout_s: float, store=None) -> torch.distributed.TCPStore:
-    """``store`` when this member owns it (``open_store``), else a client of the one at ``host:port``."""
-    if store is not None:
-        return store
-    return torch.distributed.TCPStore(host, port, world_size, is_master=False,
-                                      timeout=datetime.timedelta(seconds=timeout_s))
+def new_key_prefix() -> str:
+    """A random prefix for one group's keys in its store. Members of another group (an actor that
+    missed a rebuild) never meet this one's keys. Not a secret from whoever reaches the store,
+    which can list its keys: the private address is what keeps others out."""
+    return f"aurora-{secrets.token_hex(8)}/"
+
+
+def store_at(host: str, port: int, world_size: int, timeout_s: float, key_prefix: str,
+             store=None) -> torch.distributed.Store:
+    """The group's view of its store: ``store`` when this member owns it (``open_store``), else a
+    client of the one at ``host:port``; every key under ``key_prefix``."""
+    if store is None:
+        store = torch.distributed.TCPStore(host, port, world_size, is_master=False,
+                                           timeout=datetime.timedelta(seconds=timeout_s))
+    return torch.distributed.PrefixStore(key_prefix, store)
 
 
 class BroadcastGroup:
@@ -108,9 +137,9 @@ class BroadcastGroup:
     """
 
     def __init__(self, host: str, port: int, rank: int, world_size: int, backend: str = "gloo",
-                 timeout_s: float = 120.0, store: torch.distributed.TCPStore | None = None):
+                 timeout_s: float = 120.0, store: torch.distributed.TCPStore | None = None, *, key_prefix: str):
         timeout = datetime.timedelta(seconds=timeout_s)
-        self.store = store_at(host, port, world_size, timeout_s, store)
+        self.store = store_at(host, port, world_size, timeout_s, key_prefix, store)
         if backend == "nccl":
             self.pg = torch.distributed.ProcessGroupNCCL(self.store, rank, world_size)
             self.device = torch.device("cuda", torch.cuda.current_device())

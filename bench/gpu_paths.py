@@ -328,7 +328,8 @@ def run_backbone(run: Run, name: str) -> None:
         tensors = {n: p.detach() for n, p in policy.named_parameters() if p.requires_grad}
         buckets = plan_buckets(specs_of(tensors), 64 * 2**20)
         store = open_store("127.0.0.1", 1, 60.0)
-        group = BroadcastGroup("127.0.0.1", store.port, 0, 1, "nccl" if device == "cuda" else "gloo", 60.0, store)
+        group = BroadcastGroup("127.0.0.1", store.port, 0, 1, "nccl" if device == "cuda" else "gloo", 60.0, store,
+                               key_prefix="gpu-paths/")
         flats = [group.broadcast(pack(tensors, bucket, group.device)) for bucket in buckets]
         back = unpack(buckets, flats)
         if back.keys() != tensors.keys() or not all(torch.equal(back[n], t.cpu()) for n, t in tensors.items()):

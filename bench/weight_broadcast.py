@@ -64,7 +64,8 @@ class Member:
         from aurora_rl.weight_sync import BroadcastGroup
 
         store = self.store if self.rank == 0 else None
-        self.group = BroadcastGroup("127.0.0.1", port, self.rank, world, "gloo", timeout_s=300, store=store)
+        self.group = BroadcastGroup("127.0.0.1", port, self.rank, world, "gloo", timeout_s=300, store=store,
+                                    key_prefix="bench/")
         return True
 
     def raw(self, nbytes: int) -> tuple[float, float]:

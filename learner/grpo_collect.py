@@ -31,8 +31,9 @@ class StepCollector:
         limits = limits or RecordLimits(queue.max_record_bytes)
         self.stream = RecordStream(client, queue.scored_stream, "learner", limits)
         self.stream.ensure_group()
+        # read only (its depth, for the error that names a stalled step): the learner's Redis user
+        # may not touch the rollout stream's group, which the job made as the owner
         self.rollout = RecordStream(client, queue.rollout_stream, "scorers", limits)
-        self.rollout.ensure_group()
         self.max_lag = max_lag
         self.consumer = consumer
         self.accepted: set[str] = set()
@@ -124,7 +125,7 @@ class StepCollector:
         return self.drop_step("abandoned_dropped")
 
     def rollout_depth(self) -> int:
-        return self.rollout.depth()
+        return self.rollout.depth() if self.rollout.client.exists(self.rollout.stream) else 0
 
     def scored_depth(self) -> int:
         return self.stream.depth()

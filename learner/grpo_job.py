@@ -31,6 +31,7 @@ from aurora_rl.config.schema import GRPOConfig
 from aurora_rl.model.checkpoint import check_data_matches
 from aurora_rl.records import RecordLimits
 from aurora_rl.services.library_logs import LOG_DIR, logs_line
+from aurora_rl.services.redis_acl import RoleUsers
 from learner import checkpoints
 from learner.grpo_collect import StepCollector
 from learner.learner_group import LearnerGroup, LearnerLost
@@ -71,6 +72,8 @@ class GRPOJob:
         self.learners: Optional[LearnerGroup] = None
         self.rollout: Optional[RolloutPool] = None
         self.rewards: Optional[RewardPool] = None
+        self.users: Optional[RoleUsers] = None  # one Redis user per role (aurora_rl/services/redis_acl.py)
+        self.redis = None  # the owner's client (streams reset, scale requests)
         self.started = time.time()
         # Record ids must not repeat across attempts of a step (the reward workers deduplicate by
         # id), so a resumed job tags its groups with a fresh attempt id.
@@ -84,9 +87,13 @@ class GRPOJob:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.placement = JobPlacement(cfg.placement, f"aurora:{cfg.run.name}:{self.attempt}")
         self.learners = LearnerGroup(cfg, self.checkpoint, self.placement, self.run_dir)
-        self.rollout = RolloutPool(cfg, self.checkpoint, self.data, self.redis_url, self.queue.rollout_stream,
+        # the driver keeps the owner's URL; each role gets a Redis user with only what it needs
+        self.users = RoleUsers(self.redis_url, cfg.run.name, self.queue.rollout_stream, self.queue.scored_stream)
+        urls = self.users.create()
+        self.users.keep()
+        self.rollout = RolloutPool(cfg, self.checkpoint, self.data, urls["rollout"], self.queue.rollout_stream,
                                    self.run_dir, self.placement, self.learners, self.faults, self.log)
-        self.rewards = RewardPool(cfg, self.redis_url, self.queue, self.data, self.limits, self.placement, self.run_dir,
+        self.rewards = RewardPool(cfg, urls["reward"], self.queue, self.data, self.limits, self.placement, self.run_dir,
                                   self.faults, self.log)
         # Every worker loads its libraries and model in its own process: all are launched before
         # any is awaited, so the job starts in about the time of its slowest worker.
@@ -127,7 +134,7 @@ class GRPOJob:
         """Before a step: a count asked for with ``aurora-rl scale``, else the autoscaling rule
         (steps are synchronous, so the prompt queue is the step's prompts, shared by the actors).
         The user's count also caps the autoscaler from then on: a pool scaled down stays down."""
-        wanted = self.collector.stream.client.getdel(self.scale_key)
+        wanted = self.redis.getdel(self.scale_key)
         if wanted is not None:
             self.rollout.cap = int(wanted)
             self.scale_rollout(int(wanted))
@@ -140,14 +147,19 @@ class GRPOJob:
             self._write_job_file()
 
     def _reset_streams(self) -> None:
+        """As the owner: empty the run's streams and make their consumer groups; the collector then
+        reads the scored stream as the learner's Redis user."""
+        from aurora_rl.record_stream import RecordStream
         from aurora_rl.services.redis_client import connect_redis
-        from rewards.stream_scorer import seen_key
+        from rewards.stream_scorer import GROUP, seen_key
 
-        client = connect_redis(self.redis_url, name="grpo driver")
+        self.redis = connect_redis(self.redis_url, name="grpo driver")
         # Steps are synchronous: nothing in the streams outlives the step that made it, and a
         # resumed job re-samples the steps after its checkpoint.
-        client.delete(self.queue.rollout_stream, self.queue.scored_stream, seen_key(self.queue.scored_stream))
-        self.collector = StepCollector(client, self.queue, self.cfg.learner.max_policy_lag, limits=self.limits)
+        self.redis.delete(self.queue.rollout_stream, self.queue.scored_stream, seen_key(self.queue.scored_stream))
+        RecordStream(self.redis, self.queue.rollout_stream, GROUP).ensure_group()
+        learner = connect_redis(self.users.urls()["learner"], name="grpo driver (learner)")
+        self.collector = StepCollector(learner, self.queue, self.cfg.learner.max_policy_lag, limits=self.limits)
 
     def stop(self) -> None:
         """Stop every worker. One already dead (killed for memory, say) is logged and the rest still
@@ -165,6 +177,8 @@ class GRPOJob:
             # memory, say) must still give the resources back.
             if self.placement is not None:
                 self.placement.release_all()
+            if self.users is not None:
+                self.users.delete()
 
     @staticmethod
     def _settle(refs: list, timeout_s: float) -> list[str]:

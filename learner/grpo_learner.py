@@ -37,20 +37,22 @@ class LearnerRank:
         self.group = None
         self.buckets = None
         self.store = None  # rank 0: the store the next group (DeepSpeed's, then the broadcast's) meets at
+        self.store_prefix = ""  # and that group's key prefix (weight_sync.new_key_prefix)
 
-    def open_store(self, world_size: int, timeout_s: float) -> tuple[str, int]:
-        """Rank 0: a store for the next group to meet at, on this node; its address.
+    def open_store(self, world_size: int, timeout_s: float) -> tuple[str, int, str]:
+        """Rank 0: a store for the next group to meet at, on this node's private address; its
+        address and the group's key prefix.
 
         The OS picks the port as the store binds it, so no other process can take it between
         choosing and listening (weight_sync.open_store).
         """
-        from aurora_rl.weight_sync import open_store
+        from aurora_rl.weight_sync import new_key_prefix, open_store
 
         host = ray.util.get_node_ip_address()
-        self.store = open_store(host, world_size, timeout_s)
-        return host, self.store.port
+        self.store, self.store_prefix = open_store(host, world_size, timeout_s), new_key_prefix()
+        return host, self.store.port, self.store_prefix
 
-    def setup(self, master_addr: str, master_port: int) -> dict:
+    def setup(self, master_addr: str, master_port: int, key_prefix: str) -> dict:
         """Join the DeepSpeed group (a collective: call on every rank at once) and build the engine.
 
         Rank 0 meets the others at the store it opened (``open_store``).
@@ -72,7 +74,7 @@ class LearnerRank:
         # reference, every batch and the step's collective tensors go to this device
         self.device = torch.device(role_device(f"learner rank {self.rank}", 1 if self.use_gpu else 0))
         backend = "nccl" if self.use_gpu else "gloo"
-        store = store_at(master_addr, master_port, self.world_size, RENDEZVOUS_TIMEOUT_S, self.store)
+        store = store_at(master_addr, master_port, self.world_size, RENDEZVOUS_TIMEOUT_S, key_prefix, self.store)
         self.store = None
         torch.distributed.init_process_group(backend, store=store, rank=self.rank, world_size=self.world_size)
         deepspeed.init_distributed(dist_backend=backend)  # takes the group made here
@@ -174,7 +176,8 @@ class LearnerRank:
         from aurora_rl.weight_sync import BroadcastGroup
 
         store, self.store = self.store, None
-        self.group = BroadcastGroup("", 0, 0, world_size, self.cfg.broadcast_backend, timeout_s, store=store)
+        self.group = BroadcastGroup("", 0, 0, world_size, self.cfg.broadcast_backend, timeout_s, store=store,
+                                    key_prefix=self.store_prefix)
         self.buckets = buckets
         return True
 

@@ -117,5 +117,5 @@ def join_ranks(ranks: list) -> list[dict]:
 
     from learner.grpo_learner import RENDEZVOUS_TIMEOUT_S
 
-    host, port = ray.get(ranks[0].open_store.remote(len(ranks), RENDEZVOUS_TIMEOUT_S))
-    return ray.get([rank.setup.remote(host, port) for rank in ranks])
+    host, port, key_prefix = ray.get(ranks[0].open_store.remote(len(ranks), RENDEZVOUS_TIMEOUT_S))
+    return ray.get([rank.setup.remote(host, port, key_prefix) for rank in ranks])

@@ -193,9 +193,9 @@ class RolloutPool:
         (address,) = gather([sender.open_store.remote(world, timeout)])
         if not address.ok:
             return [address]
-        host, port = address.value
+        host, port, key_prefix = address.value
         return gather([sender.join_broadcast.remote(world, self.buckets, timeout)]
-                      + [a.join_broadcast.remote(host, port, i, world, self.buckets, timeout, backend)
+                      + [a.join_broadcast.remote(host, port, i, world, self.buckets, timeout, backend, key_prefix)
                          for i, a in enumerate(members[1:], start=1)])
 
     def kill(self) -> None:

@@ -61,7 +61,7 @@ SCRIPT = textwrap.dedent("""
         errors["rollout"] = failure(lambda: ray.get(actor.ready.remote()))
         (options,) = placement.reserve("learner", "learner", 1)
         rank = LearnerRank.options(**options).remote(0, 1, cfg, ckpt, cfg.learner.use_gpu)
-        errors["learner"] = failure(lambda: ray.get(rank.setup.remote("127.0.0.1", 29500)))
+        errors["learner"] = failure(lambda: ray.get(rank.setup.remote("127.0.0.1", 29500, "test/")))
         errors["requested"] = options["num_gpus"]
     finally:
         ray.shutdown()

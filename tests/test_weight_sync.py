@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 
 import pytest
 import torch
 
-from aurora_rl.weight_sync import BroadcastGroup, open_store, plan_buckets, specs_of
+from aurora_rl.weight_sync import BroadcastGroup, new_key_prefix, open_store, plan_buckets, specs_of
 
 
 def weights(version: int) -> dict[str, torch.Tensor]:
@@ -30,11 +31,12 @@ def test_buckets_group_by_dtype_in_order_and_respect_the_size():
 def meet(rank: int, world: int, ports, timeout_s: float) -> BroadcastGroup:
     """Rank 0 opens the store and hands its port to the others, as the learner's rank 0 does."""
     if rank == 0:
-        store = open_store("127.0.0.1", world, timeout_s)
+        store, prefix = open_store("127.0.0.1", world, timeout_s), new_key_prefix()
         for _ in range(world - 1):
-            ports.put(store.port)
-        return BroadcastGroup("127.0.0.1", store.port, 0, world, "gloo", timeout_s, store=store)
-    return BroadcastGroup("127.0.0.1", ports.get(timeout=timeout_s), rank, world, "gloo", timeout_s)
+            ports.put((store.port, prefix))
+        return BroadcastGroup("127.0.0.1", store.port, 0, world, "gloo", timeout_s, store=store, key_prefix=prefix)
+    port, prefix = ports.get(timeout=timeout_s)
+    return BroadcastGroup("127.0.0.1", port, rank, world, "gloo", timeout_s, key_prefix=prefix)
 
 
 def member(rank: int, world: int, ports, results) -> None:
@@ -51,6 +53,7 @@ def member(rank: int, world: int, ports, results) -> None:
 
 
 def test_every_receiver_gets_every_version_exactly():
+    gc.collect()  # no store of an earlier test may be collected in a forked child (torch aborts there)
     ctx = mp.get_context("fork")
     results = ctx.Queue()
     ports = ctx.Queue()
@@ -75,3 +78,24 @@ def test_the_store_listens_on_its_port_from_the_moment_it_is_opened():
         with pytest.raises(OSError) as taken:
             s.bind(("127.0.0.1", store.port))
     assert taken.value.errno == errno.EADDRINUSE
+
+
+def test_the_store_listens_on_the_private_address_alone_and_keeps_each_group_under_its_prefix():
+    """TCPStore has no authentication: the store listens on the address it was given, never on
+    every interface (TCPStore's own choice); a public address is refused; the group's keys all
+    sit under its random prefix."""
+    import psutil
+
+    store = open_store("127.0.0.1", 1, 10.0)
+    listening = [c.laddr for c in psutil.Process().net_connections("inet")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == store.port]
+    assert [a.ip for a in listening] == ["127.0.0.1"]
+    prefix = new_key_prefix()
+    assert prefix != new_key_prefix() and len(prefix) >= 16
+    group = BroadcastGroup("127.0.0.1", store.port, 0, 1, "gloo", 10.0, store=store, key_prefix=prefix)
+    group.broadcast(torch.ones(4))
+    keys = store.list_keys()
+    assert keys and all(k.startswith(prefix) for k in keys), keys
+    for public in ("8.8.8.8", "2001:4860:4860::8888"):
+        with pytest.raises(PermissionError, match="not a private address"):
+            open_store(public, 1, 10.0)

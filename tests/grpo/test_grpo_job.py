@@ -52,7 +52,7 @@ def job_config(tmp_path, data_root, checkpoint, *extra):
 
 
 def stream_records(job, stream):
-    client = job.collector.stream.client
+    client = job.redis
     return [decode(fields[b"r"]) for _, fields in client.xrange(stream)]
 
 
@@ -113,8 +113,21 @@ def test_every_record_sampled_scored_and_learned_once(ray_node, redis_server, sy
         assert (final / "aurora_model.json").exists()
         loaded, *_ = load_policy(final)
         assert sum(p.numel() for p in loaded.parameters()) > 0
+        assert_no_password_in_files(job, redis_server.password, ray_node)
     finally:
         job.stop()
+
+
+def assert_no_password_in_files(job, owner_password: str, ray_node) -> None:
+    """No Redis password (the owner's, any role's) in the run folder, the library logs in it, or
+    the Ray node's logs (worker output, raylet, GCS)."""
+    secrets = [owner_password.encode(), *(p.encode() for p in job.users.passwords.values())]
+    files = [p for p in job.run_dir.rglob("*") if p.is_file()]
+    files += [p for p in ray_node.temp_dir.glob("session_*/logs/**/*") if p.is_file()]
+    assert any(p.parent == job.run_dir / "logs" for p in files)  # the library logs were there to read
+    assert len(files) > 20
+    leaks = [str(p) for p in files if any(s in p.read_bytes() for s in secrets)]
+    assert not leaks, f"a Redis password in {leaks}"
 
 
 @pytest.mark.slow

@@ -32,7 +32,7 @@ class Account:
 
 def wait_scored(job, timeout_s: float = 60.0) -> None:
     """Until the reward workers have consumed the rollout stream (late records of abandoned groups too)."""
-    stream = RecordStream(job.collector.stream.client, job.queue.rollout_stream, "scorers")
+    stream = RecordStream(job.redis, job.queue.rollout_stream, "scorers")
     deadline = time.monotonic() + timeout_s
     while stream.depth() > 0:
         assert time.monotonic() < deadline, f"{stream.depth()} rollout records never scored"
@@ -41,7 +41,7 @@ def wait_scored(job, timeout_s: float = 60.0) -> None:
 
 def account(job) -> Account:
     wait_scored(job)
-    client = job.collector.stream.client
+    client = job.redis
     sampled = Counter(decode(f[b"r"]).record_id for _, f in client.xrange(job.queue.rollout_stream))
     scored_records = [decode(f[b"r"]) for _, f in client.xrange(job.queue.scored_stream)]
     scored = Counter(r.record_id for r in scored_records)

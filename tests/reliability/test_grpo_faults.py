@@ -172,6 +172,7 @@ def test_redis_killed_and_restarted_with_its_append_only_file(job, redis_aof, ra
     logs = "".join(p.read_text(errors="replace") for p in (job.run_dir / "logs").glob("*.log"))  # the workers' own
     assert "reward scorer scorer-" in logs and "reachable again" in logs  # the consumers said so
     assert "redis client rollout actor" in logs  # and a producer that published into the outage
+    assert job.users.remade >= 1 and job.users.missing() == []  # its role users made again after each restart
     acc = assert_nothing_lost_or_duplicated(job, fault_row, set(before.dropped))
     # a retried XADD whose first try did land publishes a record twice: it is scored once
     fault_row["dropped"] += acc.published_twice - before.published_twice
@@ -250,7 +251,7 @@ def test_every_reward_worker_killed_while_the_step_waits_for_scores(job, fault_r
     looks at them while it waits for scores, replaces both, and the new ones reclaim what the dead
     held; the step is learned with nothing lost or learned twice."""
     fault_row["fault"] = "every reward worker dies mid-step (replaced while the step waits)"
-    client = job.collector.stream.client
+    client = job.redis
     dropped = set(account(job).dropped)
     replaced, step = job.faults["reward_workers_replaced"], job.step
     before = client.xlen(job.queue.rollout_stream)
