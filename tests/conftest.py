@@ -8,10 +8,13 @@ alive afterwards.
 own and one compute thread per process (``OMP_NUM_THREADS``). Every module runs whole on one worker (``pytest_xdist_make_scheduler``), so its
 module-scoped fixtures (a running GRPO job, say) start once and its tests keep their order; the
 modules that share the served CoT teacher run on one worker, first, as they take longest.
+
+A test that injects a fault fills its row of the fault table (``fault_row``; ``bench/faults.py``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 
@@ -163,6 +166,30 @@ def pytest_collection_modifyitems(config, items):
         if "teacher_endpoint" in item.fixturenames and module not in TEACHER_MODULES:
             raise pytest.UsageError(f"{module} uses teacher_endpoint: add it to TEACHER_MODULES in tests/conftest.py")
     items.sort(key=lambda item: item.nodeid.split("::")[0] not in TEACHER_MODULES)  # stable: order kept otherwise
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.fault_call_passed = report.passed
+
+
+@pytest.fixture
+def fault_row(request):
+    """One row of the fault table (``bench/faults.py``, docs/RELIABILITY.md) for a test that injects
+    a fault: fault, lost, duplicated, dropped (and counted), recovery_s, each figure counted from
+    what the run did; one the test does not count stays None, a "-" in the table. When
+    ``AURORA_FAULT_TABLE`` names a file, the row is appended to it as a JSON line with whether the
+    test passed."""
+    row = {"fault": request.node.name, "lost": None, "duplicated": None, "dropped": None, "recovery_s": None}
+    yield row
+    path = os.environ.get("AURORA_FAULT_TABLE")
+    if path:
+        row.update(test=request.node.nodeid, survived=bool(getattr(request.node, "fault_call_passed", False)))
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
 
 
 _LEFTOVER: list[str] = []  # the controller's: what its workers reported

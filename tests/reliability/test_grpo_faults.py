@@ -1,6 +1,7 @@
 """Faults injected into one running GRPO job (vLLM rollout actors, reward workers, a DeepSpeed
 learner, a private Redis with its append-only file): a rollout actor SIGKILLed mid-sample, a
-broadcast receiver dead when the weights go out, Redis killed and restarted, a non-finite loss.
+broadcast receiver SIGKILLed inside the broadcast, Redis killed and restarted, a non-finite loss,
+reward workers killed.
 
 After each fault the job goes on, and its records are counted end to end (tests/reliability/
 accounting.py): nothing lost, nothing learned twice, every drop counted.
@@ -10,9 +11,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -55,10 +61,10 @@ def job(ray_node, redis_aof, synthetic_root, tmp_path_factory, start_checkpoint)
 def assert_nothing_lost_or_duplicated(job, row, dropped_before: set[str]):
     """The end-to-end count; the fault's row gets the records dropped (and counted) since ``dropped_before``."""
     acc = account(job)
-    assert acc.lost == [] and acc.duplicated == [], (acc.lost, acc.duplicated)
-    assert acc.learned == len(job.learned_groups) * P * G
     row.update(lost=len(acc.lost), duplicated=len(acc.duplicated), dropped=len(set(acc.dropped) - dropped_before))
     row["dropped_ids"] = sorted(set(acc.dropped) - dropped_before)
+    assert acc.lost == [] and acc.duplicated == [], (acc.lost, acc.duplicated)
+    assert acc.learned == len(job.learned_groups) * P * G
     return acc
 
 
@@ -120,20 +126,69 @@ def test_rollout_actor_killed_mid_sample(job, redis_aof, fault_row):
     assert_nothing_lost_or_duplicated(job, fault_row, dropped)
 
 
-def test_broadcast_receiver_dead_when_weights_go_out(job, fault_row):
+def hold_until(learner, release: str, held: str, timeout_s: float) -> None:
+    """Run in a learner rank (``__ray_call__``): keep it busy until the file ``release`` exists
+    (``held`` is written once it is), so a broadcast asked of it meanwhile starts after."""
+    Path(held).touch()
+    deadline = time.monotonic() + timeout_s
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def wait_inside_receive(pid: int, timeout_s: float = 60.0) -> str:
+    """The Python stack of process ``pid`` (py-spy) once it is inside ``BroadcastGroup.receive``."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stack = subprocess.run([py_spy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30)
+        if re.search(r"\breceive \(.*aurora_rl/weight_sync\.py:\d+\)", stack.stdout):
+            return stack.stdout
+        assert time.monotonic() < deadline, f"{pid} never entered the broadcast: {stack.stdout}{stack.stderr}"
+        time.sleep(0.2)
+
+
+def test_broadcast_receiver_killed_during_the_broadcast(job, tmp_path, fault_row):
+    """A rollout actor SIGKILLed inside ``BroadcastGroup.receive``, the broadcast in flight: every
+    actor has been asked for the weights and waits for them. (Learner rank 0 is kept busy until
+    the kill, so the transfer cannot end first.) The transfer fails for all, the dead actor is
+    replaced, the group rebuilt and the weights sent again; every actor then samples with the
+    learner's weights, and the next step loses and duplicates nothing."""
     import ray
 
-    fault_row["fault"] = "broadcast receiver dies (group rebuilt)"
+    fault_row["fault"] = "broadcast receiver SIGKILLed during a broadcast (group rebuilt, sent again)"
     dropped = set(account(job).dropped)
     victim = sorted(job.rollout.actors)[0]
     pid = ray.get(job.rollout.actors[victim].ready.remote())["pid"]
-    retries = job.faults["broadcast_retries"]
-    os.kill(pid, signal.SIGKILL)
-    t0 = time.monotonic()
-    job.rollout.broadcast(job.version)  # what run() does after each learner step
+    retries, replaced = job.faults["broadcast_retries"], job.faults["rollout_actors_replaced"]
+    release, held = tmp_path / "release", tmp_path / "held"
+    busy = job.learners.sender.__ray_call__.remote(hold_until, str(release), str(held), 120.0)
+    while not held.exists():
+        time.sleep(0.05)
+    outcome: dict = {}
+
+    def broadcast():
+        try:
+            outcome["metrics"] = job.rollout.broadcast(job.version)  # what run() does after each learner step
+        except Exception as e:  # kept for the assert: a thread's exception would go unseen
+            outcome["error"] = e
+
+    sending = threading.Thread(target=broadcast)
+    sending.start()
+    try:
+        stack = wait_inside_receive(pid)
+        os.kill(pid, signal.SIGKILL)
+        t0 = time.monotonic()
+    finally:
+        release.touch()
+    ray.get(busy)
+    sending.join(timeout=600)
     fault_row["recovery_s"] = round(time.monotonic() - t0, 1)
+    assert "receive_weights" in stack  # killed inside the actor's receive_weights call
+    assert "metrics" in outcome, outcome
     assert job.faults["broadcast_retries"] == retries + 1
-    assert victim not in job.rollout.actors
+    assert job.faults["rollout_actors_replaced"] == replaced + 1
+    assert any(f"dead receivers ['{victim}']" in line for line in job.lines), job.lines
+    assert victim not in job.rollout.actors and len(job.rollout.actors) == 2
     assert {ray.get(a.ready.remote())["version"] for a in job.rollout.actors.values()} == {job.version}
     assert_actors_match_learner(job, [2, 3])
     job.run(steps=1)
@@ -294,3 +349,6 @@ def test_reward_workers_that_keep_dying_stop_the_job_naming_the_limit(job, fault
                                                    f"reward.max_worker_deaths={limit}"):
         job.run(steps=1)
     assert job.step == step  # stopped before sampling: no step half-done
+    acc = account(job)  # what earlier steps sampled, scored and learned: still whole
+    fault_row.update(lost=len(acc.lost), duplicated=len(acc.duplicated))
+    assert acc.lost == [] and acc.duplicated == [], (acc.lost, acc.duplicated)

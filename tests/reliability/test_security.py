@@ -143,15 +143,20 @@ def test_queue_records_are_schema_checked_never_unpickled(redis_server, tmp_path
     stream.publish(RolloutRecord(**{**good.__dict__, "completion_text": "x" * 10_000}))  # oversized
     stream.publish(good)
     got = stream.read("w0", count=10, block_ms=100)
+    sent = [message_id for message_id, _ in stream.client.xrange(stream.stream)]
+    dead = stream.client.xrange(stream.dead_stream)
+    handled = [d.message_id for d in got] + [f[b"id"] for _, f in dead]  # handed out or dead-lettered
+    fault_row.update(lost=len(set(sent) - set(handled)), duplicated=len(handled) - len(set(handled)),
+                     dropped=len(dead))
+    assert len(sent) == 3 and sorted(handled) == sorted(sent)  # each message handed out or dead-lettered, once
     assert [d.record.completion_text for d in got] == ["it is [SEG] ."]
     assert not marker.exists()
     assert stream.rejected == 2  # counted
-    reasons = [f[b"reason"].decode() for _, f in stream.client.xrange(stream.dead_stream)]
+    reasons = [f[b"reason"].decode() for _, f in dead]
     assert "not a msgpack record" in reasons[0] and "exceeds the limit of 4096" in reasons[1], reasons
     assert len(encode(good)) < 4096
     stream.ack([d.message_id for d in got])
     assert stream.pending() == 0
-    fault_row.update(lost=0, duplicated=0, dropped=2)
 
 
 def test_the_redis_url_read_from_a_file_only_its_owner_may_read(redis_server, tmp_path):

@@ -148,8 +148,16 @@ def wait_held(client, queue, consumer: str, count: int, timeout_s: float = 30.0)
         time.sleep(0.05)
 
 
+def count_row(row: dict, client, queue, stream, expected: dict, fault: str) -> None:
+    """The fault table's row, from the streams: records published and never scored are lost,
+    scored copies beyond one duplicated, records dead-lettered dropped (and counted)."""
+    ids = [r.record_id for r in scored_records(client, queue)]
+    row.update(fault=fault, lost=len(set(expected) - set(ids)), duplicated=len(ids) - len(set(ids)),
+               dropped=client.xlen(stream.dead_stream))
+
+
 def test_killed_worker_messages_are_reclaimed_nothing_lost_or_doubled(
-    ray_node, redis_server, synthetic_root, queue, truth, uids, tmp_path
+    ray_node, redis_server, synthetic_root, queue, truth, uids, tmp_path, fault_row
 ):
     client = redis_server.client()
     stream = rollout_stream(redis_server, queue)
@@ -168,13 +176,15 @@ def test_killed_worker_messages_are_reclaimed_nothing_lost_or_doubled(
     time.sleep(0.6)  # a further reclaim pass finds nothing new
     ray.get(rescuer.stop.remote())
     stats = ray.get(run, timeout=30)
+    count_row(fault_row, client, queue, stream, expected,
+              "reward worker killed holding unacknowledged messages (reclaimed)")
     assert stats["reclaimed"] == 12 and stats["scored"] == 12 and stats["duplicates"] == 0
     check_scored(client, queue, expected)
     assert stream.pending() == 0
 
 
 def test_slow_consumer_finishing_after_a_reclaim_adds_nothing(
-    ray_node, redis_server, synthetic_root, queue, truth, uids, tmp_path
+    ray_node, redis_server, synthetic_root, queue, truth, uids, tmp_path, fault_row
 ):
     """The same message ids committed twice (reclaimed from a live consumer): one scored copy."""
     client = redis_server.client()
@@ -198,6 +208,8 @@ def test_slow_consumer_finishing_after_a_reclaim_adds_nothing(
         time.sleep(0.05)
     request_stop(client, queue["rollout_stream"])
     slow_stats, fast_stats = ray.get([slow_run, fast_run], timeout=30)
+    count_row(fault_row, client, queue, stream, expected,
+              "slow reward worker finishing after its messages were reclaimed")
     assert (slow_stats["scored"], slow_stats["duplicates"]) == (0, 9)
     assert (fast_stats["scored"], fast_stats["reclaimed"]) == (9, 9)
     check_scored(client, queue, expected)
