@@ -84,6 +84,22 @@ def synthetic_root(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def truth(synthetic_root):
+    """The synthetic benchmark's ground truth at 32 x 32 masks, as a reward worker reads it."""
+    from rewards.ground_truth import GroundTruth
+
+    return GroundTruth(synthetic_root, None, 32)
+
+
+@pytest.fixture(scope="session")
+def uids(synthetic_root):
+    """Four uids of the synthetic benchmark's train split."""
+    from aurora_rl.data import refavs_layout as layout
+
+    return [r.uid for r in layout.read_metadata(synthetic_root) if r.split == "train"][:4]
+
+
 def free_port() -> int:
     import socket
 

@@ -9,11 +9,9 @@ import uuid
 import pytest
 
 from aurora_rl.config.schema import QueueConfig, RewardConfig
-from aurora_rl.data import refavs_layout as layout
 from aurora_rl.record_stream import RecordStream
 from aurora_rl.records import decode
 from aurora_rl.services.redis_server import RedisServer
-from rewards.ground_truth import GroundTruth
 from rewards.stream_scorer import GROUP, StreamScorer, request_stop, scorer_client, seen_key
 from tests.rewards.known_records import make_records
 
@@ -21,16 +19,6 @@ from tests.rewards.known_records import make_records
 def queue_config() -> QueueConfig:
     tag = uuid.uuid4().hex[:8]
     return QueueConfig(rollout_stream=f"test:rollouts:{tag}", scored_stream=f"test:scored:{tag}", claim_idle_ms=500)
-
-
-@pytest.fixture(scope="module")
-def truth(synthetic_root):
-    return GroundTruth(synthetic_root, None, 32)
-
-
-@pytest.fixture(scope="module")
-def uids(synthetic_root):
-    return [r.uid for r in layout.read_metadata(synthetic_root) if r.split == "train"][:4]
 
 
 def test_run_stops_on_idle_time_and_on_the_stop_key(redis_server, truth):

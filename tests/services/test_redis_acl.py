@@ -4,20 +4,17 @@ users come back after Redis restarts from its append-only file."""
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
 import redis
 
 from aurora_rl.config.schema import QueueConfig, RewardConfig
-from aurora_rl.data import refavs_layout as layout
 from aurora_rl.record_stream import RecordStream
 from aurora_rl.services.redis_acl import ROLES, RoleUsers, role_rules, with_user
 from aurora_rl.services.redis_client import connect_redis
 from aurora_rl.services.redis_server import RedisServer
 from learner.grpo_collect import StepCollector
-from rewards.ground_truth import GroundTruth
 from rewards.stream_scorer import GROUP, StreamScorer, scorer_client, seen_key, stop_key
 from tests.rewards.known_records import make_records
 
@@ -26,16 +23,6 @@ def queue_config() -> QueueConfig:
     tag = uuid.uuid4().hex[:8]
     return QueueConfig(rollout_stream=f"aurora:rollouts:acl-{tag}", scored_stream=f"aurora:scored:acl-{tag}",
                        claim_idle_ms=500)
-
-
-@pytest.fixture(scope="module")
-def truth(synthetic_root):
-    return GroundTruth(synthetic_root, None, 32)
-
-
-@pytest.fixture(scope="module")
-def uids(synthetic_root):
-    return [r.uid for r in layout.read_metadata(synthetic_root) if r.split == "train"][:4]
 
 
 def refused(call) -> bool:
