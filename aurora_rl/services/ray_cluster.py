@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psutil
 
-from aurora_rl.services.process import alive, free_port, port_open, process_tree, stop_pids, tail, wait_until
+from aurora_rl.services.process import alive, free_ports, port_open, process_tree, stop_pids, tail, wait_until
 
 
 def _ray_exe() -> str:
@@ -76,17 +76,18 @@ class LocalRayNode:
             env["RAY_ADDRESS"] = self.address or ""
         return env
 
-    def _command(self) -> list[str]:
-        port = free_port()
+    def _command(self, ports: list[int]) -> list[str]:
+        """``ray start`` with every port of the node given: ``ports``, seven different free ones."""
+        port = ports.pop()
         cmd = [
             _ray_exe(), "start", "--block", "--disable-usage-stats",
             "--temp-dir", str(self.temp_dir),
             "--node-ip-address", "127.0.0.1",
-            "--node-manager-port", str(free_port()),
-            "--object-manager-port", str(free_port()),
-            "--runtime-env-agent-port", str(free_port()),
-            "--dashboard-agent-listen-port", str(free_port()),
-            "--dashboard-agent-grpc-port", str(free_port()),
+            "--node-manager-port", str(ports.pop()),
+            "--object-manager-port", str(ports.pop()),
+            "--runtime-env-agent-port", str(ports.pop()),
+            "--dashboard-agent-listen-port", str(ports.pop()),
+            "--dashboard-agent-grpc-port", str(ports.pop()),
             "--metrics-export-port", str(self.metrics_port),
             "--object-store-memory", str(self.object_store_mb * 1024 * 1024),
         ]
@@ -98,7 +99,7 @@ class LocalRayNode:
             cmd += ["--resources", json.dumps(self.resources)]
         if self.head:
             self.address = f"127.0.0.1:{port}"
-            cmd += ["--head", "--port", str(port), "--ray-client-server-port", str(free_port())]
+            cmd += ["--head", "--port", str(port), "--ray-client-server-port", str(ports.pop())]
             if self.include_dashboard:
                 cmd += ["--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
                         "--dashboard-port", str(self.dashboard_port)]
@@ -112,10 +113,13 @@ class LocalRayNode:
         if self.head and not self.token_path.exists():
             self.token_path.write_text(secrets.token_hex(32))
             self.token_path.chmod(0o600)
-        self.metrics_port = free_port()
+        # nine ports, all different: two picked apart can coincide, and ray start refuses that
+        ports = free_ports(9)
+        self.metrics_port = ports.pop()
+        dashboard_port = ports.pop()
         if self.include_dashboard:
-            self.dashboard_port = free_port()
-        cmd = self._command()
+            self.dashboard_port = dashboard_port
+        cmd = self._command(ports)
         env = {**os.environ, **self.extra_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_path)}
         # On SIGTERM Ray first drains the node, waiting up to 30 s for every worker lease to come
         # back (for Serve replicas behind a load balancer). Nothing of ours needs it: by the time

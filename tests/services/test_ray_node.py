@@ -65,3 +65,12 @@ def test_a_node_that_died_on_its_own_keeps_its_logs(capsys):
         import shutil
 
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_a_node_s_ports_are_all_different():
+    """``ray start`` refuses two components on one port; ports picked one at a time can coincide
+    (it did: dashboard_agent_grpc and dashboard_agent_http both got 56191)."""
+    from aurora_rl.services.process import free_ports
+
+    ports = free_ports(200)
+    assert len(set(ports)) == 200 and all(1024 < p < 65536 for p in ports)
