@@ -35,17 +35,19 @@ CONF
   )
 fi
 password=$(awk '$1 == "requirepass" {print $2}' "$dir/redis.conf")
-if ! REDISCLI_AUTH=$password redis-cli -h "$ip" -p "$port" ping >/dev/null 2>&1; then
+answers() { REDISCLI_AUTH=$password redis-cli -h "$ip" -p "$port" ping >/dev/null 2>&1; }
+if ! answers; then
   redis-server "$dir/redis.conf"
   # The URL is written only once the server answers: a job started right after this script
   # must find it serving.
-  for _ in $(seq 50); do
-    REDISCLI_AUTH=$password redis-cli -h "$ip" -p "$port" ping >/dev/null 2>&1 && break
+  tries=0
+  until answers; do
+    tries=$((tries + 1))
+    if [ "$tries" -ge 50 ]; then
+      echo "start_redis.sh: redis-server did not answer on $ip:$port within 10 s; see $dir/redis.log" >&2
+      exit 1
+    fi
     sleep 0.2
   done
-  if ! REDISCLI_AUTH=$password redis-cli -h "$ip" -p "$port" ping >/dev/null 2>&1; then
-    echo "start_redis.sh: redis-server did not answer on $ip:$port within 10 s; see $dir/redis.log" >&2
-    exit 1
-  fi
 fi
 (umask 077; echo "redis://:$password@$ip:$port/0" > ~/.aurora/redis_url)

@@ -37,8 +37,8 @@ NUM_FRAMES = 10
 COLUMNS = ("vid", "uid", "split", "fid", "exp")
 MAX_EXPRESSION_CHARS = 1000  # the official expressions are one sentence (under 200 characters)
 # <vid>_<class>_<n>: the vid takes everything before the last two underscores (the groups are
-# greedy). Only the vid names a folder, so only it is held to the official ids' characters; a
-# class may hold any character but the underscore and path separators (a space, say).
+# greedy). Only the vid names a folder, so only it is held to the official ids' characters; the
+# middle part may hold any character but the underscore and path separators (a space, say).
 UID = re.compile(r"([A-Za-z0-9_-]+)_[^_/\\\x00]+_[A-Za-z0-9-]+")
 
 

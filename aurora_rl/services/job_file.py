@@ -25,14 +25,21 @@ def secrets_dir() -> Path:
     return Path(os.environ.get("AURORA_RL_SECRETS") or Path.home() / ".config" / "aurora_rl" / "secrets")
 
 
+def with_login(url: str, user: str | None, password: str | None) -> str:
+    """``url`` logging in as ``user`` with ``password`` (either None: left out; both as they are
+    written in a URL); the host, port and database kept."""
+    parts = urlsplit(url)
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname or ""  # IPv6 in brackets
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    login = (user or "") + (f":{password}" if password is not None else "")
+    return urlunsplit(parts._replace(netloc=f"{login}@{host}" if login else host))
+
+
 def without_password(url: str) -> str:
     """The URL with its password removed (the user, host, port and database kept)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname or ""
-    return urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host))
+    return url if parts.password is None else with_login(url, parts.username, None)
 
 
 def secret_path(run_dir: str | Path) -> Path:

@@ -26,9 +26,10 @@ import logging
 import re
 import secrets
 import threading
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import redis
+
+from aurora_rl.services.job_file import with_login
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +67,6 @@ def role_rules(role: str, rollout_stream: str, scored_stream: str) -> list[str]:
     raise ValueError(f"unknown Redis role {role!r}; roles: {', '.join(ROLES)}")
 
 
-def with_user(url: str, user: str, password: str) -> str:
-    """``url`` logging in as ``user`` (host, port and database kept)."""
-    parts = urlsplit(url)
-    host = f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname or ""
-    if ":" in (parts.hostname or ""):  # IPv6
-        host = f"[{parts.hostname}]:{parts.port}" if parts.port else f"[{parts.hostname}]"
-    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"))
-
-
 class RoleUsers:
     """The role users of one job. ``create`` makes them (replacing leftovers of an earlier run of the
     same name) and returns each role's URL; ``keep`` remakes them after a Redis restart; ``delete``
@@ -98,7 +90,8 @@ class RoleUsers:
         return self.urls()
 
     def urls(self) -> dict[str, str]:
-        return {role: with_user(self.owner_url, self.names[role], self.passwords[role]) for role in ROLES}
+        # names and passwords need no escaping in a URL: [A-Za-z0-9_.-] and hex digits
+        return {role: with_login(self.owner_url, self.names[role], self.passwords[role]) for role in ROLES}
 
     def _set(self, role: str) -> None:
         try:

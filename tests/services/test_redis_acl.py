@@ -11,7 +11,8 @@ import redis
 
 from aurora_rl.config.schema import QueueConfig, RewardConfig
 from aurora_rl.record_stream import RecordStream
-from aurora_rl.services.redis_acl import ROLES, RoleUsers, role_rules, with_user
+from aurora_rl.services.job_file import with_login
+from aurora_rl.services.redis_acl import ROLES, RoleUsers, role_rules
 from aurora_rl.services.redis_client import connect_redis
 from aurora_rl.services.redis_server import RedisServer
 from learner.grpo_collect import StepCollector
@@ -90,7 +91,8 @@ def test_each_role_does_its_work_with_its_own_user_and_nothing_else(redis_server
 def test_key_patterns_match_only_the_run_s_own_streams():
     rules = role_rules("rollout", "aurora:rollouts:run[1]*", "aurora:scored:run[1]*")
     assert rules[-1] == r"%W~aurora:rollouts:run\[1\]\*"
-    assert with_user("redis://:pw@10.0.0.5:6390/0", "aurora-x-rollout", "abc") == "redis://aurora-x-rollout:abc@10.0.0.5:6390/0"
+    assert with_login("redis://:pw@10.0.0.5:6390/0", "aurora-x-rollout", "abc") == "redis://aurora-x-rollout:abc@10.0.0.5:6390/0"
+    assert with_login("redis://:pw@[fd00::5]:6390/0", "u", "p") == "redis://u:p@[fd00::5]:6390/0"
     with pytest.raises(ValueError, match="unknown Redis role"):
         role_rules("admin", "r", "s")
 
@@ -119,7 +121,7 @@ def test_a_redis_user_that_may_not_make_users_is_a_named_error(redis_server):
     owner = redis_server.client()
     owner.execute_command("ACL", "SETUSER", "limited", "reset", "on", ">limited-pw", "+@all", "-acl", "~*")
     try:
-        url = with_user(redis_server.url, "limited", "limited-pw")
+        url = with_login(redis_server.url, "limited", "limited-pw")
         with pytest.raises(PermissionError, match="may not create ACL users"):
             RoleUsers(url, "limited", "r", "s").create()
     finally:
