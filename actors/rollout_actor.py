@@ -2,16 +2,28 @@
 
 Holds a ``PolicyEngine`` (vLLM + the [SEG] pass) and the training split. Prompts arrive as
 (dataset index, group id) pairs; every completion becomes a ``RolloutRecord`` tagged with the
-policy version it was sampled with and published to the rollout stream. New weights arrive
-over the broadcast group (``join_broadcast`` / ``receive_weights``) and are applied only when
-a transfer completed with the expected version; while they are being applied the engine's
-version reads ``TORN``, and ``rollout`` refuses to sample unless the engine holds exactly the
-version the driver asks for, so no record is ever sampled from half-updated weights.
+policy version it was sampled with and published to the rollout stream.
+
+New weights arrive over the broadcast group in one of two ways:
+
+    synchronous (learner.max_policy_lag = 0)   ``receive_weights``: received and applied at once,
+        between steps. ``rollout`` refuses to sample unless the engine holds exactly the version
+        the driver asks for.
+    staged (max_policy_lag >= 1)   ``stage_weights`` runs in the actor's "weights" thread while
+        ``rollout`` samples: the transfer is received and kept aside. The next ``rollout`` call
+        applies the newest staged version before it samples, so a version is only ever applied
+        between generate calls, never half-way; a call that needs a newer version than the
+        actor holds (``min_version``) waits for it, for a bounded time.
+
+A transfer is applied only when it completed with the expected version; while it is applied the
+engine's version reads ``TORN``, so no record is ever sampled from half-updated weights.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import Optional
 
 import numpy as np
 import ray
@@ -26,7 +38,11 @@ class WeightsVersionError(RuntimeError):
     """The actor does not hold the policy version it was asked to sample with."""
 
 
-@ray.remote(num_cpus=1, max_restarts=0)
+class Superseded(RuntimeError):
+    """A call made before the learner was rolled back to a checkpoint (its groups are abandoned)."""
+
+
+@ray.remote(num_cpus=1, max_restarts=0, concurrency_groups={"weights": 1})
 class RolloutActor:
     def __init__(self, actor_id: str, checkpoint: str, work_dir: str, data: DataConfig, rollout: RolloutConfig,
                  redis_url: str, rollout_stream: str, mask_threshold: float = 0.5, seed: int = 0,
@@ -51,8 +67,14 @@ class RolloutActor:
         self.group = None
         self.buckets = None
         self.published = 0
+        self.weights_ready = threading.Condition()  # the "weights" thread stages, ``rollout`` applies
+        self.staged: Optional[tuple[int, dict]] = None  # (version, trainable tensors) received, not applied
+        self.epoch = 0  # raised by ``rollback``: calls made before it are superseded
+        self.rolled_back = False  # the weights held are past the learner's: wait for staged ones
 
     def ready(self) -> dict:
+        """The actor's id, process and policy version (weights received and staged are applied first)."""
+        self._apply_newest()
         return {"actor": self.actor_id, "version": self.engine.version, "pid": _pid()}
 
     def memory(self) -> dict:
@@ -60,7 +82,8 @@ class RolloutActor:
         return self.engine.memory()
 
     def rollout(self, prompts: list[tuple[int, str]], seed: int, version: int | None = None,
-                max_prompts: int | None = None) -> dict:
+                max_prompts: int | None = None, min_version: int | None = None, wait_s: float = 120.0,
+                epoch: int = 0) -> dict:
         """Sample and publish; returns counts, phase times and the prompts that could not be loaded.
 
         Args:
@@ -68,10 +91,16 @@ class RolloutActor:
             seed: the sampling seed (every chunk uses it, so chunking does not change the samples).
             version: the policy version to sample with; any other raises ``WeightsVersionError``.
             max_prompts: the most prompts in one generate + [SEG] pass; more are done in chunks.
+            min_version: staged weights: apply the newest staged version first, waiting up to
+                ``wait_s`` for one at least this new (then ``WeightsVersionError``).
+            epoch: the driver's rollback count when it made the call (``rollback``).
         """
         from aurora_rl.data.errors import DataError
         from aurora_rl.records import RolloutRecord
 
+        waited_s = apply_s = 0.0
+        if min_version is not None:
+            waited_s, apply_s = self._apply_staged(min_version, wait_s, epoch)
         held = self.engine.version
         if held == TORN or (version is not None and held != version):
             raise WeightsVersionError(f"{self.actor_id} holds policy version {held}, asked to sample with {version}")
@@ -115,14 +144,53 @@ class RolloutActor:
             "seg_s": self.engine.timings.seg_s - seg_before,
             "publish_s": time.monotonic() - t1,
             "version": self.engine.version,
+            "weights_wait_s": waited_s,
+            "apply_s": apply_s,
         }
 
+    def _apply_staged(self, min_version: int, wait_s: float, epoch: int) -> tuple[float, float]:
+        """Apply the newest staged weights, first waiting (at most ``wait_s``) until the actor holds
+        or has staged ``min_version`` or newer; (seconds waited, seconds applying)."""
+        t0 = time.monotonic()
+        with self.weights_ready:
+            while True:
+                if epoch < self.epoch:
+                    raise Superseded(f"{self.actor_id}: a call made before the learner was rolled back to a checkpoint")
+                newest = self.staged[0] if self.staged is not None else None
+                if newest is None and not self.rolled_back:
+                    newest = self.engine.version
+                if newest is not None and newest >= min_version:
+                    break
+                left = t0 + wait_s - time.monotonic()
+                if left <= 0:
+                    raise WeightsVersionError(
+                        f"{self.actor_id} waited {wait_s:g} s for policy version {min_version} and holds "
+                        f"{self.engine.version}: no broadcast of it from learner rank 0 arrived")
+                self.weights_ready.wait(left)
+        waited = time.monotonic() - t0
+        return waited, self._apply_newest()
+
+    def _apply_newest(self) -> float:
+        """Apply the newest staged weights, if any (between generate calls); seconds applying."""
+        with self.weights_ready:
+            staged, self.staged = self.staged, None
+            self.rolled_back = self.rolled_back and staged is None
+        if staged is None:
+            return 0.0
+        version, state = staged
+        t0 = time.monotonic()
+        self.engine.version = TORN  # load_trainable sets the new version once HF modules and vLLM both hold it
+        self.engine.load_trainable(state, version)
+        return time.monotonic() - t0
+
     def first_token_logprobs(self, indices: list[int], top: int = 20) -> list[dict[int, float]]:
-        """vLLM's log-probabilities of the first answer token (checks that broadcast weights took)."""
+        """vLLM's log-probabilities of the first answer token (checks that broadcast weights took;
+        weights received and staged are applied first)."""
         from vllm import SamplingParams
 
         from aurora_rl.data.clip_sample import collate_clips
 
+        self._apply_newest()
         clips = [self.dataset[i] for i in indices]
         batch = collate_clips(clips)
         prompts = [self.engine.prompt_ids(c.expression) for c in clips]
@@ -131,6 +199,7 @@ class RolloutActor:
                                         SamplingParams(temperature=0.0, max_tokens=1, logprobs=top), use_tqdm=False)
         return [{int(t): float(lp.logprob) for t, lp in o.outputs[0].logprobs[0].items()} for o in outs]
 
+    @ray.method(concurrency_group="weights")
     def join_broadcast(self, host: str, port: int, rank: int, world_size: int, buckets: list, timeout_s: float,
                        backend: str, key_prefix: str) -> bool:
         """Join the weight-broadcast group with the backend the learner uses (GRPOConfig.broadcast_backend)."""
@@ -149,6 +218,27 @@ class RolloutActor:
         self.engine.load_trainable(state, version)
         return {"version": version, "transfer_s": t1 - t0, "apply_s": time.monotonic() - t1}
 
+    @ray.method(concurrency_group="weights")
+    def stage_weights(self, version: int) -> dict:
+        """Take part in one broadcast while ``rollout`` may be sampling; the next ``rollout`` call
+        applies it. A torn transfer raises and stages nothing."""
+        t0 = time.monotonic()
+        state = self.group.receive(self.buckets, version)
+        with self.weights_ready:
+            self.staged = (version, state)
+            self.weights_ready.notify_all()
+        return {"version": version, "transfer_s": time.monotonic() - t0, "apply_s": 0.0}
+
+    @ray.method(concurrency_group="weights")
+    def rollback(self, epoch: int) -> None:
+        """The learner went back to a checkpoint: calls made before (``epoch`` lower) give up any
+        wait for weights that will not come, and nothing staged is applied."""
+        with self.weights_ready:
+            self.epoch = max(self.epoch, epoch)
+            self.staged, self.rolled_back = None, True
+            self.weights_ready.notify_all()
+
+    @ray.method(concurrency_group="weights")
     def leave_broadcast(self) -> None:
         if self.group is not None:
             self.group.close()

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from ray.exceptions import GetTimeoutError
+
 
 @dataclass
 class Outcome:
@@ -24,14 +26,24 @@ class Outcome:
         return not self.died and self.error is None
 
 
+class Stalled(GetTimeoutError):
+    """A wait that ran out; the message says what was awaited and who had not answered."""
+
+    def __init__(self, what: str, waited_for: list[str], timeout_s: float):
+        super().__init__(f"{what}: no answer within {timeout_s:g} s from {', '.join(waited_for)}")
+        self.waited_for = waited_for
+
+
 class Stranded(RuntimeError):
     """A call still running well after another call of the same collective failed: it waits for
     a peer that will never join (the caller stops its actor)."""
 
 
-def gather(refs: list, timeout_s: Optional[float] = None, settle_s: Optional[float] = None) -> list[Outcome]:
+def gather(refs: list, timeout_s: Optional[float] = None, settle_s: Optional[float] = None,
+           names: Optional[list[str]] = None, what: str = "actor calls") -> list[Outcome]:
     """The outcome of every call in ``refs``, in order; waits for all of them (at most ``timeout_s``:
-    a call still running then raises ``GetTimeoutError``).
+    a call still running then raises a ``GetTimeoutError`` naming ``what`` was awaited and, by
+    ``names`` (one per call), who had not answered).
 
     ``settle_s``: the calls are one collective (each waits for the others). Once one has failed,
     the rest get ``settle_s`` more seconds; one still running then is a ``Stranded`` outcome.
@@ -39,14 +51,19 @@ def gather(refs: list, timeout_s: Optional[float] = None, settle_s: Optional[flo
     import time
 
     import ray
-    from ray.exceptions import GetTimeoutError
 
     if not refs:
         return []
+    names = names or [f"call {i}" for i in range(len(refs))]
+
+    def stalled(pending: list):
+        waiting = set(pending)
+        return Stalled(what, [n for n, ref in zip(names, refs) if ref in waiting], timeout_s)
+
     if settle_s is None:
         _, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
         if pending:
-            raise GetTimeoutError(f"{len(pending)} of {len(refs)} actor calls still running after {timeout_s} s")
+            raise stalled(pending)
         return [_outcome(ref) for ref in refs]
     done: dict = {}
     pending, deadline, failed_at = list(refs), None if timeout_s is None else time.monotonic() + timeout_s, None
@@ -61,7 +78,7 @@ def gather(refs: list, timeout_s: Optional[float] = None, settle_s: Optional[flo
             if not done[ref].ok and failed_at is None:
                 failed_at = time.monotonic()
     if pending and failed_at is None:
-        raise GetTimeoutError(f"{len(pending)} of {len(refs)} actor calls still running after {timeout_s} s")
+        raise stalled(pending)
     stranded = Stranded(f"still running {settle_s:g} s after another call of the collective failed")
     return [done.get(ref) or Outcome(error=stranded) for ref in refs]
 

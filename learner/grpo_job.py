@@ -6,6 +6,13 @@
                group advantages -> the K learner ranks take one DeepSpeed step
             -> version += 1 -> learner rank 0 broadcasts the new weights to every rollout actor
 
+Synchronous (``learner.max_policy_lag = 0``): each step waits for the one before, and the actors
+sample with exactly the learner's version. Asynchronous (k >= 1): the sampling of the next k steps
+is started before the learner takes this one, so actors sample while the learner trains; the
+broadcast of a new version is sent from a copy while the next step trains, and each actor applies
+it before its next call (waiting for it only when the call would otherwise be more than k versions
+behind). A group more than k versions older than the learner is dropped and counted.
+
 Exactly once: a record is learned from at most once (record ids are remembered) and every
 expected record is accounted for — learned, or dropped and counted (stale version, late
 duplicate, incomplete group). Rollout actors can be added or removed between steps; the
@@ -68,6 +75,14 @@ class GRPOJob:
         self.counters = {"learned": 0}
         self.faults = dict.fromkeys(FAULT_COUNTERS, 0)  # what was survived (docs/RELIABILITY.md)
         self.learned_groups: dict[int, list[str]] = {}  # step -> the groups learned from at that step
+        # sampling started ahead of the learner (asynchronous job): step -> its calls; the next step
+        # to start; the dataset rows of steps a checkpoint had in flight (restored, not yet started)
+        self.sampling: dict = {}
+        self.next_sample = 0
+        self.in_flight_rows: dict[int, list[int]] = {}
+        self.broadcasting = None  # the broadcast started after the last step, not yet settled
+        self.drained_sync: Optional[dict] = None  # the metrics of one settled before its step's end
+        self.end = 0
         self.placement: Optional[JobPlacement] = None
         self.learners: Optional[LearnerGroup] = None
         self.rollout: Optional[RolloutPool] = None
@@ -93,6 +108,7 @@ class GRPOJob:
         self.users.keep()
         self.rollout = RolloutPool(cfg, self.checkpoint, self.data, urls["rollout"], self.queue.rollout_stream,
                                    self.run_dir, self.placement, self.learners, self.faults, self.log)
+        self.rollout.before_change = self._drain  # actors come and go with nothing running on them
         self.rewards = RewardPool(cfg, urls["reward"], self.queue, self.data, self.limits, self.placement, self.run_dir,
                                   self.faults, self.log)
         # Every worker loads its libraries and model in its own process: all are launched before
@@ -207,7 +223,7 @@ class GRPOJob:
         counted, logged).
         """
         n_rows = self._train_rows()
-        end = self.cfg.learner.steps if steps is None else self.step + steps
+        self.end = end = self.cfg.learner.steps if steps is None else self.step + steps
         logger = TrainLogger(self.run_dir, "grpo", end, 0, start_step=self.step)
         while self.step < end:
             if scale_plan and self.step in scale_plan:
@@ -216,6 +232,8 @@ class GRPOJob:
             self.rewards.check()
             try:
                 self._run_step(n_rows, logger)
+                if self.step == end:
+                    self._settle_broadcast()  # every actor holds the final weights
             except LearnerLost as e:
                 self._restart_learners(str(e))
                 continue
@@ -233,8 +251,10 @@ class GRPOJob:
     def trial_step(self) -> dict:
         """One real step of every role (sampling, [SEG] pass, rewards, the learner step, the
         broadcast) with nothing saved; the step's metrics (``aurora-rl preflight``)."""
-        logger = TrainLogger(self.run_dir, "grpo", self.step + 1, 0, start_step=self.step)
+        self.end = self.step + 1
+        logger = TrainLogger(self.run_dir, "grpo", self.end, 0, start_step=self.step)
         self._run_step(self._train_rows(), logger)
+        self._settle_broadcast()
         logger.close()
         return rows_by_step([self.run_dir / "metrics.jsonl"]).get(self.step, {})
 
@@ -256,15 +276,11 @@ class GRPOJob:
 
         from aurora_rl.grpo.advantages import group_advantages
         from aurora_rl.records import encode
-        from learner.rollout_dispatch import sample_step, step_prompts
 
         cfg = self.cfg
         t_step = t0 = time.monotonic()
-        seed = cfg.run.seed * 1_000_003 + self.step
-        prompts = step_prompts(cfg.run.seed, self.step, cfg.learner.prompts_per_step, n_rows, self.attempt)
-        sample = sample_step(lambda: self.rollout.actors, prompts, seed, self.version,
-                             lambda dead: self.rollout.replace_and_sync(dead, self.version),
-                             cfg.rollout.prompts_per_batch, self.log)
+        self._sample_ahead(n_rows)
+        sample = self.sampling.pop(self.step).finish()
         self._count_sampling_faults(sample)
         t_sample = time.monotonic() - t0
         if not sample.group_ids:
@@ -275,6 +291,10 @@ class GRPOJob:
                                         cfg.queue.collect_timeout_s, while_waiting=self.rewards.check)
         self._log_drops(before)
         t_collect = time.monotonic() - t0
+        if not groups:
+            self.collector.ack_step()
+            return self._skip_step(logger, f"every group was sampled more than {cfg.learner.max_policy_lag} "
+                                           "policy versions ago (stale_dropped)")
         records = [r for group in groups for r in group]
         rewards = np.array([[r.reward for r in group] for group in groups], dtype=np.float32)
         adv = group_advantages(torch.from_numpy(rewards), cfg.objective.advantage, cfg.objective.adv_eps).flatten()
@@ -295,12 +315,67 @@ class GRPOJob:
         self.version += 1
         self.step += 1
         t0 = time.monotonic()
-        sync = self.rollout.broadcast(self.version)
+        if self.rollout.staged:  # asynchronous: the last broadcast ran while this step trained
+            sync = self._settle_broadcast()
+            self.broadcasting = self.rollout.start(self.version)
+        else:
+            sync = self.rollout.broadcast(self.version)
         t_sync = time.monotonic() - t0
         metrics = self._step_metrics(records, rewards, stats, sample.rollouts, sync,
                                      {"sample": t_sample, "reward_wait": t_collect, "learn": t_learn,
                                       "broadcast": t_sync, "step": time.monotonic() - t_step})
         logger.log(self.step, metrics, samples=len(records))
+
+    def _sample_ahead(self, n_rows: int) -> None:
+        """Start the sampling of every step up to ``learner.max_policy_lag`` ahead of the learner
+        (this step alone when synchronous), none past the run's end.
+
+        An asynchronous call may sample with any version it finds staged, but none older than the
+        learner's current one less the steps it runs ahead: learned k steps later at most, its
+        groups are at most k versions old.
+        """
+        from learner.rollout_dispatch import CallOptions, StepSampling
+
+        cfg, k = self.cfg, self.cfg.learner.max_policy_lag
+        while self.next_sample <= min(self.step + k, self.end - 1):
+            s = self.next_sample
+            options = CallOptions(max_prompts=cfg.rollout.prompts_per_batch, timeout_s=cfg.rollout.call_timeout_s)
+            if self.rollout.staged:
+                options.min_version = max(0, self.version + (s - self.step) - k)
+                options.wait_s, options.epoch = 2 * cfg.broadcast.timeout_s, self.rollout.epoch
+            else:
+                options.version = self.version
+            self.sampling[s] = StepSampling(lambda: self.rollout.actors, self._step_prompts(s, n_rows),
+                                            cfg.run.seed * 1_000_003 + s, options,
+                                            lambda dead: self.rollout.replace_and_sync(dead, self.version),
+                                            self.log, self.collector.expect).start()
+            self.next_sample += 1
+
+    def _step_prompts(self, step: int, n_rows: int) -> list[tuple[int, str]]:
+        """Step ``step``'s (dataset index, group id) pairs: the rows a resumed checkpoint had in
+        flight for it, else the step's place in the epochs (rollout_dispatch.step_prompts)."""
+        from learner.rollout_dispatch import step_prompts
+
+        rows = self.in_flight_rows.pop(step, None)
+        if rows is None:
+            return step_prompts(self.cfg.run.seed, step, self.cfg.learner.prompts_per_step, n_rows, self.attempt)
+        return [(index, f"{self.attempt}/s{step}/p{j}") for j, index in enumerate(rows)]
+
+    def _settle_broadcast(self) -> dict:
+        """Wait for the broadcast started after the last step (asynchronous job); its metrics."""
+        pending, self.broadcasting = self.broadcasting, None
+        if pending is None:  # none sent, or settled early (``_drain``): its metrics, once
+            sync, self.drained_sync = self.drained_sync, None
+            return sync or {"broadcast_gb_per_s": 0.0, "broadcast_s": 0.0, "apply_s": 0.0}
+        return self.rollout.settle(pending, self.version)
+
+    def _drain(self) -> None:
+        """Nothing left running on the rollout actors (before actors are added or removed): the
+        started broadcast settled and the steps sampled ahead finished (kept for their turn)."""
+        if self.broadcasting is not None:
+            self.drained_sync = self._settle_broadcast()
+        for sampling in self.sampling.values():
+            sampling.finish()  # kept: its step's own finish() returns it
 
     def _count_sampling_faults(self, sample) -> None:
         self.collector.abandon(sample.abandoned)
@@ -337,6 +412,10 @@ class GRPOJob:
         out["version"] = float(self.version)
         out["rollout_actors"] = float(len(self.rollout.actors))
         out["broadcast_gb_per_s"] = sync["broadcast_gb_per_s"]
+        out["broadcast_s"] = sync["broadcast_s"]  # asynchronous: the broadcast that ran during this step
+        # applying weights to the engines: at the broadcast (synchronous), before the calls (asynchronous)
+        out["apply_s"] = max([sync["apply_s"]] + [r.get("apply_s", 0.0) for r in rollouts])
+        out["weights_wait_s"] = max(r.get("weights_wait_s", 0.0) for r in rollouts)
         out.update({f"time_{k}_s": v for k, v in phases.items()})
         out.update(self._fault_metrics())
         return out
@@ -347,10 +426,20 @@ class GRPOJob:
         renamed into place whole with a manifest (learner/checkpoints.py); then ``latest``."""
         name = f"step_{self.step:06d}"
         partial = checkpoints.partial_folder(self.run_dir / "checkpoints", name)
-        state = {"step": self.step, "version": self.version, "counters": self.counters}
+        state = {"step": self.step, "version": self.version, "counters": self.counters,
+                 "in_flight": self._in_flight()}
         self.learners.save(str(partial), state)  # returns when every rank has written
         (partial / "job_state.json").write_text(json.dumps(state))
         return checkpoints.commit(partial, name)
+
+    def _in_flight(self) -> dict[str, list[int]]:
+        """The dataset rows of every step after this one whose sampling has started (and of those a
+        resumed checkpoint had in flight, not yet started): the checkpoint's prompt cursor is the
+        step, and these are its groups in flight, sampled again on resume so none is lost."""
+        rows = {str(s): rows for s, rows in self.in_flight_rows.items()}
+        for s, sampling in self.sampling.items():
+            rows[str(s)] = [index for index, _ in sampling.prompts]
+        return rows
 
     def _restore(self, folder: Optional[Path] = None) -> None:
         """Load ``folder`` (default: the newest complete checkpoint) into the learners and the job."""
@@ -361,7 +450,11 @@ class GRPOJob:
         self.learners.load(str(folder))
         state = json.loads((folder / "job_state.json").read_text())
         self.step, self.version, self.counters = state["step"], state["version"], state["counters"]
-        self.log(f"[grpo] resumed at step {self.step}, policy version {self.version} from {folder}")
+        self.in_flight_rows = {int(s): rows for s, rows in state.get("in_flight", {}).items()}
+        self.sampling, self.next_sample = {}, self.step
+        self.log(f"[grpo] resumed at step {self.step}, policy version {self.version} from {folder}"
+                 + (f"; steps {sorted(self.in_flight_rows)} were in flight: their prompts are sampled again"
+                    if self.in_flight_rows else ""))
 
     def _restart_learners(self, reason: str) -> None:
         """A learner rank died: start the group again from the last checkpoint, send its weights,
@@ -369,19 +462,24 @@ class GRPOJob:
         check must not take them for duplicates); whatever was collected for them is dropped."""
         self.faults["learner_restarts"] += 1
         self.log(f"[grpo] {reason}: restarting the learner group from the last checkpoint")
-        lost_step, lost_attempt = self.step, self.attempt
+        lost_step, lost_attempt = max(self.step, self.next_sample - 1), self.attempt
         self.learners.restart()
         folder = checkpoints.newest_complete(self.run_dir / "checkpoints", self.log)  # verified once
         if folder is not None:
             self._restore(folder)
         else:
             self.step, self.version, self.counters = 0, 0, {"learned": 0}
+            self.sampling, self.next_sample, self.in_flight_rows = {}, 0, {}
             self.log("[grpo] no checkpoint yet: starting again from step 0")
+        self.broadcasting = None  # its sender is gone; the rebuild below sends the restored version
         self.attempt = secrets.token_hex(3)
+        # every step sampled since the checkpoint, in flight ones included, is sampled again
         dropped = self.collector.abandon_step([f"{lost_attempt}/s{s}/" for s in range(self.step, lost_step + 1)])
         self.learned_groups = {s: g for s, g in self.learned_groups.items() if s <= self.step}
         self.log(f"[grpo] redoing steps {self.step + 1}..{lost_step + 1} ({dropped} collected records of the lost "
                  "step dropped)")
+        if self.rollout.staged:
+            self.rollout.rollback()  # calls made before give up waiting for versions that will not come
         self.rollout.broadcast(self.version, rebuild=True)
 
     def export_final(self) -> Path:

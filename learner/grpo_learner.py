@@ -7,7 +7,9 @@ step of the GRPO objective (``aurora_rl/grpo/objective.py``: every loss term is 
 ``mix.every_object_rows``, the step also runs that many "every object ." rows of the data mix,
 whose CE the objective adds.
 
-DeepSpeed averages gradients across ranks. Rank 0 also owns the weight broadcast.
+DeepSpeed averages gradients across ranks. Rank 0 also owns the weight broadcast, which runs in
+the rank's "weights" thread: with an asynchronous job (``learner.max_policy_lag >= 1``) it sends a
+copy of the weights taken after the step (``snapshot_weights``) while the next step trains.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from learner.grpo_step import learn_step, load_models, step_inputs
 RENDEZVOUS_TIMEOUT_S = 600.0  # ranks load the policy before they meet; a slow one may take minutes
 
 
-@ray.remote(num_cpus=1, max_restarts=0)
+@ray.remote(num_cpus=1, max_restarts=0, concurrency_groups={"weights": 1})
 class LearnerRank:
     def __init__(self, rank: int, world_size: int, cfg: GRPOConfig, checkpoint: str, use_gpu: bool = False,
                  log_file: str | None = None):
@@ -38,6 +40,7 @@ class LearnerRank:
         self.buckets = None
         self.store = None  # rank 0: the store the next group (DeepSpeed's, then the broadcast's) meets at
         self.store_prefix = ""  # and that group's key prefix (weight_sync.new_key_prefix)
+        self.outgoing: tuple[int, dict] | None = None  # (version, a copy of the weights) to broadcast
 
     def open_store(self, world_size: int, timeout_s: float) -> tuple[str, int, str]:
         """Rank 0: a store for the next group to meet at, on this node's private address; its
@@ -171,6 +174,13 @@ class LearnerRank:
 
         return specs_of(self._trainable_views())
 
+    def snapshot_weights(self, version: int) -> int:
+        """A copy of the trainable weights as version ``version``, for ``broadcast_weights`` to send
+        while the next step changes the live ones (called between steps)."""
+        self.outgoing = (version, self.trainable_state())
+        return version
+
+    @ray.method(concurrency_group="weights")
     def join_broadcast(self, world_size: int, buckets: list, timeout_s: float) -> bool:
         """Rank 0: open the broadcast group at the store ``open_store`` made (the others join it)."""
         from aurora_rl.weight_sync import BroadcastGroup
@@ -181,12 +191,22 @@ class LearnerRank:
         self.buckets = buckets
         return True
 
-    def broadcast_weights(self, version: int) -> dict:
+    @ray.method(concurrency_group="weights")
+    def broadcast_weights(self, version: int, snapshot: int | None = None) -> dict:
+        """Send weights ``version``: the live ones, or with ``snapshot`` (``snapshot_weights``'s
+        result, which Ray resolves before this call runs) the copy taken then."""
         t0 = time.monotonic()
-        sent = self.group.send(self._trainable_views(), self.buckets, version)
+        if snapshot is None:
+            tensors = self._trainable_views()
+        else:
+            held, tensors = self.outgoing
+            if held != version:
+                raise RuntimeError(f"learner rank 0 holds a copy of version {held}, asked to send {version}")
+        sent = self.group.send(tensors, self.buckets, version)
         elapsed = time.monotonic() - t0
         return {"bytes": sent, "seconds": elapsed, "gb_per_s": sent / elapsed / 1e9 if elapsed > 0 else 0.0}
 
+    @ray.method(concurrency_group="weights")
     def leave_broadcast(self) -> None:
         if self.group is not None:
             self.group.close()

@@ -65,10 +65,92 @@ def shards_for(prompts: list[tuple[int, str]], n_actors: int, seed: int) -> list
     return [Shard(prompts[i::n_actors], seed + i) for i in range(n_actors) if prompts[i::n_actors]]
 
 
+@dataclass
+class CallOptions:
+    """How one step's rollout calls ask for weights and how long they may take."""
+
+    version: Optional[int] = None  # synchronous job: the exact version to sample with
+    min_version: Optional[int] = None  # asynchronous job: apply staged weights at least this new first
+    wait_s: float = 120.0  # ... waiting at most this long for them
+    epoch: int = 0  # the driver's rollback count (RolloutPool.rollback)
+    max_prompts: Optional[int] = None  # the most prompts one actor puts in one generate + [SEG] pass
+    timeout_s: Optional[float] = None  # a call unanswered this long is a named error (Stalled)
+
+    def call(self, actor, shard: "Shard") -> object:
+        return actor.rollout.remote(shard.wire(), shard.seed, self.version, self.max_prompts, self.min_version,
+                                    self.wait_s, self.epoch)
+
+
+class StepSampling:
+    """One step's prompts being sampled: ``start`` sends the calls, ``finish`` waits for them and
+    samples again what dead actors lost. An asynchronous job starts the next steps' sampling
+    before it finishes this one's (calls queue on each actor in order)."""
+
+    def __init__(self, actors: Callable[[], dict], prompts: list[tuple[int, str]], seed: int, options: CallOptions,
+                 replace_dead: Callable[[list[str]], None], log: Callable[[str], None] = print,
+                 expect: Callable[[list[str]], None] = lambda group_ids: None):
+        """``expect`` is told the group ids of every call sent (the collector keeps their records)."""
+        self.actors, self.prompts, self.options = actors, prompts, options
+        self.replace_dead, self.log, self.expect = replace_dead, log, expect
+        self.wire = {gid: gid for _, gid in prompts}
+        self.out = StepSample(group_ids=[])
+        self.shards = shards_for(prompts, len(actors()), seed)
+        self.calls: list[tuple[str, Shard]] = []
+        self.refs: list = []
+        self.result: Optional[StepSample] = None
+
+    def start(self) -> "StepSampling":
+        pool = self.actors()
+        ids = list(pool)
+        self.calls = [(ids[k % len(ids)], s) for k, s in enumerate(self.shards)]
+        self.expect([gid for s in self.shards for _, gid in s.wire()])
+        self.refs = [self.options.call(pool[a], s) for a, s in self.calls]
+        return self
+
+    def finish(self) -> StepSample:
+        """Every prompt's groups sampled (or given up after ``MAX_ATTEMPTS``, or failed to load);
+        waits once, then returns the same result."""
+        if self.result is not None:
+            return self.result
+        out = self.out
+        for attempt in range(MAX_ATTEMPTS):
+            outcomes = gather(self.refs, self.options.timeout_s, names=[a for a, _ in self.calls],
+                              what=f"rollout calls at policy version {self.options.version or self.options.min_version}")
+            lost, dead = [], set()
+            for (actor_id, shard), o in zip(self.calls, outcomes):
+                if o.ok:
+                    out.rollouts.append(o.value)
+                    out.failed += [tuple(f) for f in o.value["failed"]]
+                elif o.died:
+                    lost.append(shard)
+                    dead.add(actor_id)
+                else:
+                    raise o.error
+            if not lost:
+                break
+            out.abandoned += [g for s in lost for _, g in s.wire()]
+            out.replaced += sorted(dead)
+            self.log(f"[grpo] rollout actors {sorted(dead)} died while sampling {len(out.abandoned)} groups; "
+                     "replacing them and sampling those prompts again")
+            in_pool = sorted(dead & set(self.actors()))  # an actor removed by scaling is not replaced
+            if in_pool:
+                self.replace_dead(in_pool)
+            self.shards = [Shard([p], s.seed, attempt + 1) for s in lost for p in s.prompts]
+            self.wire.update({gid: wire_group_id(gid, attempt + 1) for s in lost for _, gid in s.prompts})
+            self.start()
+        else:
+            out.given_up = [gid for s in self.shards for _, gid in s.prompts]
+            self.log(f"[grpo] giving up groups {out.given_up}: their actors died {MAX_ATTEMPTS} times")
+        skip = {g for _, g, _ in out.failed} | {self.wire[g] for g in out.given_up}
+        out.group_ids = [self.wire[gid] for _, gid in self.prompts if self.wire[gid] not in skip]
+        self.result = out
+        return out
+
+
 def sample_step(actors: Callable[[], dict], prompts: list[tuple[int, str]], seed: int, version: int,
                 replace_dead: Callable[[list[str]], None], max_prompts: Optional[int] = None,
                 log: Callable[[str], None] = print) -> StepSample:
-    """Sample ``prompts`` (dataset index, group id) at policy ``version``.
+    """Sample ``prompts`` (dataset index, group id) at policy ``version`` and wait for them.
 
     Args:
         actors: returns the current {actor id: handle} (``replace_dead`` changes it).
@@ -76,36 +158,5 @@ def sample_step(actors: Callable[[], dict], prompts: list[tuple[int, str]], seed
         replace_dead: replaces the given dead actors and brings every actor to ``version``.
         max_prompts: the most prompts one actor puts in one generate + [SEG] pass (memory bound).
     """
-    wire = {gid: gid for _, gid in prompts}
-    out = StepSample(group_ids=[])
-    shards = shards_for(prompts, len(actors()), seed)
-    for attempt in range(MAX_ATTEMPTS):
-        pool = actors()
-        ids = list(pool)
-        calls = [(ids[k % len(ids)], s) for k, s in enumerate(shards)]
-        outcomes = gather([pool[a].rollout.remote(s.wire(), s.seed, version, max_prompts) for a, s in calls])
-        lost, dead = [], set()
-        for (actor_id, shard), o in zip(calls, outcomes):
-            if o.ok:
-                out.rollouts.append(o.value)
-                out.failed += [tuple(f) for f in o.value["failed"]]
-            elif o.died:
-                lost.append(shard)
-                dead.add(actor_id)
-            else:
-                raise o.error
-        if not lost:
-            break
-        out.abandoned += [g for s in lost for _, g in s.wire()]
-        out.replaced += sorted(dead)
-        log(f"[grpo] rollout actors {sorted(dead)} died while sampling {len(out.abandoned)} groups at policy "
-            f"version {version}; replacing them and sampling those prompts again")
-        replace_dead(sorted(dead))
-        shards = [Shard([p], s.seed, attempt + 1) for s in lost for p in s.prompts]
-        wire.update({gid: wire_group_id(gid, attempt + 1) for s in lost for _, gid in s.prompts})
-    else:
-        out.given_up = [gid for s in shards for _, gid in s.prompts]
-        log(f"[grpo] giving up groups {out.given_up}: their actors died {MAX_ATTEMPTS} times")
-    skip = {g for _, g, _ in out.failed} | {wire[g] for g in out.given_up}
-    out.group_ids = [wire[gid] for _, gid in prompts if wire[gid] not in skip]
-    return out
+    options = CallOptions(version=version, max_prompts=max_prompts)
+    return StepSampling(actors, prompts, seed, options, replace_dead, log).start().finish()

@@ -8,6 +8,10 @@
                        for all (frames carry the version, so nobody applies a torn one); the dead
                        are replaced, the group rebuilt and the weights sent again, until every
                        actor holds the version. Learner rank 0 dying raises ``LearnerLost``.
+    start / settle     an asynchronous job's broadcast (``learner.max_policy_lag >= 1``): rank 0
+                       sends a copy of the new weights while the next step trains, the actors
+                       stage it while they sample and apply it before their next call; the
+                       driver settles it (its time, a failure handled as above) a step later.
 
 What it survives is counted in the job's ``faults`` (``rollout_actors_replaced``,
 ``broadcast_retries``; docs/RELIABILITY.md).
@@ -16,6 +20,8 @@ What it survives is counted in the job's ``faults`` (``rollout_actors_replaced``
 from __future__ import annotations
 
 import dataclasses
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -46,6 +52,11 @@ class RolloutPool:
         self.buckets: Optional[list] = None  # the broadcast's flat buckets, planned from the learner's weights
         self.cap: Optional[int] = None  # the last count asked for with `aurora-rl scale`: caps the autoscaler
         self.next_id = 0
+        # asynchronous job: weights travel as copies and are staged by the actors (actors/rollout_actor.py)
+        self.staged = cfg.learner.max_policy_lag > 0
+        self.generation = 0  # broadcast groups built so far: a pending broadcast of an older one is moot
+        self.epoch = 0  # learner rollbacks so far (``rollback``)
+        self.before_change: Callable[[], None] = lambda: None  # the job's: let what runs on the actors finish
 
     # ------------------------------------------------------------------ actors
     def launch(self, count: int) -> tuple[list, Optional[PlacementTimeout]]:
@@ -116,6 +127,8 @@ class RolloutPool:
 
         if count < 1:
             raise ValueError("at least one rollout actor is needed")
+        if count != len(self.actors):
+            self.before_change()
         changed = False
         if count > len(self.actors):
             self.placement.request_rollout(count)  # on an autoscaling cluster: launch rollout nodes for them
@@ -160,43 +173,92 @@ class RolloutPool:
     def broadcast(self, version: int, rebuild: bool = False) -> dict:
         """Weights ``version`` from learner rank 0 to every actor; with ``rebuild``, first a new
         group over rank 0 and the current actors. Returns transfer metrics. On return every actor
-        holds exactly ``version``."""
+        holds (staged: has received) exactly ``version``."""
         for _ in range(BROADCAST_ATTEMPTS):
             outcomes = self._join() if rebuild else []
             if all(o.ok for o in outcomes):
-                refs = [self.learners.sender.broadcast_weights.remote(version)]
-                refs += [a.receive_weights.remote(version) for a in self.actors.values()]
-                outcomes = gather(refs)
+                outcomes = gather(self._send(version), self._wait_s, names=self._members(),
+                                  what=f"the broadcast of policy version {version}")
                 if all(o.ok for o in outcomes):
-                    sent, *received = (o.value for o in outcomes)
-                    return {"broadcast_gb_per_s": sent["gb_per_s"], "broadcast_s": sent["seconds"],
-                            "apply_s": max((r["apply_s"] for r in received), default=0.0)}
-            if not alive(self.learners.sender):
-                raise LearnerLost(f"learner rank 0 died during the broadcast of version {version}")
-            dead = [actor_id for actor_id, a in self.actors.items() if not alive(a)]
-            error = next(o.error for o in outcomes if not o.ok)
-            self.faults["broadcast_retries"] += 1
-            self.log(f"[grpo] broadcast of version {version} failed ({type(error).__name__}); dead receivers "
-                     f"{dead}; no actor applied a partial transfer. Rebuilding the group and sending again")
-            self.replace(dead)
+                    return _transfer_metrics(outcomes)
+            self._recover(version, outcomes)
             rebuild = True
         raise RuntimeError(f"the broadcast of version {version} failed {BROADCAST_ATTEMPTS} times")
+
+    def start(self, version: int) -> "PendingBroadcast":
+        """Send ``version`` without waiting (staged mode): the actors stage it while they sample."""
+        return PendingBroadcast(version, self.generation, self._send(version), self._members(), time.monotonic())
+
+    def settle(self, pending: "PendingBroadcast", version: int) -> dict:
+        """Wait for a started broadcast; when it failed, bring every actor to ``version`` (the
+        current one) as ``broadcast`` would. Transfer metrics, with the seconds waited here."""
+        t0 = time.monotonic()
+        outcomes = gather(pending.refs, self._wait_s, names=pending.names,
+                          what=f"the broadcast of policy version {pending.version}")
+        waited = time.monotonic() - t0
+        if all(o.ok for o in outcomes):
+            return {**_transfer_metrics(outcomes), "broadcast_wait_s": waited}
+        if pending.generation == self.generation:  # not yet made good by a rebuild since
+            self._recover(pending.version, outcomes)
+            return {**self.broadcast(version, rebuild=True), "broadcast_wait_s": time.monotonic() - t0}
+        return {"broadcast_gb_per_s": 0.0, "broadcast_s": 0.0, "apply_s": 0.0, "broadcast_wait_s": waited}
+
+    def rollback(self) -> None:
+        """The learner went back to a checkpoint: every actor's calls made before give up waiting
+        for weights, and each waits for the version sent next."""
+        self.epoch += 1
+        gather([a.rollback.remote(self.epoch) for a in self.actors.values()], self._wait_s,
+               names=list(self.actors), what="the rollback of the rollout actors")
+
+    @property
+    def _wait_s(self) -> float:
+        """How long a broadcast may take before it is an error (gloo's own timeout, and some)."""
+        return 2 * self.cfg.broadcast.timeout_s + 30
+
+    def _members(self) -> list[str]:
+        return ["learner rank 0", *self.actors]
+
+    def _send(self, version: int) -> list:
+        """The calls of one broadcast, sender first."""
+        sender = self.learners.sender
+        if not self.staged:
+            return ([sender.broadcast_weights.remote(version)]
+                    + [a.receive_weights.remote(version) for a in self.actors.values()])
+        copy = sender.snapshot_weights.remote(version)  # between steps: the copy the broadcast sends
+        return ([sender.broadcast_weights.remote(version, copy)]
+                + [a.stage_weights.remote(version) for a in self.actors.values()])
+
+    def _recover(self, version: int, outcomes: list) -> None:
+        """A broadcast (or the group's rebuild) failed: ``LearnerLost`` if rank 0 died, else the
+        dead actors are replaced (the caller rebuilds the group and sends again)."""
+        if not alive(self.learners.sender):
+            raise LearnerLost(f"learner rank 0 died during the broadcast of version {version}")
+        dead = [actor_id for actor_id, a in self.actors.items() if not alive(a)]
+        error = next(o.error for o in outcomes if not o.ok)
+        self.faults["broadcast_retries"] += 1
+        self.log(f"[grpo] broadcast of version {version} failed ({type(error).__name__}); dead receivers "
+                 f"{dead}; no actor applied a partial transfer. Rebuilding the group and sending again")
+        self.replace(dead)
 
     def _join(self) -> list:
         """Every member leaves its old group and joins a new one; outcomes in member order."""
         sender = self.learners.sender
-        members = [sender, *self.actors.values()]
-        left = gather([m.leave_broadcast.remote() for m in members])
+        members, names = [sender, *self.actors.values()], self._members()
+        self.generation += 1
+        left = gather([m.leave_broadcast.remote() for m in members], self._wait_s, names=names,
+                      what="leaving the broadcast group")
         if not all(o.ok for o in left):
             return left
         world, timeout, backend = len(members), self.cfg.broadcast.timeout_s, self.cfg.broadcast_backend
-        (address,) = gather([sender.open_store.remote(world, timeout)])
+        (address,) = gather([sender.open_store.remote(world, timeout)], self._wait_s, names=names[:1],
+                            what="opening the broadcast group's store")
         if not address.ok:
             return [address]
         host, port, key_prefix = address.value
         return gather([sender.join_broadcast.remote(world, self.buckets, timeout)]
                       + [a.join_broadcast.remote(host, port, i, world, self.buckets, timeout, backend, key_prefix)
-                         for i, a in enumerate(members[1:], start=1)])
+                         for i, a in enumerate(members[1:], start=1)], self._wait_s, names=names,
+                      what="joining the broadcast group")
 
     def kill(self) -> None:
         import ray
@@ -204,3 +266,18 @@ class RolloutPool:
         for actor in self.actors.values():
             ray.kill(actor)
         self.actors = {}
+
+
+@dataclass
+class PendingBroadcast:
+    version: int
+    generation: int  # the group it was sent over
+    refs: list  # the sender's call, then each actor's
+    names: list[str]
+    started: float
+
+
+def _transfer_metrics(outcomes: list) -> dict:
+    sent, *received = (o.value for o in outcomes)
+    return {"broadcast_gb_per_s": sent["gb_per_s"], "broadcast_s": sent["seconds"],
+            "apply_s": max((r["apply_s"] for r in received), default=0.0)}

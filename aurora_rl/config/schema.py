@@ -237,6 +237,8 @@ class RolloutConfig:
     sampling: SamplingConfig = field(factory=SamplingConfig)
     kv_cache_gib: float = field(1.0, gt=0.0)  # vLLM-CPU takes nearly all RAM unless capped
     cpu_threads: Optional[str] = None  # VLLM_CPU_OMP_THREADS_BIND ("0-1", "auto", ...); null = "nobind"
+    # a rollout call (one actor's share of a step) unanswered this long stops the job, naming the actor
+    call_timeout_s: float = field(1800.0, gt=0.0)
 
 
 @dataclass
@@ -286,7 +288,12 @@ class LearnerConfig:
     # gradients add up to the step's, so only memory changes; needs deepspeed.zero_stage <= 1
     # (tests/grpo/test_grpo_job.py::test_micro_batches_add_up_to_the_step_of_the_whole_batch)
     micro_batch: Optional[int] = field(None, ge=1)
-    max_policy_lag: int = field(0, ge=0)  # 0 = strictly on-policy
+    # 0: synchronous steps, strictly on-policy. k >= 1: asynchronous; rollout actors sample up to k
+    # steps ahead of the learner with the weights they hold, and a group sampled more than k
+    # versions before the learner's is dropped and counted (stale_dropped)
+    max_policy_lag: int = field(0, ge=0)
+    # a learner step unanswered this long (a rank hung in a collective) stops the job, naming the ranks
+    step_timeout_s: float = field(3600.0, gt=0.0)
     checkpoint_every: int = field(10, ge=1)
     deepspeed: DeepSpeedConfig = field(factory=DeepSpeedConfig)
     optim: OptimConfig = field(factory=lambda: OptimConfig(lr=1e-5, schedule="constant"))

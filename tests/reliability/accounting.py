@@ -3,7 +3,7 @@
 Every record id sampled must be scored exactly once; every scored record must be learned from
 (at most once, in a step that learned each of its P prompts exactly once) or belong to a group
 the job dropped and counted: abandoned (its actor died, or its step was rolled back) or dropped
-whole (a step skipped for a non-finite loss). Anything else is reported as lost or duplicated.
+whole (a step skipped for a non-finite loss, a group more than ``max_policy_lag`` versions old). Anything else is reported as lost or duplicated.
 """
 
 from __future__ import annotations
@@ -50,12 +50,15 @@ def account(job) -> Account:
     out.duplicated += [f"{rid} scored {n} times" for rid, n in scored.items() if n > 1]
     out.lost += [f"{rid} sampled, never scored" for rid in sampled if rid not in scored]
     learned, versions = [], {}
+    stale = {(int(m["step"]) + 1, int(m["prompt"])) for m in map(GROUP_ID.match, job.collector.dropped_groups)
+             if m and job.collector.dropped_groups[m.string] == "stale_dropped"}  # dropped whole, counted
     for step, group_ids in sorted(job.learned_groups.items()):
         ids = [GROUP_ID.match(gid) for gid in group_ids]
         assert all(ids), group_ids
         prompts = Counter(int(m["prompt"]) for m in ids)
         out.duplicated += [f"step {step}: prompt {j} learned {n} times" for j, n in prompts.items() if n > 1]
-        out.lost += [f"step {step}: prompt {j} not learned" for j in range(p) if j not in prompts]
+        out.lost += [f"step {step}: prompt {j} not learned" for j in range(p) if j not in prompts
+                     and (step, j) not in stale]
         out.duplicated += [f"step {step} learned {gid} of another step" for gid, m in zip(group_ids, ids)
                            if int(m["step"]) != step - 1]
         learned += [f"{gid}/{k}" for gid in group_ids for k in range(g)]

@@ -1,0 +1,152 @@
+"""An asynchronous GRPO job (``learner.max_policy_lag = 1``) on CPU: vLLM rollout actors, reward
+workers, a DeepSpeed learner, Redis.
+
+The actors sample the next step while the learner trains this one; the weights travel as a copy
+while the next step trains and are applied before an actor's next call. Checked in one running
+job, in order: every record is learned once and no group is more than one version old while
+actors are added and removed; an actor whose weights fall behind has its groups dropped as stale
+and counted; a hung actor stops the job by name; a checkpoint holds the steps in flight and a
+resumed job samples them again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from aurora_rl.records import decode
+from learner.actor_calls import Stalled
+from learner.grpo_job import GRPOJob
+from learner.rollout_dispatch import step_prompts
+from learner.train_log import TrainLogger
+from tests.grpo.test_grpo_job import assert_actors_match_learner, job_config, metrics_by_step
+from tests.grpo.test_grpo_job import start_checkpoint  # noqa: F401  (a fixture, shared)
+from tests.reliability.accounting import account
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+P, G = 3, 3
+
+
+@pytest.fixture(scope="module")
+def settings(ray_node, redis_server, synthetic_root, tmp_path_factory, start_checkpoint):
+    return job_config(tmp_path_factory.mktemp("runs"), synthetic_root, start_checkpoint, "run.name=async",
+                      "learner.max_policy_lag=1", "learner.num_ranks=1", f"learner.prompts_per_step={P}",
+                      f"rollout.sampling.group_size={G}", "learner.checkpoint_every=1", "learner.steps=20",
+                      "rollout.call_timeout_s=30")
+
+
+@pytest.fixture(scope="module")
+def job(settings, redis_server):
+    lines: list[str] = []
+    job = GRPOJob(settings, redis_server.url, log=lines.append)
+    job.lines = lines
+    try:
+        job.start()
+        yield job
+    finally:
+        job.stop()
+
+
+def sampled_records(job) -> dict[str, list]:
+    """The rollout stream's records by group id."""
+    out: dict[str, list] = {}
+    for _, fields in job.redis.xrange(job.queue.rollout_stream):
+        r = decode(fields[b"r"])
+        out.setdefault(r.group_id, []).append(r)
+    return out
+
+
+def test_actors_sample_the_next_step_while_the_learner_trains_and_every_record_is_learned_once(job):
+    """Four steps, a third actor added before step 2 and removed before step 4: each step learns
+    its groups once, sampled at most one version before the learner's, and the steps after the
+    first were sampled a version behind (sampled while the step before them trained)."""
+    job.run(steps=4, scale_plan={1: 3, 3: 2})
+    assert (job.step, job.version) == (4, 4) and sorted(job.rollout.actors) == ["rollout-0", "rollout-1"]
+    acc = account(job)
+    assert acc.lost == [] and acc.duplicated == [] and acc.learned == 4 * P * G
+    assert set(job.collector.counters.values()) == {0}
+    records = sampled_records(job)
+    lags = {step: sorted({step - 1 - records[gid][0].policy_version for gid in groups})
+            for step, groups in job.learned_groups.items()}
+    assert lags == {1: [0], 2: [1], 3: [1], 4: [1]}  # step 2 onwards: sampled while the step before trained
+    assert any(r.meta["actor"] == "rollout-2" for group in records.values() for r in group)
+    rows = metrics_by_step(job.run_dir)
+    assert [rows[s]["policy_lag"] for s in (1, 2, 3, 4)] == [0.0, 1.0, 1.0, 1.0]
+    assert all(rows[s]["broadcast_s"] > 0 for s in (2, 3, 4))  # each step settles the broadcast sent during it
+    assert_actors_match_learner(job, [0, 1])  # every actor ends holding the learner's final weights
+
+
+def test_groups_sampled_more_than_k_versions_ago_are_dropped_whole_and_counted(job):
+    """rollout-1 is made to keep the weights it holds (it stages new ones but never applies them):
+    its group of the third step after is two versions old and is dropped, counted, not waited for."""
+    import ray
+
+    stuck = job.rollout.actors["rollout-1"]
+    ray.get(stuck.__ray_call__.remote(lambda self: setattr(self, "_apply_staged", lambda *_: (0.0, 0.0))))
+    held = ray.get(stuck.__ray_call__.remote(lambda self: self.engine.version))
+    try:
+        job.run(steps=3)
+    finally:
+        ray.get(stuck.__ray_call__.remote(lambda self: delattr(self, "_apply_staged")))
+    assert (job.step, job.version) == (7, 7)
+    stale = {gid for gid, why in job.collector.dropped_groups.items() if why == "stale_dropped"}
+    records = sampled_records(job)
+    assert len(stale) == 1 and all(r.meta["actor"] == "rollout-1" and r.policy_version == held
+                                   for gid in stale for r in records[gid])
+    assert job.collector.counters["stale_dropped"] == G and job.collector.counters["incomplete_groups"] == 0
+    assert len(job.learned_groups[7]) == P - 1
+    acc = account(job)
+    assert acc.lost == [] and acc.duplicated == [] and acc.learned == (7 * P - 1) * G
+    assert any("records dropped (counted) {'stale_dropped': 3}" in line for line in job.lines), job.lines
+
+
+def test_a_hung_rollout_actor_stops_the_job_naming_it(job):
+    """rollout-1 stopped (SIGSTOP): the step's wait for its call runs out and says who it waited for."""
+    import ray
+
+    pid = ray.get(job.rollout.actors["rollout-1"].ready.remote())["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(Stalled, match=r"rollout calls .*no answer within 30 s from rollout-1$"):
+            job.run(steps=2)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    job.rollout.replace(["rollout-1"])  # the job goes on with a new actor in its place
+    job.rollout.broadcast(job.version, rebuild=True)
+    job.sampling.clear()
+    job.next_sample = job.step
+
+
+def test_a_checkpoint_holds_the_steps_in_flight_and_a_resumed_job_samples_them_again(job, settings,
+                                                                                     redis_server):
+    """One step is learned and checkpointed while the next one's sampling is under way; the job is
+    stopped. Resumed, it samples that step's rows again first: no prompt of the epoch is lost."""
+    job.end = job.step + 2
+    logger = TrainLogger(job.run_dir, "grpo", job.end, 0, start_step=job.step)
+    job._run_step(job._train_rows(), logger)
+    logger.close()
+    in_flight = [index for index, _ in job.sampling[job.step].prompts]
+    folder = job.save_checkpoint()
+    state = json.loads((folder / "job_state.json").read_text())
+    assert state["step"] == job.step and state["in_flight"] == {str(job.step): in_flight}
+    assert in_flight == [i for i, _ in step_prompts(settings.run.seed, job.step, P, job._train_rows(), "x")]
+    step = job.step
+    job.stop()
+
+    lines: list[str] = []
+    resumed = GRPOJob(settings, redis_server.url, resume=True, log=lines.append)
+    try:
+        resumed.start()
+        assert resumed.step == step and resumed.in_flight_rows == {step: in_flight}
+        assert any(f"steps [{step}] were in flight" in line for line in lines), lines
+        resumed.run(steps=1)
+        learned = sampled_records(resumed)
+        rows = [learned[gid][0].meta["dataset_index"] for gid in resumed.learned_groups[step + 1]]
+        assert rows == in_flight
+        assert np.all([gid.startswith(resumed.attempt) for gid in resumed.learned_groups[step + 1]])
+    finally:
+        resumed.stop()
