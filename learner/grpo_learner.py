@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Optional
 
 import ray
 
@@ -96,8 +97,11 @@ class LearnerRank:
         self.engine.train()
         return {"rank": self.rank, "trainable": sum(p.numel() for p in params)}
 
-    def train_step(self, payloads: list[bytes], advantages: list[float], step: int) -> dict:
-        """One optimizer step on this rank's completions (every rank must be called): ``learn_step``."""
+    def train_step(self, payloads: list[bytes], advantages: list[float], step: int,
+                   version: Optional[int] = None) -> dict:
+        """One optimizer step on this rank's completions (every rank must be called): ``learn_step``.
+        ``version``: the policy version before the step, against which each record's lag is
+        counted (None: every record at lag 0)."""
         import torch
 
         from aurora_rl.records import decode
@@ -105,7 +109,8 @@ class LearnerRank:
         t0 = time.monotonic()
         torch.manual_seed(self.cfg.run.seed * 1_000_003 + step * 101 + self.rank)
         records = [decode(p) for p in payloads]
-        batch, inputs = step_inputs(records, advantages, self.dataset, self.cfg, self.policy.ids.seg, self.rank, step)
+        batch, inputs = step_inputs(records, advantages, self.dataset, self.cfg, self.policy.ids.seg, self.rank, step,
+                                    version)
         mix = None
         if self.every_object is not None:  # the data mix's rows, once a step
             epoch, in_epoch = divmod(step, self.every_object.steps_per_epoch)

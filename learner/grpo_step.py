@@ -8,6 +8,8 @@ each rank) calls them; ``bench/gpu_paths.py`` runs them on one GPU without Ray.
 
 from __future__ import annotations
 
+from typing import Optional
+
 from aurora_rl.config.schema import GRPOConfig
 
 
@@ -30,9 +32,11 @@ def load_models(checkpoint: str, cfg: GRPOConfig, device) -> tuple:
 
 
 def step_inputs(records: list, advantages: list[float], dataset, cfg: GRPOConfig, seg_token: int, rank: int,
-                step: int):
+                step: int, version: Optional[int] = None):
     """The objective's view of one step's completions, and ``inputs(rows)``: the policy inputs
-    of some of them (the clips from the training split, each distinct one read once), on the CPU."""
+    of some of them (the clips from the training split, each distinct one read once), on the CPU.
+    ``version``: the learner's policy version before the step, whence each record's lag (None:
+    every record counts as sampled by the current weights)."""
     import numpy as np
 
     from aurora_rl.data.clip_sample import collate_clips
@@ -47,7 +51,7 @@ def step_inputs(records: list, advantages: list[float], dataset, cfg: GRPOConfig
     frames, gt, valid = pick_mask_frames(clips["masks"], clips["mask_valid"], cfg.learner.mask_frames_per_clip, rng)
     batch = step_batch([r.completion_token_ids for r in records], [r.sampling_logprobs for r in records],
                        advantages, gt, valid, [(r.rewards or {}).get("iou", 0.0) for r in records], seg_token,
-                       cfg.objective)
+                       cfg.objective, None if version is None else [version - r.policy_version for r in records])
 
     def inputs(rows: list[int]) -> PolicyInputs:
         return PolicyInputs([records[i].prompt_token_ids.tolist() for i in rows],

@@ -13,6 +13,7 @@ Rank 0 also sends the weight broadcast (``sender``).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from aurora_rl.config.schema import GRPOConfig
 from aurora_rl.services.library_logs import worker_log
@@ -70,12 +71,14 @@ class LearnerGroup:
 
         return ray.get(self.sender.weight_specs.remote())
 
-    def step(self, payloads: list[list[bytes]], advantages: list[list[float]], step: int) -> list[dict]:
-        """One optimizer step on every rank (rank r gets ``payloads[r]``); ``LearnerLost`` when a
-        rank died during it. A rank that raised leaves its peers waiting in the step's collectives:
-        after ``STRANDED_S`` they are stopped, and the rank's error ends the job (it would recur)."""
-        outcomes = gather([rank.train_step.remote(p, a, step) for rank, p, a in zip(self.ranks, payloads, advantages)],
-                          settle_s=STRANDED_S)
+    def step(self, payloads: list[list[bytes]], advantages: list[list[float]], step: int,
+             version: Optional[int] = None) -> list[dict]:
+        """One optimizer step on every rank (rank r gets ``payloads[r]``; ``version``: the policy
+        version before the step, None: every record at lag 0); ``LearnerLost`` when a rank died
+        during it. A rank that raised leaves its peers waiting in the step's collectives: after
+        ``STRANDED_S`` they are stopped, and the rank's error ends the job (it would recur)."""
+        outcomes = gather([rank.train_step.remote(p, a, step, version)
+                           for rank, p, a in zip(self.ranks, payloads, advantages)], settle_s=STRANDED_S)
         if all(o.ok for o in outcomes):
             return [o.value for o in outcomes]
         stranded = [r for r, o in enumerate(outcomes) if isinstance(o.error, Stranded)]

@@ -161,7 +161,8 @@ def test_the_grpo_learner_step_with_kl_micro_batches_and_mix_rows_keeps_every_te
                                                        "learner.mask_frames_per_clip=2", "mix.every_object_rows=1",
                                                        "learner.deepspeed.zero_stage=1"])
     records, _ = grpo_records(tok, clips, 5)
-    batch, inputs = step_inputs(records, [1.0, -1.0, 0.5, -0.5, 0.0], clips, cfg, policy.ids.seg, rank=0, step=0)
+    batch, inputs = step_inputs(records, [1.0, -1.0, 0.5, -0.5, 0.0], clips, cfg, policy.ids.seg, rank=0, step=0,
+                                version=0)
     mix = SFTBatcher([SFTExample(clips.rows[2].uid, 2, "a dog .", None, segment=False)], clips, tok, 1, 1, 0,
                      0).batch(0, 0)["student"]
     with VirtualCuda(), one_process_group(), collectives_on(CUDA):
@@ -169,6 +170,8 @@ def test_the_grpo_learner_step_with_kl_micro_batches_and_mix_rows_keeps_every_te
         stats = learn_step(PlainEngine(model), reference, batch, inputs, len(records), mix, cfg, CUDA)
         assert stats["skipped"] == 0.0 and stats["micro_batches"] == 3
         assert np.isfinite(stats["loss"]) and stats["kl"] >= 0 and "mix_ce" in stats and stats["mask_dice"] > 0
+        # the off-policy sums of every micro-batch (the records were sampled by version 0, the learner's)
+        assert stats["lag0_tokens"] == stats["tokens"] > 0 and np.isfinite(stats["is_weight_sum"])
         assert on_device(model) and on_device(reference)
 
 

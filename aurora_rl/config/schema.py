@@ -262,9 +262,15 @@ class ObjectiveConfig:
 
     advantage: Literal["grpo", "centered"] = "grpo"  # grpo: (r - mean) / (std + eps); centered: r - mean
     adv_eps: float = field(1e-4, gt=0.0)
-    policy_loss: Literal["clipped"] = "clipped"
+    # clipped: the ratio to the sampling policy, clipped; decoupled: the ratio to the learner's
+    # policy before the step, clipped, times the truncated importance weight from the sampling
+    # policy (for completions sampled by older weights, learner.max_policy_lag > 0)
+    policy_loss: Literal["clipped", "decoupled"] = "clipped"
     clip_low: float = field(0.2, ge=0.0)
     clip_high: float = field(0.2, ge=0.0)
+    # decoupled: importance weights above this are cut to it (None: untruncated); with either
+    # loss, the share of tokens whose weight is above it is logged (is_truncated)
+    is_cap: Optional[float] = field(2.0, gt=0.0)
     kl_coef: float = field(0.0, ge=0.0)  # k3 estimator against the frozen reference; 0 = off
     mask_bce: float = field(2.0, ge=0.0)
     mask_dice: float = field(0.5, ge=0.0)

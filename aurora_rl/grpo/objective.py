@@ -14,7 +14,9 @@ For the step's B completions (each with its advantage A_i and its sampling log-p
 The weights make each term a mean over the whole step, whatever part of it a forward pass
 sees: w_policy shares the completions with tokens equally, w_mask the supervised frames of the
 learned masks, and w_tokens (for the logged ratios) the tokens. A step taken in micro-batches,
-each with ``grpo_loss`` of its rows, therefore sums to the gradient of the whole batch.
+each with ``grpo_loss`` of its rows, therefore sums to the gradient of the whole batch. The
+off-policy statistics (aurora_rl/grpo/off_policy.py) are plain sums over the rows' tokens, which
+add up the same way.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 
 from aurora_rl.config.schema import ObjectiveConfig
+from aurora_rl.grpo.off_policy import off_policy_sums
 from aurora_rl.grpo.policy_loss import POLICY_LOSSES
 from aurora_rl.model.mask_loss import mask_loss
 from aurora_rl.model.policy import PolicyOutput
@@ -39,7 +42,8 @@ class ObjectiveBatch:
     advantages: [B] float32. old_logprobs: [B, L] sampling log-probabilities, 0 after each
     completion's end. learn_mask: [B] bool, the completion's mask is learned. gt_masks:
     [B, k, M, M] the supervised frames' ground truth; mask_valid: [B, k] bool. w_policy,
-    w_mask, w_tokens: [B] float64 shares of the whole step (see the module docstring).
+    w_mask, w_tokens: [B] float64 shares of the whole step (see the module docstring). lags: [B]
+    int64, how many versions the completion's sampling policy was behind the learner's.
     """
 
     advantages: torch.Tensor
@@ -50,6 +54,7 @@ class ObjectiveBatch:
     w_policy: np.ndarray
     w_mask: np.ndarray
     w_tokens: np.ndarray
+    lags: torch.Tensor
 
     def select(self, rows: list[int]) -> "ObjectiveBatch":
         """The rows ``rows`` of the step, with their step-wide weights (a micro-batch)."""
@@ -58,13 +63,14 @@ class ObjectiveBatch:
 
 def step_batch(completions: list[np.ndarray], sampling_logprobs: list[np.ndarray], advantages: list[float],
                gt_masks: torch.Tensor, mask_valid: torch.Tensor, rollout_iou: list[float], seg_token: int,
-               cfg: ObjectiveConfig) -> ObjectiveBatch:
+               cfg: ObjectiveConfig, lags: Optional[list[int]] = None) -> ObjectiveBatch:
     """The objective's view of a step's B completions.
 
     Args:
         completions: B arrays of completion token ids. sampling_logprobs: B arrays, one per token.
         advantages: B floats. rollout_iou: B IoU rewards of the rollout masks (0 without one).
         gt_masks: [B, k, M, M]. mask_valid: [B, k] bool. seg_token: the id of [SEG].
+        lags: B policy lags (the learner's version minus the sampling one; None: all 0).
     """
     learn = np.array([seg_token in c.tolist() for c in completions], dtype=bool)
     if cfg.mask_min_iou is not None:
@@ -78,7 +84,8 @@ def step_batch(completions: list[np.ndarray], sampling_logprobs: list[np.ndarray
     return ObjectiveBatch(advantages=torch.tensor(advantages, dtype=torch.float32), old_logprobs=old,
                           learn_mask=torch.from_numpy(learn), gt_masks=gt_masks, mask_valid=mask_valid,
                           w_policy=has_tokens / max(1.0, has_tokens.sum()), w_mask=frames / max(1.0, frames.sum()),
-                          w_tokens=lengths / max(1.0, lengths.sum()))
+                          w_tokens=lengths / max(1.0, lengths.sum()),
+                          lags=torch.tensor([0] * len(completions) if lags is None else lags, dtype=torch.int64))
 
 
 def grpo_loss(out: PolicyOutput, batch: ObjectiveBatch, cfg: ObjectiveConfig,
@@ -94,7 +101,7 @@ def grpo_loss(out: PolicyOutput, batch: ObjectiveBatch, cfg: ObjectiveConfig,
         mix_out: the outputs on the data mix's CE rows (None: none this pass).
     Returns:
         (loss, {"loss", "policy_loss", "kl", "clip_fraction", "ratio_mean", "mask_bce",
-        "mask_dice", "tokens"[, "mix_ce"]}).
+        "mask_dice", "tokens", the keys of ``off_policy_sums``[, "mix_ce"]}).
     """
     logprobs = out.answer_logprobs
     width = logprobs.shape[1]
@@ -107,7 +114,8 @@ def grpo_loss(out: PolicyOutput, batch: ObjectiveBatch, cfg: ObjectiveConfig,
     loss = w_policy * stats.loss
     parts = {"policy_loss": w_policy * stats.policy_loss, "kl": w_policy * stats.kl,
              "clip_fraction": w_tokens * stats.clip_fraction, "ratio_mean": w_tokens * stats.ratio_mean,
-             "mask_bce": 0.0, "mask_dice": 0.0, "tokens": int(out.answer_mask.sum())}
+             "mask_bce": 0.0, "mask_dice": 0.0, "tokens": int(out.answer_mask.sum()),
+             **off_policy_sums(logprobs, old, out.answer_mask, batch.lags, cfg.is_cap)}
     seg = out.has_seg & batch.learn_mask.to(out.has_seg.device)
     if seg.any():
         gt, valid = batch.gt_masks.to(out.mask_logits.device), batch.mask_valid.to(out.mask_logits.device)

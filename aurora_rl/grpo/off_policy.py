@@ -1,0 +1,67 @@
+"""Importance weights of sampled tokens, and what a learner pass sums of them (pure: tensors in).
+
+A completion sampled by a rollout actor with weights ``lag`` versions behind the learner's has
+behaviour log-probabilities ``logp_behav`` (vLLM's, after temperature and top-p). For its token t:
+
+    w_t = exp(logp_t - logp_behav_t)          importance weight of the learner's policy
+    w_t truncated: min(w_t, is_cap)
+
+``off_policy_sums`` returns sums and counts, not means, so that the micro-batches of a rank and
+the ranks of a step add up; ``aurora_rl/grpo/step_metrics.py`` turns the step's totals into
+
+    is_ess              (sum w)^2 / (N sum w^2)   over the step's N tokens, untruncated w: 1 when
+                                                  every weight is equal, 1/N when one token has all
+    is_truncated        share of the N tokens with w_t > is_cap
+    logprob_mismatch    mean |logp_t - logp_behav_t| over the tokens of lag-0 completions: the
+                        actors' and the learner's log-probabilities of one token by the same weights
+    logprob_mismatch_k3 mean of exp(d) - d - 1, d = logp_t - logp_behav_t, over the same tokens
+                        (k3 estimate of KL(actor || learner) from the actor's samples)
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+# the keys of ``off_policy_sums``: summed over a rank's micro-batches and over the ranks
+OFF_POLICY_SUMS = ("is_weight_sum", "is_weight_sq_sum", "is_truncated_tokens", "lag0_tokens", "lag0_abs_diff_sum",
+                   "lag0_k3_sum")
+
+
+def importance_weights(logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor, mask: torch.Tensor,
+                       cap: Optional[float] = None) -> torch.Tensor:
+    """min(exp(logprobs - behaviour_logprobs), cap) per token, 0 off the mask. [B, L] -> [B, L].
+
+    Args:
+        logprobs: [B, L] the learner's log-probabilities (taken as they are: detach for a weight).
+        behaviour_logprobs: [B, L] the sampling policy's. mask: [B, L] bool, True on real tokens.
+        cap: the truncation (None: untruncated).
+    """
+    mask = mask.bool()
+    weights = (logprobs - behaviour_logprobs).masked_fill(~mask, 0.0).exp()
+    if cap is not None:
+        weights = weights.clamp(max=cap)
+    return weights * mask
+
+
+def off_policy_sums(logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor, mask: torch.Tensor,
+                    lags: torch.Tensor, cap: Optional[float]) -> dict[str, float]:
+    """Sums over the rows' tokens (see the module docstring), in float64, without gradient.
+
+    Args:
+        logprobs: [B, L] the learner's log-probabilities. behaviour_logprobs: [B, L] the actors'.
+        mask: [B, L] bool, True on real completion tokens. lags: [B] how many versions each row's
+            sampling policy was behind the learner. cap: ``objective.is_cap`` (None: no token is
+            counted as truncated).
+    """
+    with torch.no_grad():
+        mask = mask.bool()
+        diff = (logprobs.detach().double() - behaviour_logprobs.double()).masked_fill(~mask, 0.0)
+        weights = diff.exp() * mask
+        current = mask & (lags.to(mask.device) == 0)[:, None]
+        truncated = int((weights > cap).sum()) if cap is not None else 0
+        return {"is_weight_sum": float(weights.sum()), "is_weight_sq_sum": float((weights * weights).sum()),
+                "is_truncated_tokens": truncated, "lag0_tokens": int(current.sum()),
+                "lag0_abs_diff_sum": float((diff.abs() * current).sum()),
+                "lag0_k3_sum": float(((diff.exp() - diff - 1.0) * current).sum())}
