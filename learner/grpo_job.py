@@ -301,7 +301,7 @@ class GRPOJob:
         k = cfg.learner.num_ranks
         t0 = time.monotonic()
         stats = self.learners.step([[encode(r) for r in records[i::k]] for i in range(k)],
-                                   [adv[i::k].tolist() for i in range(k)], self.step)
+                                   [adv[i::k].tolist() for i in range(k)], self.step, self.version)
         t_learn = time.monotonic() - t0
         if any(s["skipped"] for s in stats):
             dropped = self.collector.drop_step("nan_dropped")
@@ -406,7 +406,8 @@ class GRPOJob:
     def _step_metrics(self, records, rewards, stats, rollouts, sync, phases) -> dict:
         from aurora_rl.grpo.step_metrics import step_metrics
 
-        out = step_metrics(records, rewards, stats, rollouts, self.cfg.rollout.sampling.max_new_tokens, self.version)
+        out = step_metrics(records, rewards, stats, rollouts, self.cfg.rollout.sampling.max_new_tokens, self.version,
+                           self.cfg.learner.max_policy_lag)
         out["rollout_queue"] = float(self.collector.rollout_depth())
         out["scored_queue"] = float(self.collector.scored_depth())
         out["version"] = float(self.version)

@@ -78,7 +78,9 @@ class LearnerGroup:
         during it. A rank that raised leaves its peers waiting in the step's collectives: after
         ``STRANDED_S`` they are stopped, and the rank's error ends the job (it would recur)."""
         outcomes = gather([rank.train_step.remote(p, a, step, version)
-                           for rank, p, a in zip(self.ranks, payloads, advantages)], settle_s=STRANDED_S)
+                           for rank, p, a in zip(self.ranks, payloads, advantages)], self.cfg.learner.step_timeout_s,
+                          settle_s=STRANDED_S, names=[f"learner rank {r}" for r in range(len(self.ranks))],
+                          what=f"learner step {step + 1}")
         if all(o.ok for o in outcomes):
             return [o.value for o in outcomes]
         stranded = [r for r, o in enumerate(outcomes) if isinstance(o.error, Stranded)]

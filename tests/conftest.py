@@ -200,6 +200,8 @@ def fault_row(request):
     ``AURORA_FAULT_TABLE`` names a file, the row is appended to it as a JSON line with whether the
     test passed."""
     row = {"fault": request.node.name, "lost": None, "duplicated": None, "dropped": None, "recovery_s": None}
+    if "job" in request.fixturenames:  # a fault of a running GRPO job: at which policy lag bound
+        row["k"] = request.getfixturevalue("job").cfg.learner.max_policy_lag
     yield row
     path = os.environ.get("AURORA_FAULT_TABLE")
     if path:

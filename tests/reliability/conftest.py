@@ -2,4 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 from tests.grpo.test_grpo_job import start_checkpoint  # noqa: F401  (a fixture, shared)
+
+
+def fault_lag(default: int) -> int:
+    """The ``learner.max_policy_lag`` of a fault module's job: its own, or ``AURORA_FAULT_LAG``
+    (``bench/faults.py`` runs the job's faults at k = 0 and 1)."""
+    return int(os.environ.get("AURORA_FAULT_LAG", default))

@@ -1,7 +1,8 @@
-"""Faults injected into one running GRPO job (vLLM rollout actors, reward workers, a DeepSpeed
-learner, a private Redis with its append-only file): a rollout actor SIGKILLed mid-sample, a
-broadcast receiver SIGKILLed inside the broadcast, Redis killed and restarted, a non-finite loss,
-reward workers killed.
+"""Faults injected into one running asynchronous GRPO job (``learner.max_policy_lag = 1``: vLLM
+rollout actors that stage new weights while they sample, reward workers, a DeepSpeed learner, a
+private Redis with its append-only file): a rollout actor SIGKILLed mid-sample, a broadcast
+receiver SIGKILLed inside the broadcast, Redis killed and restarted, a non-finite loss, reward
+workers killed.
 
 After each fault the job goes on, and its records are counted end to end (tests/reliability/
 accounting.py): nothing lost, nothing learned twice, every drop counted.
@@ -26,6 +27,7 @@ from aurora_rl.services.redis_server import RedisServer
 from learner.grpo_job import GRPOJob
 from tests.grpo.test_grpo_job import assert_actors_match_learner, job_config
 from tests.reliability.accounting import account
+from tests.reliability.conftest import fault_lag
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 P, G = 3, 3
@@ -46,7 +48,7 @@ def redis_aof(tmp_path_factory, started_pids):
 def job(ray_node, redis_aof, synthetic_root, tmp_path_factory, start_checkpoint):
     cfg = job_config(tmp_path_factory.mktemp("runs"), synthetic_root, start_checkpoint, "run.name=faults",
                      "learner.num_ranks=1", f"learner.prompts_per_step={P}", f"rollout.sampling.group_size={G}",
-                     "broadcast.timeout_s=12", "queue.claim_idle_ms=2000")
+                     "broadcast.timeout_s=12", "queue.claim_idle_ms=2000", f"learner.max_policy_lag={fault_lag(1)}")
     lines: list[str] = []
     job = GRPOJob(cfg, redis_aof.url, log=lambda m: (lines.append(m), print(m)))
     job.lines = lines
@@ -183,7 +185,8 @@ def test_broadcast_receiver_killed_during_the_broadcast(job, tmp_path, fault_row
     ray.get(busy)
     sending.join(timeout=600)
     fault_row["recovery_s"] = round(time.monotonic() - t0, 1)
-    assert "receive_weights" in stack  # killed inside the actor's receive_weights call
+    receiving = "stage_weights" if job.rollout.staged else "receive_weights"
+    assert receiving in stack  # killed inside the actor's call that receives the weights
     assert "metrics" in outcome, outcome
     assert job.faults["broadcast_retries"] == retries + 1
     assert job.faults["rollout_actors_replaced"] == replaced + 1

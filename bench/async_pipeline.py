@@ -1,0 +1,193 @@
+"""The asynchronous pipeline side by side: steps per second at ``learner.max_policy_lag`` k = 0, 1
+and 2, the broadcast time's trend over a long run, and the learning check.
+
+    PYTHONPATH=. .venv/bin/python bench/async_pipeline.py [--steps 10] [--trend-steps 200]
+        [--set KEY=VALUE ...] [--out table.md]
+    PYTHONPATH=. .venv/bin/python bench/async_pipeline.py --learning [--seeds 0 1 2] [--out table.md]
+
+Throughput: every case is the real stage-3 job (``GRPOJob``: one rollout actor with vLLM, one
+reward worker, one DeepSpeed learner rank, Redis streams) on a small synthetic benchmark from a
+random tiny policy, one after another on one private Redis and Ray node. Pinned as on separate
+GPUs: every thread of the rollout actor's process on the first core, every thread of the learner
+rank's on the second; the reward worker, Redis and the driver are not pinned. Cases: k = 0, 1, 2
+pinned, and k = 0 unpinned. The first ``--warmup`` steps of each are dropped. The target: k = 1's
+step time at most 1.15 x max(sampling with its [SEG] pass, learning + broadcast) of the pinned
+k = 0 run. ``--set`` balances the two sides (the defaults are balanced on this machine; the table
+reports the ratio).
+
+Trend: a ``--trend-steps`` run at k = 1 (same job, unpinned) logs the broadcast's seconds every
+step; the table gives the least-squares slope and the means of its first and last quarters.
+
+Learning (``--learning``): ``configs/tiny/grpo_32_rows.yaml`` (needs ``make demo``'s stage-2
+checkpoint) for each seed at k = 0 and k = 1: the sampled IoU reward of steps 1-20 and 81-100.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+from bench.grpo_step import start_checkpoint
+from bench.side_by_side import Table, machine
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = [("k=0, pinned", 0, True), ("k=1, pinned", 1, True), ("k=2, pinned", 2, True), ("k=0, unpinned", 0, False)]
+# balanced on 2 cores: sampling + [SEG] pass about as long as learning + broadcast
+BALANCE = ["learner.prompts_per_step=4", "rollout.sampling.group_size=3", "rollout.sampling.max_new_tokens=48",
+           "learner.mask_frames_per_clip=2"]
+
+
+def pin(pid: int, cores: set[int]) -> None:
+    """Every thread of process ``pid`` to ``cores`` (threads made later inherit it)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(tid), cores)
+
+
+def run_case(data: Path, checkpoint: Path, out: Path, redis_url: str, name: str, k: int, pinned: bool,
+             steps: int, overrides: list[str]) -> list[dict]:
+    """One job of ``steps`` steps at lag bound ``k``; its metrics rows in step order."""
+    import ray
+
+    from aurora_rl.config import load_config
+    from learner.grpo_job import GRPOJob
+    from learner.train_log import rows_by_step
+
+    run = name.replace(", ", "-").replace("=", "")
+    cfg = load_config(ROOT / "configs" / "tiny" / "grpo.yaml", [
+        f"data.root={data}", f"run.output_dir={out}", f"run.name={run}", f"model.path={checkpoint}",
+        "rollout.num_actors=1", "reward.num_workers=1", "learner.num_ranks=1", f"learner.steps={steps}",
+        f"learner.checkpoint_every={steps}", f"learner.max_policy_lag={k}", "placement.autoscale.enabled=false",
+        *BALANCE, *overrides])
+    job = GRPOJob(cfg, redis_url)
+    try:
+        job.start()
+        if pinned and (os.cpu_count() or 1) >= 2:
+            (actor,) = job.rollout.actors.values()
+            pin(ray.get(actor.ready.remote())["pid"], {0})
+            pin(ray.get(job.learners.sender.__ray_call__.remote(lambda self: os.getpid())), {1})
+        job.run()
+    finally:
+        job.stop()
+    rows = rows_by_step([out / run / "metrics.jsonl"])
+    return [rows[s] for s in sorted(rows)]
+
+
+def mean(rows: list[dict], key: str) -> float:
+    return statistics.mean(r[key] for r in rows)
+
+
+def slope_per_100(values: list[float]) -> float:
+    """Least-squares slope of ``values`` against their index, per 100 steps."""
+    n = len(values)
+    xs = range(n)
+    mx, my = (n - 1) / 2, statistics.mean(values)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    return 100 * sum((x - mx) * (y - my) for x, y in zip(xs, values)) / sxx if sxx else 0.0
+
+
+def throughput(args, data: Path, checkpoint: Path, tmp: Path, redis_url: str) -> Table:
+    runs = {name: run_case(data, checkpoint, tmp / "runs", redis_url, name, k, pinned, args.steps, args.set)
+            [args.warmup:] for name, k, pinned in CASES}
+    base = runs["k=0, pinned"]
+    sample_side = mean(base, "time_sample_s")  # the rollout calls: vLLM, the [SEG] pass, loading, publishing
+    learn_side = mean(base, "time_learn_s") + mean(base, "time_broadcast_s")
+    bound = max(sample_side, learn_side)
+    table = Table(f"Asynchronous pipeline: GRPO steps per second by policy lag bound k ({args.steps - args.warmup} "
+                  "steps after warm-up, tiny policy, 1 rollout actor, 1 learner rank)",
+                  "k = 0, pinned", "the case")
+    for name, rows in runs.items():
+        table.add(name, "steps/s", 1 / mean(base, "time_step_s"), 1 / mean(rows, "time_step_s"))
+    k1 = mean(runs["k=1, pinned"], "time_step_s")
+    table.notes += [
+        f"k = 0 pinned: sampling with its [SEG] pass {sample_side:.2f} s, learning + broadcast {learn_side:.2f} s "
+        f"(balance: learning side / sampling side = {learn_side / sample_side:.2f}), reward wait "
+        f"{mean(base, 'time_reward_wait_s'):.2f} s, step {mean(base, 'time_step_s'):.2f} s",
+        f"target: k = 1's step time <= 1.15 x max(sampling side, learning side) = {1.15 * bound:.2f} s; measured "
+        f"{k1:.2f} s = {k1 / bound:.2f} x the bound: {'met' if k1 <= 1.15 * bound else 'NOT met'}",
+        "mean policy lag of the learned groups: " + ", ".join(
+            f"{name} {mean(rows, 'policy_lag'):.2f}" for name, rows in runs.items()),
+        "stale groups dropped: " + ", ".join(f"{name} {rows[-1]['stale_dropped']:.0f}" for name, rows in runs.items()),
+        f"balanced with: {' '.join(BALANCE + args.set)}",
+    ]
+    lines = ["Phases, mean seconds per step (asynchronous: the driver's wait for each phase):", "",
+             "| case | sampling wait | reward wait | learn | broadcast wait | weights wait (actor) | step |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, rows in runs.items():
+        cells = [mean(rows, k) for k in ("time_sample_s", "time_reward_wait_s", "time_learn_s", "time_broadcast_s",
+                                         "weights_wait_s", "time_step_s")]
+        lines.append(f"| {name} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+    table.sections.append("\n".join(lines))
+    if args.trend_steps:
+        rows = run_case(data, checkpoint, tmp / "runs", redis_url, "k=1, trend", 1, False, args.trend_steps,
+                        args.set)[args.warmup:]
+        seconds = [r["broadcast_s"] for r in rows]
+        quarter = max(1, len(seconds) // 4)
+        table.sections.append("\n".join([
+            f"Broadcast time over a {args.trend_steps}-step run at k = 1 (steps {args.warmup + 1}-{args.trend_steps}):",
+            "", "| first quarter, mean s | last quarter, mean s | slope, s per 100 steps | max s |",
+            "|---:|---:|---:|---:|",
+            f"| {statistics.mean(seconds[:quarter]):.4f} | {statistics.mean(seconds[-quarter:]):.4f} | "
+            f"{slope_per_100(seconds):+.5f} | {max(seconds):.4f} |"]))
+    return table
+
+
+def learning(args, redis_url: str, out: Path) -> str:
+    """The fixed 32-row task for each seed at k = 0 and 1: the sampled IoU reward early and late."""
+    from aurora_rl.config import load_config
+    from learner.grpo_job import run_grpo
+    from learner.train_log import rows_by_step
+
+    lines = ["### Learning check: `configs/tiny/grpo_32_rows.yaml`, sampled IoU reward (mean of steps)", "",
+             f"Machine: {machine()}", "", "| seed | k | steps 1-20 | steps 81-100 |", "|---|---:|---:|---:|"]
+    finals: dict[int, list[float]] = {0: [], 1: []}
+    for seed in args.seeds:
+        for k in (0, 1):
+            name = f"grpo-32-rows-k{k}-seed{seed}"
+            cfg = load_config(ROOT / "configs" / "tiny" / "grpo_32_rows.yaml", [
+                f"run.name={name}", f"run.output_dir={out}", f"run.seed={seed}", f"learner.max_policy_lag={k}"])
+            run_grpo(cfg, redis_url)
+            rows = rows_by_step([out / name / "metrics.jsonl"])
+            early = statistics.mean(rows[s]["reward_iou"] for s in range(1, 21))
+            late = statistics.mean(rows[s]["reward_iou"] for s in range(81, 101))
+            finals[k].append(late)
+            lines.append(f"| {seed} | {k} | {early:.3f} | {late:.3f} |")
+    spread = statistics.pstdev(finals[0]) if len(finals[0]) > 1 else 0.0
+    lines += ["", f"- steps 81-100, k = 0: mean {statistics.mean(finals[0]):.3f} (std over seeds {spread:.3f}); "
+              f"k = 1: mean {statistics.mean(finals[1]):.3f}; k = 1 within the synchronous spread: "
+              f"{abs(statistics.mean(finals[1]) - statistics.mean(finals[0])) <= max(spread, 1e-9)}"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=10, help="GRPO steps per case")
+    parser.add_argument("--warmup", type=int, default=2, help="first steps of each case left out")
+    parser.add_argument("--trend-steps", type=int, default=200, help="the broadcast trend run's steps (0: none)")
+    parser.add_argument("--videos", type=int, default=12)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more overrides of tiny/grpo.yaml")
+    parser.add_argument("--learning", action="store_true", help="the learning check instead of the throughput")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=None, help="also write the markdown here")
+    args = parser.parse_args()
+    from aurora_rl.config.schema import ServicesConfig
+    from aurora_rl.data.synthetic import generate_benchmark
+    from aurora_rl.services import run_services
+
+    with tempfile.TemporaryDirectory() as tmp, run_services(ServicesConfig()) as services:
+        tmp = Path(tmp)
+        if args.learning:
+            text = learning(args, services.redis_url, tmp / "runs")
+            print(text)
+            if args.out:
+                args.out.write_text(text)
+            return
+        generate_benchmark(tmp / "synth", args.videos, seed=0)
+        checkpoint = start_checkpoint(tmp / "start", tmp / "synth")
+        throughput(args, tmp / "synth", checkpoint, tmp, services.redis_url).emit(args.out)
+
+
+if __name__ == "__main__":
+    main()
