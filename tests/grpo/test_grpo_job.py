@@ -240,7 +240,7 @@ def test_ranks_whose_completions_lack_seg_still_step_together(ray_node, syntheti
         assert stats[0]["mask_dice"] > 0 and stats[1]["mask_dice"] == 0.0
 
         monkeypatch.setattr(learner_group, "STRANDED_S", 5.0)
-        group = learner_group.LearnerGroup.__new__(learner_group.LearnerGroup)
+        group = learner_group.LearnerGroup(cfg, str(start_checkpoint), None, tmp_path)
         group.ranks = list(ranks)
         with pytest.raises(RuntimeError, match=r"learner rank 0 failed in step 3 \(ranks \[1\] were left waiting"):
             group.step([[record(with_seg, 10**6)], [record(without, 1)]], [[1.0], [-1.0]], 2)
