@@ -6,6 +6,12 @@ set (``kv_cache_gib``: ``VLLM_CPU_KVCACHE_SPACE`` on CPU, ``kv_cache_memory_byte
 (``VLLM_ENABLE_V1_MULTIPROCESSING=0``): rollout actors are already their own processes, and
 this starts in seconds instead of tens of seconds.
 
+The log-probability vLLM returns for a sampled token is taken after temperature and top-p
+(``logprobs_mode="processed_logprobs"``): the distribution the token was drawn from, which the
+GRPO learner's off-policy correction compares with its own (``aurora_rl/model/sampling_logprobs.py``).
+vLLM's default, the raw softmax before either, is not what was sampled. Greedy requests skip
+both, so their log-probabilities are the raw softmax's in either mode.
+
 Thread binding on CPU defaults to "nobind" (the OS places the compute threads). vLLM's own
 "auto" keeps the last core of a NUMA node for its scheduler and pins compute to the rest, the
 same cores in every process: several engines on one machine (rollout and evaluation actors)
@@ -58,12 +64,14 @@ def make_llm(
         enforce_eager=True,
         disable_log_stats=True,
         kv_cache_memory_bytes=int(kv_cache_gib * 2**30),
+        logprobs_mode="processed_logprobs",
         **kwargs,
     )
 
 
 def sampling_params(cfg: SamplingConfig, *, greedy: bool = False, seed: Optional[int] = None, n: Optional[int] = None):
-    """vLLM ``SamplingParams`` from the typed config; ``logprobs=0`` returns the sampled token's logprob."""
+    """vLLM ``SamplingParams`` from the typed config; ``logprobs=0`` returns the sampled token's
+    log-probability (under the processed distribution: see the module docstring)."""
     from vllm import SamplingParams
 
     if greedy:

@@ -74,12 +74,17 @@ def learn_step(engine, reference, batch, inputs, n: int, mix, cfg: GRPOConfig, d
     (``sum(p * g)`` has gradient ``g``): one backward per step on every rank, however many
     chunks each rank has. The config allows it with ZeRO stage 0 or 1 only (see LearnerConfig).
     Every input and the skip flag's collective tensor go to ``device``.
+
+    The policy and the reference score the completions under the distribution the actors sampled
+    them from (``rollout.sampling``: temperature, top-p), the one the recorded log-probabilities
+    are of; the data mix's rows under the model's own softmax, as in SFT.
     """
     import torch
 
     from aurora_rl.grpo.objective import grpo_loss
     from learner.deepspeed_config import with_every_parameter
 
+    sampling = cfg.rollout.sampling
     size = cfg.learner.micro_batch or max(1, n)
     chunks = [list(range(i, min(i + size, n))) for i in range(0, n, size)]
     params = [p for p in engine.module.parameters() if p.requires_grad]
@@ -92,11 +97,12 @@ def learn_step(engine, reference, batch, inputs, n: int, mix, cfg: GRPOConfig, d
         # the mix's rows once a step, in the engine's backward
         model = engine if last else engine.module
         rows = inputs(chunk).to(device)
-        out = model(rows)
+        out = model(rows, sampling=sampling)
         ref = None
         if reference is not None:
             with torch.no_grad():
-                ref = reference(rows, with_masks=False).answer_logprobs[:, :out.answer_logprobs.shape[1]]
+                ref = reference(rows, with_masks=False, sampling=sampling).answer_logprobs
+            ref = ref[:, :out.answer_logprobs.shape[1]]
         mix_out = model(mix.to(device), with_masks=False) if mix is not None and last else None
         loss, parts = grpo_loss(out, batch.select(chunk), cfg.objective, ref, mix_out)
         loss = with_every_parameter(loss, engine.module)  # a rank without [SEG]s must reduce the same grads

@@ -220,13 +220,23 @@ class MixConfig:
             yield "every_object_data", "gives the every-object rows; set mix.every_object_rows > 0 as well"
 
 
+# vLLM decodes greedily below this temperature (its _SAMPLING_EPS)
+GREEDY_TEMPERATURE = 1e-5
+
+
 @dataclass
 class SamplingConfig:
-    """How completions are sampled (AURORA: G=3, temperature 1.0, top-p 0.9, 150 new tokens)."""
+    """How completions are sampled (AURORA: G=3, temperature 1.0, top-p 0.9, 150 new tokens).
+
+    The actors record each sampled token's log-probability under the distribution it was drawn
+    from: softmax(logits / temperature) renormalised over the top-p nucleus (vLLM's processed
+    log-probabilities). The GRPO learner takes its own and the KL reference's log-probabilities
+    under the same distribution, from these settings (``aurora_rl/model/sampling_logprobs.py``).
+    """
 
     group_size: int = field(3, ge=1)
-    temperature: float = field(1.0, ge=0.0)
-    top_p: float = field(0.9, gt=0.0, le=1.0)
+    temperature: float = field(1.0, ge=0.0)  # GRPO: >= GREEDY_TEMPERATURE (0 is greedy decoding)
+    top_p: float = field(0.9, gt=0.0, le=1.0)  # 1.0: no nucleus
     max_new_tokens: int = field(150, ge=1)
 
 
@@ -408,6 +418,10 @@ class GRPOConfig:
             yield "rollout.sampling.group_size", (
                 f"must be >= 2 for GRPO, got {self.rollout.sampling.group_size}: the advantage compares the "
                 "completions of a group, and a group of one has nothing to compare with")
+        if self.rollout.sampling.temperature < GREEDY_TEMPERATURE:
+            yield "rollout.sampling.temperature", (
+                f"must be >= {GREEDY_TEMPERATURE} for GRPO, got {self.rollout.sampling.temperature}: below it vLLM "
+                "decodes greedily, and a greedy group has neither spread nor sampling log-probabilities to weigh")
         gpus = self.placement.learner.gpus
         if self.learner.use_gpu and gpus == 0:
             yield "placement.learner.gpus", "learner.use_gpu needs a GPU in each rank's bundle: set it to 1"

@@ -1,6 +1,8 @@
 """The GRPO objective of one learner step (pure: tensors in, a loss and its parts out).
 
-For the step's B completions (each with its advantage A_i and its sampling log-probabilities):
+For the step's B completions (each with its advantage A_i and its sampling log-probabilities,
+which the policy's and the reference's log-probabilities are taken to match: after temperature
+and top-p, ``learner/grpo_step.py``):
 
     loss = sum_i w_policy_i * policy_i                       policy_i: the named policy loss of
                                                              completion i, mean over its tokens

@@ -1,7 +1,10 @@
 """Importance weights of sampled tokens, and what a learner pass sums of them (pure: tensors in).
 
 A completion sampled by a rollout actor with weights ``lag`` versions behind the learner's has
-behaviour log-probabilities ``logp_behav`` (vLLM's, after temperature and top-p). For its token t:
+behaviour log-probabilities ``logp_behav``: vLLM's processed ones, of softmax(logits / temperature)
+renormalised over the top-p nucleus, the distribution the token was drawn from. The learner's
+``logp`` are of the same distribution from its own logits (aurora_rl/model/sampling_logprobs.py;
+a token outside the learner's nucleus gets the floor -30, whence w_t ~ 0). For token t:
 
     w_t = exp(logp_t - logp_behav_t)          importance weight of the learner's policy
     w_t truncated: min(w_t, is_cap)
@@ -14,6 +17,8 @@ the ranks of a step add up; ``aurora_rl/grpo/step_metrics.py`` turns the step's 
     is_truncated        share of the N tokens with w_t > is_cap
     logprob_mismatch    mean |logp_t - logp_behav_t| over the tokens of lag-0 completions: the
                         actors' and the learner's log-probabilities of one token by the same weights
+                        and the same sampling settings (0 up to numerics; a token the two place on
+                        either side of the nucleus' edge adds about 30 + logp_behav_t)
     logprob_mismatch_k3 mean of exp(d) - d - 1, d = logp_t - logp_behav_t, over the same tokens
                         (k3 estimate of KL(actor || learner) from the actor's samples)
 """

@@ -16,6 +16,13 @@ For completion token t with advantage A (shared by all tokens of the completion)
 
   kl_t    = exp(logp_ref_t - logp_new_t) - (logp_ref_t - logp_new_t) - 1      (k3, >= 0)
 
+Every log-probability here is of one distribution, the one the actors sample from: softmax of
+logits / temperature over the top-p nucleus. logp_old is what vLLM recorded at sampling time
+(its processed log-probabilities); logp_new, logp_prox and logp_ref are the learner's and the
+reference's under the same temperature and nucleus (aurora_rl/model/sampling_logprobs.py). A
+token outside the learner's (or the reference's) nucleus has the finite floor -30 there, not
+-inf: its ratio and weight are then about 0, and its k3 KL large but finite.
+
 The proximal policy is the one the clip keeps the update close to, and ``w_t`` moves the
 expectation from the sampling policy to it; the sampling policy itself may be several versions
 old and is never clipped against. Here it is the learner's policy before the step's update, i.e.

@@ -13,9 +13,11 @@ from typing import Optional
 import torch
 from torch import nn
 
+from aurora_rl.config.schema import SamplingConfig
 from aurora_rl.data.media_prep import MediaPrep, video_frame_plan
 from aurora_rl.model.embedding_splice import splice_media
 from aurora_rl.model.sam_segmenter import NO_PROMPT_LOGIT
+from aurora_rl.model.sampling_logprobs import sampling_logprobs
 
 
 @dataclass
@@ -81,7 +83,9 @@ def picture(frames: torch.Tensor, box: Optional[torch.Tensor]) -> torch.Tensor:
 
 @dataclass
 class PolicyOutput:
-    answer_logprobs: torch.Tensor  # [B, A] log p(answer token | prefix); 0 where padded
+    # [B, A] log p(answer token | prefix), of the model's softmax or of the sampler's processed
+    # distribution (``forward``'s ``sampling``); 0 where padded
+    answer_logprobs: torch.Tensor
     answer_mask: torch.Tensor  # [B, A] bool, True on real answer tokens
     has_seg: torch.Tensor  # [B] bool
     seg_hidden: torch.Tensor  # [B, H] last-layer state at the last [SEG] (zeros where none)
@@ -134,7 +138,15 @@ class AVSegPolicy(nn.Module):
         return [self.spliced(ids, m)[0].float().cpu() for ids, m in zip(prompt_ids, media)]
 
     # ------------------------------------------------------------------ forward
-    def forward(self, batch: PolicyInputs, with_masks: bool = True) -> PolicyOutput:
+    def forward(self, batch: PolicyInputs, with_masks: bool = True,
+                sampling: Optional[SamplingConfig] = None) -> PolicyOutput:
+        """The answers' log-probabilities, the [SEG] state and (``with_masks``) SAM's masks.
+
+        ``sampling``: take ``answer_logprobs`` under the distribution these settings sample from
+        (temperature, top-p nucleus: ``aurora_rl/model/sampling_logprobs.py``), as the rollout
+        actors' vLLM records them; None: the model's own softmax (SFT, evaluation).
+        """
+        temperature, top_p = (1.0, 1.0) if sampling is None else (sampling.temperature, sampling.top_p)
         media = self.media_features(batch.frames, batch.fbank, batch.fbank_lengths)
         seqs, seg_pos, answer_pos, prompt_end = [], [], [], []
         for prompt, answer, m in zip(batch.prompt_ids, batch.answer_ids, media):
@@ -164,7 +176,7 @@ class AVSegPolicy(nn.Module):
                 continue
             logits = lm_head(hidden[i, pos - 1]).float()  # the state before each answer token predicts it
             target = torch.tensor(answer, device=logits.device)
-            logprobs[i, : len(answer)] = logits.log_softmax(-1).gather(-1, target[:, None])[:, 0]
+            logprobs[i, : len(answer)] = sampling_logprobs(logits, target, temperature, top_p)
             mask[i, : len(answer)] = True
         first = lm_head(hidden[torch.arange(b), torch.tensor(prompt_end)]).float()
 

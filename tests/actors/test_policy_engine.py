@@ -63,6 +63,32 @@ def engine_actor(checkpoint: str, work_dir: str):
                 return str(e)
             return "accepted"
 
+        def sample_and_score(self, temperature: float, top_p: float) -> list[dict]:
+            """G completions of one clip sampled by vLLM, each token with vLLM's recorded
+            log-probability and the learner's of the same tokens by the same weights: under the
+            sampling settings (the GRPO forward) and under the raw softmax (SFT's forward)."""
+            import numpy as np
+
+            from aurora_rl.config.schema import SamplingConfig
+            from aurora_rl.data.clip_sample import ClipSample, collate_clips
+            from aurora_rl.model.policy import PolicyInputs
+
+            batch = make_inputs(self.tok, batch=1, with_answer=False, seed=3)
+            clip = ClipSample("clip_dog_1", 7, "clip", 0, "train", "the dog on the left", batch.frames[0].numpy(),
+                              np.zeros(16000, np.float32), batch.fbank[0].numpy(), np.zeros((10, 32, 32), np.uint8),
+                              np.ones(10, bool), False)
+            sampling = SamplingConfig(group_size=6, temperature=temperature, top_p=top_p, max_new_tokens=12)
+            group = self.engine.complete([clip], sampling, seed=11)[0]
+            clips = collate_clips([clip] * len(group))
+            inputs = PolicyInputs([self.engine.prompt_ids(clip.expression)] * len(group), [c.token_ids for c in group],
+                                  clips["frames"], clips["fbank"], clips["fbank_lengths"],
+                                  frame_box=clips["frame_box"])
+            with torch.no_grad():
+                processed = self.engine.policy(inputs, with_masks=False, sampling=sampling).answer_logprobs
+                raw = self.engine.policy(inputs, with_masks=False).answer_logprobs
+            return [{"tokens": c.token_ids, "vllm": c.logprobs, "processed": processed[i, :len(c.token_ids)].tolist(),
+                     "raw": raw[i, :len(c.token_ids)].tolist()} for i, c in enumerate(group)]
+
         def load_new_weights(self, seed: int) -> None:
             g = torch.Generator().manual_seed(seed)
             state = {n: p.detach() + 0.1 * torch.randn(p.shape, generator=g)
@@ -87,5 +113,26 @@ def test_vllm_samples_the_loaded_weights_load_after_load(ray_node, checkpoint, t
             for token, logprob in vllm.items():  # vLLM holds the merged new weights (LoRA included)
                 assert logprob == pytest.approx(hf[token], abs=1e-3)
             seen.append(vllm)
+    finally:
+        ray.kill(actor)
+
+
+def test_the_learner_takes_the_log_probabilities_vllm_records_after_temperature_and_top_p(ray_node, checkpoint,
+                                                                                        tmp_path):
+    """vLLM records each sampled token's log-probability after temperature and top-p; the learner's
+    GRPO forward, by the same weights, gives the same numbers per token, and its raw softmax does
+    not (the tiny LM's near-uniform softmax: a top-p of 0.9 leaves out about 12 of its 86 tokens)."""
+    import ray
+
+    actor = engine_actor(str(checkpoint), str(tmp_path / "work"))
+    try:
+        for temperature, top_p in ((1.0, 0.9), (0.7, 0.8)):
+            group = ray.get(actor.sample_and_score.remote(temperature, top_p), timeout=300)
+            tokens = sum(len(c["tokens"]) for c in group)
+            assert tokens >= 20 and len({tuple(c["tokens"]) for c in group}) > 1  # sampled, not one answer
+            for c in group:
+                assert c["processed"] == pytest.approx(c["vllm"], abs=1e-3)
+                # every token is off in the raw softmax by the log of the nucleus' mass (or more)
+                assert all(abs(r - v) > 0.02 for r, v in zip(c["raw"], c["vllm"]))
     finally:
         ray.kill(actor)

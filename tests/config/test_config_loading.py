@@ -264,3 +264,13 @@ def test_grpo_needs_a_group_of_at_least_two():
     # stage 2 mines failures from sampled answers: one per clip is a choice, not a broken advantage
     cfg = load_config(CONFIGS / "tiny" / "reflect.yaml", ["rollout.sampling.group_size=1"])
     assert cfg.rollout.sampling.group_size == 1
+
+
+def test_grpo_refuses_greedy_sampling():
+    """The learner weighs tokens by their sampling log-probabilities: a greedy group has none."""
+    grpo, reflect = CONFIGS / "tiny" / "grpo.yaml", CONFIGS / "tiny" / "reflect.yaml"
+    with pytest.raises(ConfigError, match=re.escape("rollout.sampling.temperature: must be >= 1e-05 for GRPO, got 0.0")):
+        load_config(grpo, ["rollout.sampling.temperature=0"])
+    assert load_config(grpo, ["rollout.sampling.temperature=0.5"]).rollout.sampling.temperature == 0.5
+    # stage 2 may decode greedily
+    assert load_config(reflect, ["rollout.sampling.temperature=0"]).rollout.sampling.temperature == 0.0
