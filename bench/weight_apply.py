@@ -68,9 +68,12 @@ class Applier:
         names = None if full else set(changed_merged_names(self.states[0], engine.merged_sources,
                                                             engine.packed_modules))
         merged = merged_llm_state_dict(engine.policy, copy=False, names=names)
+        args = (list(merged), list(merged.values()))
         start = time.perf_counter()
-        engine.llm.collective_rpc("load_hf_weights" if full else "reload_hf_layers",
-                                  args=(list(merged), list(merged.values())))
+        if full:
+            engine.llm.collective_rpc("load_hf_weights", args=args)
+        else:
+            engine.llm.collective_rpc("reload_hf_layers", args=args)
         return time.perf_counter() - start
 
     def _full_reload(self, state) -> tuple[int, int]:
