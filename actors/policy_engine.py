@@ -4,7 +4,8 @@ vLLM samples from ``prompt_embeds`` (the policy's own splice of frames, audio an
 policy's Hugging Face modules then run a prefill over prompt + completion to get the
 last-layer state at the last ``[SEG]``, project it, and let SAM segment every frame. Rollout
 actors (sampling, G per prompt) and evaluation actors (greedy) both use it. New weights
-(the learner's trainable parameters) are applied to the HF modules and, merged, to vLLM.
+(the learner's trainable parameters) are applied to the HF modules and, merged, to vLLM: only
+the merged tensors they change, a vLLM layer at a time (``aurora_rl/model/changed_weights.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ class Completion:
     text: str
     has_seg: bool
     mask_probs: np.ndarray  # float16 [T, M, M] sigmoid of the mask logits (zeros without [SEG])
+
+
+@dataclass
+class AppliedWeights:
+    """What the last ``load_trainable`` handed to vLLM."""
+
+    hf_names: list[str] = field(default_factory=list)  # merged Hugging Face tensors
+    nbytes: int = 0
+    vllm_params: list[str] = field(default_factory=list)  # the vLLM parameters they were loaded into
 
 
 @dataclass
@@ -59,7 +69,7 @@ class PolicyEngine:
     def __init__(self, checkpoint: str, work_dir: str, kv_cache_gib: float = 1.0, cpu_threads: Optional[str] = None,
                  seed: int = 0, answer_tokens: int = 320, device: str = "cpu"):
         from actors.vllm_engine import make_llm
-        from aurora_rl.model.checkpoint import export_merged_llm, load_policy
+        from aurora_rl.model.checkpoint import export_merged_llm, load_policy, merged_llm_sources
         from aurora_rl.model.policy import context_budget
 
         self.policy, self.tokenizer, self.model_cfg, self.shape = load_policy(checkpoint)
@@ -75,8 +85,11 @@ class PolicyEngine:
         self.llm = make_llm(str(merged), dtype=self.model_cfg.dtype, seed=seed, max_model_len=self.max_model_len,
                             kv_cache_gib=kv_cache_gib, cpu_threads=cpu_threads,
                             worker_extension_cls=WORKER_EXTENSION)
+        self.merged_sources = merged_llm_sources(self.policy)
+        self.packed_modules = self.llm.collective_rpc("packed_modules")[0]
         self.version = 0
         self.timings = EngineTimings()
+        self.applied = AppliedWeights()
 
     def memory(self) -> dict:
         """The device's memory, this process's share and the engine's context length."""
@@ -126,16 +139,25 @@ class PolicyEngine:
         return [[c for c, o in zip(completions, owner) if o == i] for i in range(len(clips))]
 
     def load_trainable(self, state: dict[str, torch.Tensor], version: int) -> None:
-        """Apply the learner's trainable parameters (policy names) to the HF modules and to vLLM."""
+        """Apply the learner's trainable parameters (policy names) to the HF modules and to vLLM.
+
+        vLLM is given only the merged tensors ``state`` changes, each vLLM layer whole; its other
+        layers keep their weights. A state that changes no LLM tensor leaves vLLM as it is.
+        """
+        from aurora_rl.model.changed_weights import changed_merged_names
         from aurora_rl.model.checkpoint import merged_llm_state_dict
 
         missing = set(state) - set(self.policy.state_dict())
         if missing:
             raise KeyError(f"weights for unknown parameters: {sorted(missing)[:5]}")
         self.policy.load_state_dict(state, strict=False)  # SAM's cached image embeddings stay valid: frozen encoder
+        names = changed_merged_names(state, self.merged_sources, self.packed_modules)
         # Uncopied: vLLM repacks most of them; the rest may then share storage with the HF modules,
         # which hold the same values and change only here.
-        merged = merged_llm_state_dict(self.policy, copy=False)
-        self.llm.collective_rpc("load_hf_weights", args=(list(merged), list(merged.values())))
+        merged = merged_llm_state_dict(self.policy, copy=False, names=set(names))
+        loaded = []
+        if merged:
+            loaded = self.llm.collective_rpc("reload_hf_layers", args=(list(merged), list(merged.values())))[0]
+        self.applied = AppliedWeights(list(merged), sum(t.numel() * t.element_size() for t in merged.values()), loaded)
         self.llm.reset_prefix_cache()
         self.version = version

@@ -14,7 +14,7 @@ A checkpoint folder holds::
 and loads the saved tensors strictly, so a round trip is exact. ``export_merged_llm`` writes
 the LLM with LoRA merged, under Hugging Face names, as a folder vLLM loads;
 ``merged_llm_state_dict`` gives the same tensors in memory without disturbing training (for
-weight broadcast).
+weight broadcast), and ``merged_llm_sources`` which policy parameters each is computed from.
 """
 
 from __future__ import annotations
@@ -117,29 +117,52 @@ def trainable_state(policy: AVSegPolicy) -> dict[str, torch.Tensor]:
     return {name: p for name, p in policy.named_parameters() if p.requires_grad}
 
 
-def merged_llm_state_dict(policy: AVSegPolicy, copy: bool = True) -> dict[str, torch.Tensor]:
+def merged_llm_state_dict(policy: AVSegPolicy, copy: bool = True, names: set[str] | None = None
+                          ) -> dict[str, torch.Tensor]:
     """The LLM's full weights with LoRA merged, under the base model's Hugging Face names.
 
     Computed out of place (W + scaling * B @ A per LoRA layer, via peft's ``get_delta_weight``):
     training is not disturbed, not even by the rounding a merge/unmerge round trip would leave
     in the base weights after many broadcasts. ``copy=False`` returns the unmerged weights
-    themselves (detached, not cloned): vLLM's reload takes them as they are.
+    themselves (detached, not cloned): vLLM's reload takes them as they are. ``names`` keeps
+    only those merged names (the others' LoRA deltas are not computed).
     """
     base = policy.base_lm
-    deltas = {}
-    for name, module in base.named_modules():
-        if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer"):
-            delta = sum(module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A)
-            deltas[f"{name}.base_layer.weight"] = delta
+    lora_layers = {f"{name}.base_layer.weight": module for name, module in base.named_modules()
+                   if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer")}
     out = {}
     with torch.no_grad():
         for name, tensor in base.state_dict().items():
             if "lora_" in name or ".original_module." in name:
                 continue
-            merged = tensor + deltas[name] if name in deltas else tensor
-            name = name.replace(".base_layer.", ".").replace(".modules_to_save.default.", ".")
-            out[name] = merged.detach().clone() if copy else merged.detach()
+            merged_name = _merged_name(name)
+            if names is not None and merged_name not in names:
+                continue
+            if name in lora_layers:
+                module = lora_layers[name]
+                tensor = tensor + sum(module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A)
+            out[merged_name] = tensor.detach().clone() if copy else tensor.detach()
     return out
+
+
+def merged_llm_sources(policy: AVSegPolicy) -> dict[str, frozenset[str]]:
+    """Each merged LLM tensor (``merged_llm_state_dict``'s names and order) -> the policy
+    parameters (state-dict names, as the learner sends them) it is computed from: a LoRA layer's
+    base weight comes from itself and the layer's ``lora_*`` tensors, every other tensor from
+    itself (a fully trained module from its trained copy)."""
+    base = policy.base_lm
+    prefix = next(name for name, module in policy.named_modules() if module is base)
+    prefix = f"{prefix}." if prefix else ""
+    lora = {f"{name}.base_layer.weight": [f"{prefix}{name}.{p}" for p, _ in module.named_parameters() if "lora_" in p]
+            for name, module in base.named_modules()
+            if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer")}
+    return {_merged_name(name): frozenset([f"{prefix}{name}", *lora.get(name, ())])
+            for name in base.state_dict() if "lora_" not in name and ".original_module." not in name}
+
+
+def _merged_name(name: str) -> str:
+    """A base-model state-dict name under peft -> the plain Hugging Face name."""
+    return name.replace(".base_layer.", ".").replace(".modules_to_save.default.", ".")
 
 
 def export_merged_llm(policy: AVSegPolicy, tokenizer, folder: str | Path, dtype: str = "float32") -> Path:

@@ -2,7 +2,8 @@
 
 The merged weights are handed to vLLM uncopied, so vLLM's unrepacked weights may share storage
 with the HF modules (the same values; both change only in ``load_trainable``). Repeated loads
-must still leave vLLM and the HF modules equal.
+must still leave vLLM and the HF modules equal. vLLM is given only the layers an update
+changes: after several such updates it must sample as after a full reload of every weight.
 """
 
 from __future__ import annotations
@@ -10,15 +11,35 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aurora_rl.model.build import MediaShape
-from aurora_rl.model.checkpoint import save_policy
+from aurora_rl.model.build import MediaShape, build_tiny_policy
+from aurora_rl.model.checkpoint import merged_llm_state_dict, save_policy, trainable_state
 from tests.model.tiny_policy import make_inputs, make_policy, tiny_model_config
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
+    """q/v LoRA, lm_head and embed_tokens trained in full (the default LoRA config)."""
     policy, tok = make_policy(seed=5, lora_b_std=0.1)
     return save_policy(policy, tok, tiny_model_config(), MediaShape(128, 32, 64), tmp_path_factory.mktemp("c") / "ckpt")
+
+
+@pytest.fixture(scope="module")
+def full_llm_checkpoint(tmp_path_factory):
+    """The LLM trained in full, as the tiny configs do (``lora.enabled: false``)."""
+    cfg = tiny_model_config()
+    cfg.lora.enabled = False
+    tok = make_policy()[1]
+    policy = build_tiny_policy(cfg, tok, MediaShape(128, 32, 64), seed=6)
+    return save_policy(policy, tok, cfg, MediaShape(128, 32, 64), tmp_path_factory.mktemp("f") / "ckpt")
+
+
+def trained_and_merged(checkpoint) -> tuple[list[str], dict[str, torch.Tensor]]:
+    """What the learner broadcasts for this checkpoint (its trainable parameters' names), and
+    its merged LLM tensors."""
+    from aurora_rl.model.checkpoint import load_policy
+
+    policy = load_policy(checkpoint)[0]
+    return list(trainable_state(policy)), merged_llm_state_dict(policy)
 
 
 def engine_actor(checkpoint: str, work_dir: str):
@@ -95,7 +116,35 @@ def engine_actor(checkpoint: str, work_dir: str):
                      for n, p in self.engine.policy.named_parameters() if p.dtype.is_floating_point}
             self.engine.load_trainable(state, version=seed)
 
+        def load_update(self, names: list[str], seed: int) -> dict:
+            """New values for the parameters ``names`` only, as a broadcast brings them; what vLLM got."""
+            import dataclasses
+
+            g = torch.Generator().manual_seed(seed)
+            current = self.engine.policy.state_dict()
+            self.engine.load_trainable({n: current[n] + 0.1 * torch.randn(current[n].shape, generator=g)
+                                        for n in names}, version=seed)
+            return dataclasses.asdict(self.engine.applied)
+
+        def full_reload(self) -> int:
+            """Every merged LLM tensor into vLLM (the reload load_trainable did before)."""
+            from aurora_rl.model.checkpoint import merged_llm_state_dict
+
+            merged = merged_llm_state_dict(self.engine.policy, copy=False)
+            self.engine.llm.collective_rpc("load_hf_weights", args=(list(merged), list(merged.values())))
+            self.engine.llm.reset_prefix_cache()
+            return len(merged)
+
     return EngineActor.remote()
+
+
+def assert_vllm_equals_hf(actor) -> dict[int, float]:
+    import ray
+
+    vllm, hf = ray.get([actor.vllm_first_token.remote(), actor.hf_first_token.remote()])
+    for token, logprob in vllm.items():
+        assert logprob == pytest.approx(hf[token], abs=1e-4)
+    return vllm
 
 
 def test_vllm_samples_the_loaded_weights_load_after_load(ray_node, checkpoint, tmp_path):
@@ -134,5 +183,60 @@ def test_the_learner_takes_the_log_probabilities_vllm_records_after_temperature_
                 assert c["processed"] == pytest.approx(c["vllm"], abs=1e-3)
                 # every token is off in the raw softmax by the log of the nucleus' mass (or more)
                 assert all(abs(r - v) > 0.02 for r, v in zip(c["raw"], c["vllm"]))
+    finally:
+        ray.kill(actor)
+
+
+def test_lora_updates_reach_vllm_as_their_changed_layers_only(ray_node, checkpoint, tmp_path):
+    import ray
+
+    names, merged = trained_and_merged(checkpoint)
+    layers = 2
+    qkv = [f"model.layers.{i}.self_attn.{m}_proj.{p}" for i in range(layers) for m in "qkv" for p in ("weight", "bias")]
+    actor = engine_actor(str(checkpoint), str(tmp_path / "work"))
+    try:
+        seen = [ray.get(actor.vllm_first_token.remote(), timeout=300)]
+        for version in (1, 2, 3):
+            applied = ray.get(actor.load_update.remote(names, version))
+            # LoRA on q and v: each layer's fused qkv (k unchanged, sent to complete it) and its bias;
+            # lm_head and embed_tokens (trained in full); never o_proj, the MLP or a norm (frozen)
+            assert applied["hf_names"] == ["model.embed_tokens.weight", *qkv, "lm_head.weight"]
+            assert applied["vllm_params"] == sorted(["lm_head.weight", "model.embed_tokens.weight", *(
+                f"model.layers.{i}.self_attn.qkv_proj.{p}" for i in range(layers) for p in ("weight", "bias"))])
+            assert applied["nbytes"] == sum(merged[n].nbytes for n in applied["hf_names"]) < sum(
+                t.nbytes for t in merged.values())
+            vllm = assert_vllm_equals_hf(actor)
+            assert vllm not in seen
+            seen.append(vllm)
+
+        # an update of the [SEG] side alone (projector, SAM's decoder) leaves vLLM and its prompts as they are
+        seg_side = [n for n in names if n.startswith(("projector.", "segmenter."))]
+        applied = ray.get(actor.load_update.remote(seg_side, 4))
+        assert seg_side and applied["hf_names"] == [] and applied["vllm_params"] == []
+        assert ray.get(actor.vllm_first_token.remote()) == seen[-1]
+
+        # the layers never sent kept their weights: a full reload of every tensor samples the same
+        assert ray.get(actor.full_reload.remote()) == len(merged)
+        assert ray.get(actor.vllm_first_token.remote()) == seen[-1]
+    finally:
+        ray.kill(actor)
+
+
+def test_fully_trained_llm_updates_reach_vllm_whole(ray_node, full_llm_checkpoint, tmp_path):
+    import ray
+
+    names, merged = trained_and_merged(full_llm_checkpoint)
+    actor = engine_actor(str(full_llm_checkpoint), str(tmp_path / "work"))
+    try:
+        seen = [ray.get(actor.vllm_first_token.remote(), timeout=300)]
+        for version in (1, 2):
+            applied = ray.get(actor.load_update.remote(names, version))
+            assert applied["hf_names"] == list(merged)  # every LLM tensor is trained
+            assert applied["nbytes"] == sum(t.nbytes for t in merged.values())
+            vllm = assert_vllm_equals_hf(actor)
+            assert vllm not in seen
+            seen.append(vllm)
+        ray.get(actor.full_reload.remote())
+        assert ray.get(actor.vllm_first_token.remote()) == seen[-1]
     finally:
         ray.kill(actor)
