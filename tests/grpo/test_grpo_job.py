@@ -302,8 +302,9 @@ def test_micro_batches_add_up_to_the_step_of_the_whole_batch(ray_node, synthetic
     start = {k: v.detach().clone() for k, v in policy.named_parameters() if v.requires_grad}
 
     def step(*overrides, advantages=((1.0, -0.5, 0.25), (-1.0, 0.5)), iou=0.8):
-        return learner_step(job_config(tmp_path, synthetic_root, checkpoint, *overrides), checkpoint,
-                            shares(iou), [list(a) for a in advantages])
+        # the answers are written, not sampled: no top-p nucleus, or a word outside it gets no gradient
+        return learner_step(job_config(tmp_path, synthetic_root, checkpoint, "rollout.sampling.top_p=1.0", *overrides),
+                            checkpoint, shares(iou), [list(a) for a in advantages])
 
     whole, w_whole = step()
     parts, w_parts = step("learner.micro_batch=2", "learner.deepspeed.zero_stage=1")
