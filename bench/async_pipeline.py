@@ -90,7 +90,7 @@ def slope_per_100(values: list[float]) -> float:
 
 def throughput(args, data: Path, checkpoint: Path, tmp: Path, redis_url: str) -> Table:
     runs = {name: run_case(data, checkpoint, tmp / "runs", redis_url, name, k, pinned, args.steps, args.set)
-            [args.warmup:] for name, k, pinned in CASES}
+            [args.warmup:] for name, k, pinned in CASES if name in args.cases}
     base = runs["k=0, pinned"]
     sample_side = mean(base, "time_sample_s")  # the rollout calls: vLLM, the [SEG] pass, loading, publishing
     learn_side = mean(base, "time_learn_s") + mean(base, "time_broadcast_s")
@@ -168,10 +168,14 @@ def main() -> None:
     parser.add_argument("--trend-steps", type=int, default=200, help="the broadcast trend run's steps (0: none)")
     parser.add_argument("--videos", type=int, default=12)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more overrides of tiny/grpo.yaml")
+    parser.add_argument("--cases", nargs="*", default=[name for name, *_ in CASES], choices=[name for name, *_ in CASES],
+                        help="which throughput cases (the first two are always needed)")
     parser.add_argument("--learning", action="store_true", help="the learning check instead of the throughput")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown here")
     args = parser.parse_args()
+    if not {"k=0, pinned", "k=1, pinned"} <= set(args.cases):
+        parser.error("--cases must include 'k=0, pinned' and 'k=1, pinned' (the target compares them)")
     from aurora_rl.config.schema import ServicesConfig
     from aurora_rl.data.synthetic import generate_benchmark
     from aurora_rl.services import run_services

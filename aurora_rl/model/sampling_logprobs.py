@@ -70,7 +70,8 @@ def sampling_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: 
         temperature: >= GREEDY_TEMPERATURE (greedy decoding samples no distribution to weigh).
         top_p: in (0, 1]; 1 keeps every token.
     Returns:
-        [N] log-probabilities; OUTSIDE_NUCLEUS_LOGPROB (no gradient) for a target outside its nucleus.
+        [N] log-probabilities; OUTSIDE_NUCLEUS_LOGPROB (no gradient) for a target outside its nucleus;
+        NaN where the logits hold one (not floored: a non-finite loss skips the step).
     """
     if temperature < GREEDY_TEMPERATURE:
         raise ValueError(f"temperature {temperature}: below {GREEDY_TEMPERATURE} vLLM decodes greedily, "
@@ -84,4 +85,5 @@ def sampling_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: 
     with torch.no_grad():
         log_share, edge = nucleus_weights(scaled, top_p)
     picked = target - (scaled + log_share).logsumexp(-1, keepdim=True)
-    return torch.where(target >= edge, picked, OUTSIDE_NUCLEUS_LOGPROB)[:, 0]
+    # a non-finite row (a weight blown up) stays non-finite: the step must see it and be skipped
+    return torch.where((target >= edge) | picked.isnan(), picked, OUTSIDE_NUCLEUS_LOGPROB)[:, 0]

@@ -89,6 +89,23 @@ def test_grpo_step(ray_node, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_async_pipeline(ray_node, tmp_path):
+    text = run_bench("async_pipeline.py", tmp_path, "--steps", "2", "--warmup", "0", "--trend-steps", "0",
+                     "--videos", "4", "--cases", "k=0, pinned", "k=1, pinned", timeout=1100,
+                     env={**os.environ, **ray_node.client_env()})
+    assert len(table_rows(text)) == 2 and "target: k = 1's step time" in text and "| k=1, pinned |" in text
+
+
+def test_the_broadcast_trend_is_a_least_squares_slope_per_100_steps():
+    from bench.async_pipeline import slope_per_100
+
+    assert slope_per_100([1.0, 1.0, 1.0]) == 0.0
+    assert slope_per_100([0.0, 0.5, 1.0, 1.5]) == pytest.approx(50.0)  # 0.5 a step
+    assert slope_per_100([3.0, 1.0, 2.0]) == pytest.approx(-50.0)  # (-1 * 1 + 1 * 0) / 2 per step
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_eval_memory(ray_node, tmp_path):
     text = run_bench("eval_memory.py", tmp_path, "--clips", "4", "8", "--actors", "1", timeout=800,

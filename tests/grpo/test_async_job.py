@@ -19,8 +19,7 @@ import pytest
 
 from aurora_rl.records import decode
 from learner.actor_calls import Stalled
-from learner.grpo_job import GRPOJob
-from tests.grpo.test_grpo_job import assert_actors_match_learner, job_config, metrics_by_step
+from tests.grpo.test_grpo_job import assert_actors_match_learner, job_config, metrics_by_step, started_job
 from tests.grpo.test_grpo_job import start_checkpoint  # noqa: F401  (a fixture, shared)
 from tests.reliability.accounting import account
 
@@ -33,19 +32,13 @@ def settings(ray_node, redis_server, synthetic_root, tmp_path_factory, start_che
     return job_config(tmp_path_factory.mktemp("runs"), synthetic_root, start_checkpoint, "run.name=async",
                       "learner.max_policy_lag=1", "learner.num_ranks=1", f"learner.prompts_per_step={P}",
                       f"rollout.sampling.group_size={G}", "learner.checkpoint_every=1", "learner.steps=20",
-                      "rollout.call_timeout_s=20")
+                      "rollout.call_timeout_s=15")
 
 
 @pytest.fixture(scope="module")
 def job(settings, redis_server):
-    lines: list[str] = []
-    job = GRPOJob(settings, redis_server.url, log=lines.append)
-    job.lines = lines
-    try:
-        job.start()
+    with started_job(settings, redis_server.url) as job:
         yield job
-    finally:
-        job.stop()
 
 
 def sampled_records(job) -> dict[str, list]:
@@ -112,7 +105,7 @@ def test_a_hung_rollout_actor_stops_the_job_naming_it(job):
     pid = ray.get(job.rollout.actors["rollout-1"].ready.remote())["pid"]
     os.kill(pid, signal.SIGSTOP)
     try:
-        with pytest.raises(Stalled, match=r"rollout calls .*no answer within 20 s from rollout-1$"):
+        with pytest.raises(Stalled, match=r"rollout calls .*no answer within 15 s from rollout-1$"):
             job.run(steps=2)
     finally:
         os.kill(pid, signal.SIGKILL)

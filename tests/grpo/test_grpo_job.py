@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -49,6 +50,19 @@ def job_config(tmp_path, data_root, checkpoint, *extra):
         "rollout.sampling.group_size=3", "rollout.sampling.max_new_tokens=12", "learner.optim.lr=0.02",
         "learner.checkpoint_every=100", "queue.collect_timeout_s=120", *extra,
     ])
+
+
+@contextmanager
+def started_job(cfg, redis_url: str):
+    """A started ``GRPOJob`` whose log lines are kept in ``job.lines`` (and printed); stopped on exit."""
+    lines: list[str] = []
+    job = GRPOJob(cfg, redis_url, log=lambda m: (lines.append(m), print(m)))
+    job.lines = lines
+    try:
+        job.start()
+        yield job
+    finally:
+        job.stop()
 
 
 def stream_records(job, stream):

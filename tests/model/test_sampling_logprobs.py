@@ -97,6 +97,15 @@ def test_a_token_outside_the_nucleus_keeps_the_loss_its_gradient_and_the_metrics
     assert sums["lag0_abs_diff_sum"] == pytest.approx(abs(math.log(2 / 3) + 0.4) + 30.0 - 1.2, abs=1e-5)
 
 
+def test_a_row_of_non_finite_logits_stays_non_finite_and_is_not_floored():
+    """A blown-up weight gives NaN logits: each of its tokens' log-probabilities is NaN (so the
+    step's loss is, and every rank skips the step), never the finite floor."""
+    logits = torch.tensor([PROBS, PROBS], dtype=torch.float64).log()
+    logits[1, 2] = float("nan")
+    got = sampling_logprobs(logits, torch.tensor([0, 3]), 1.0, 0.7)
+    assert got[0].item() == pytest.approx(math.log(2 / 3)) and math.isnan(got[1].item())
+
+
 def test_greedy_and_bad_top_p_are_refused():
     logits, targets = torch.zeros(1, 4), torch.tensor([0])
     with pytest.raises(ValueError, match="temperature 0.0: below 1e-05 vLLM decodes greedily"):

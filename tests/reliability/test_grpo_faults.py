@@ -24,8 +24,7 @@ from pathlib import Path
 import pytest
 
 from aurora_rl.services.redis_server import RedisServer
-from learner.grpo_job import GRPOJob
-from tests.grpo.test_grpo_job import assert_actors_match_learner, job_config
+from tests.grpo.test_grpo_job import assert_actors_match_learner, job_config, started_job
 from tests.reliability.accounting import account
 from tests.reliability.conftest import fault_lag
 
@@ -49,15 +48,9 @@ def job(ray_node, redis_aof, synthetic_root, tmp_path_factory, start_checkpoint)
     cfg = job_config(tmp_path_factory.mktemp("runs"), synthetic_root, start_checkpoint, "run.name=faults",
                      "learner.num_ranks=1", f"learner.prompts_per_step={P}", f"rollout.sampling.group_size={G}",
                      "broadcast.timeout_s=12", "queue.claim_idle_ms=2000", f"learner.max_policy_lag={fault_lag(1)}")
-    lines: list[str] = []
-    job = GRPOJob(cfg, redis_aof.url, log=lambda m: (lines.append(m), print(m)))
-    job.lines = lines
-    try:
-        job.start()
+    with started_job(cfg, redis_aof.url) as job:
         job.run(steps=1)
         yield job
-    finally:
-        job.stop()
 
 
 def assert_nothing_lost_or_duplicated(job, row, dropped_before: set[str]):

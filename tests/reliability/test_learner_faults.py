@@ -14,8 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from learner.grpo_job import GRPOJob
-from tests.grpo.test_grpo_job import job_config
+from tests.grpo.test_grpo_job import job_config, started_job
 from tests.reliability.accounting import account
 from tests.reliability.conftest import fault_lag
 
@@ -28,15 +27,10 @@ def job(ray_node, redis_server, synthetic_root, tmp_path_factory, start_checkpoi
     cfg = job_config(tmp_path_factory.mktemp("runs"), synthetic_root, start_checkpoint, "run.name=learner-faults",
                      "rollout.num_actors=1", f"learner.steps={STEPS}", "learner.checkpoint_every=2",
                      f"learner.prompts_per_step={P}", f"rollout.sampling.group_size={G}", "broadcast.timeout_s=30",
-                     "learner.optim.lr=1e-4", f"learner.max_policy_lag={fault_lag(1)}")  # small steps: completions keep their [SEG], losses stay informative
-    lines: list[str] = []
-    job = GRPOJob(cfg, redis_server.url, log=lambda m: (lines.append(m), print(m)))
-    job.lines = lines
-    try:
-        job.start()
+                     f"learner.max_policy_lag={fault_lag(1)}",
+                     "learner.optim.lr=1e-4")  # small steps: completions keep their [SEG], losses stay informative
+    with started_job(cfg, redis_server.url) as job:
         yield job
-    finally:
-        job.stop()
 
 
 def scored_records(client, job) -> list:
