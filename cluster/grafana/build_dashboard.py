@@ -34,6 +34,12 @@ PANELS = [
     ("Step phases", "s", grpo("time_sample_s", "seg_s", "time_reward_wait_s", "time_learn_s", "time_broadcast_s",
                              "time_step_s")),
     ("Weight sync bandwidth", "GBs", grpo("broadcast_gb_per_s")),
+    ("Weight sync time (asynchronous: the broadcast runs while the next step trains)", "s",
+     grpo("broadcast_s", "apply_s", "weights_wait_s")),
+    # groups_lag_<k> exists for k up to learner.max_policy_lag: the share at lag 0 is in every job
+    ("Share of learned groups sampled at the learner's version (lag 0)", "percentunit", grpo("groups_lag_0")),
+    ("Off-policy: importance weights and learner-actor mismatch", "none",
+     grpo("is_ess", "is_truncated", "logprob_mismatch", "ratio_mean")),
     ("Records learned and dropped", "none", grpo("learned", "stale_dropped", "duplicates_dropped",
                                                  "foreign_dropped", "incomplete_groups")),
     ("Reward workers: records/s by outcome", "ops",

@@ -36,7 +36,7 @@ def exported_by_code() -> set[str]:
     - the driver's per-step gauges ``aurora_grpo_<key>`` (learner/train_log.py), one per key of
       the GRPO metrics row: the keys the job, its step metrics and the step collector name (string
       constants of learner/grpo_job.py, aurora_rl/grpo/step_metrics.py and learner/grpo_collect.py),
-      ``reward_<kind>`` per reward kind,
+      ``reward_<kind>`` per reward kind, ``groups_lag_<k>`` per policy lag,
       ``time_<phase>_s`` per phase the loop times (the keys of the dict it passes), and the
       logger's own ``samples_per_s``;
     - the reward workers' ``Counter`` / ``Gauge`` names (a counter gains ``_total``).
@@ -48,6 +48,7 @@ def exported_by_code() -> set[str]:
     for module in ("learner/grpo_collect.py", "aurora_rl/grpo/step_metrics.py"):
         keys |= string_constants(ast.parse((ROOT / module).read_text()))
     keys |= {f"reward_{kind}" for kind in REWARD_KINDS}
+    keys |= {f"groups_lag_{k}" for k in range(3)}  # step_metrics.staleness_shares: one per lag up to the bound
     phase_dicts = [n for n in ast.walk(job) if isinstance(n, ast.Dict)
                    and {"sample", "step"} <= {k.value for k in n.keys if isinstance(k, ast.Constant)}]
     assert phase_dicts
