@@ -156,7 +156,9 @@ def test_broadcast_receiver_killed_during_the_broadcast(job, tmp_path, fault_row
     pid = ray.get(job.rollout.actors[victim].ready.remote())["pid"]
     retries, replaced = job.faults["broadcast_retries"], job.faults["rollout_actors_replaced"]
     release, held = tmp_path / "release", tmp_path / "held"
-    busy = job.learners.sender.__ray_call__.remote(hold_until, str(release), str(held), 120.0)
+    # in the rank's "weights" thread, where the broadcast runs: it starts only after the release
+    busy = job.learners.sender.__ray_call__.options(concurrency_group="weights").remote(
+        hold_until, str(release), str(held), 120.0)
     while not held.exists():
         time.sleep(0.05)
     outcome: dict = {}
