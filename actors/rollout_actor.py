@@ -175,9 +175,10 @@ class RolloutActor:
         with self.weights_ready:
             staged, self.staged = self.staged, None
             self.rolled_back = self.rolled_back and staged is None
-        if staged is None:
-            return 0.0
-        version, state = staged
+        return 0.0 if staged is None else self._apply(*staged)
+
+    def _apply(self, version: int, state: dict) -> float:
+        """Weights ``version`` into the HF modules and vLLM; seconds applying."""
         t0 = time.monotonic()
         self.engine.version = TORN  # load_trainable sets the new version once HF modules and vLLM both hold it
         self.engine.load_trainable(state, version)
@@ -213,10 +214,8 @@ class RolloutActor:
         """Take part in one broadcast and apply it; the old weights stay if anything fails."""
         t0 = time.monotonic()
         state = self.group.receive(self.buckets, version)  # raises on a torn transfer: nothing applied
-        t1 = time.monotonic()
-        self.engine.version = TORN  # load_trainable sets the new version once HF modules and vLLM both hold it
-        self.engine.load_trainable(state, version)
-        return {"version": version, "transfer_s": t1 - t0, "apply_s": time.monotonic() - t1}
+        transfer_s = time.monotonic() - t0
+        return {"version": version, "transfer_s": transfer_s, "apply_s": self._apply(version, state)}
 
     @ray.method(concurrency_group="weights")
     def stage_weights(self, version: int) -> dict:

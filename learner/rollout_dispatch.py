@@ -76,6 +76,10 @@ class CallOptions:
     max_prompts: Optional[int] = None  # the most prompts one actor puts in one generate + [SEG] pass
     timeout_s: Optional[float] = None  # a call unanswered this long is a named error (Stalled)
 
+    def asked(self) -> str:
+        """The version the calls ask for, as an error names it."""
+        return str(self.version) if self.version is not None else f">= {self.min_version}"
+
     def call(self, actor, shard: "Shard") -> object:
         return actor.rollout.remote(shard.wire(), shard.seed, self.version, self.max_prompts, self.min_version,
                                     self.wait_s, self.epoch)
@@ -115,7 +119,7 @@ class StepSampling:
         out = self.out
         for attempt in range(MAX_ATTEMPTS):
             outcomes = gather(self.refs, self.options.timeout_s, names=[a for a, _ in self.calls],
-                              what=f"rollout calls at policy version {self.options.version or self.options.min_version}")
+                              what=f"rollout calls at policy version {self.options.asked()}")
             lost, dead = [], set()
             for (actor_id, shard), o in zip(self.calls, outcomes):
                 if o.ok:
