@@ -83,6 +83,17 @@ def gather(refs: list, timeout_s: Optional[float] = None, settle_s: Optional[flo
     return [done.get(ref) or Outcome(error=stranded) for ref in refs]
 
 
+def results(refs: list, timeout_s: float, names: list[str], what: str) -> list:
+    """Every call's result, in order, as ``ray.get`` would give them but waiting at most
+    ``timeout_s`` (``Stalled``, naming who had not answered); the first call that failed raises
+    its error."""
+    outcomes = gather(refs, timeout_s, names=names, what=what)
+    failed = next((o.error for o in outcomes if not o.ok), None)
+    if failed is not None:
+        raise failed
+    return [o.value for o in outcomes]
+
+
 def _outcome(ref) -> Outcome:
     import ray
     from ray.exceptions import RayActorError
@@ -95,8 +106,9 @@ def _outcome(ref) -> Outcome:
         return Outcome(error=e)
 
 
-def alive(actor, timeout_s: float = 60.0) -> bool:
-    """Whether ``actor`` still answers (Ray's built-in ready call; queued behind its running call)."""
+def alive(actor, timeout_s: float = 60.0, name: str = "an actor") -> bool:
+    """Whether ``actor`` (called ``name`` in errors) still answers: Ray's built-in ready call, which
+    a hung actor never answers (``Stalled`` after ``timeout_s``)."""
     import ray
     from ray.exceptions import RayActorError
 
@@ -105,3 +117,5 @@ def alive(actor, timeout_s: float = 60.0) -> bool:
         return True
     except RayActorError:
         return False
+    except GetTimeoutError:
+        raise Stalled("a check that it is alive", [name], timeout_s) from None

@@ -342,7 +342,7 @@ class GRPOJob:
             options = CallOptions(max_prompts=cfg.rollout.prompts_per_batch, timeout_s=cfg.rollout.call_timeout_s)
             if self.rollout.staged:
                 options.min_version = max(0, self.version + (s - self.step) - k)
-                options.wait_s, options.epoch = 2 * cfg.broadcast.timeout_s, self.rollout.epoch
+                options.wait_s, options.epoch = self.rollout.weights_bound_s, self.rollout.epoch
             else:
                 options.version = self.version
             self.sampling[s] = StepSampling(lambda: self.rollout.actors, self._step_prompts(s, n_rows),

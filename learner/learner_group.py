@@ -17,7 +17,7 @@ from typing import Optional
 
 from aurora_rl.config.schema import GRPOConfig
 from aurora_rl.services.library_logs import worker_log
-from learner.actor_calls import Stranded, alive, gather
+from learner.actor_calls import Stranded, alive, gather, results
 from learner.placement import JobPlacement
 
 
@@ -67,9 +67,8 @@ class LearnerGroup:
         self.join()
 
     def weight_specs(self) -> list:
-        import ray
-
-        return ray.get(self.sender.weight_specs.remote())
+        return results([self.sender.weight_specs.remote()], self.cfg.learner.step_timeout_s, ["learner rank 0"],
+                       "the trainable weights' shapes")[0]
 
     def step(self, payloads: list[list[bytes]], advantages: list[list[float]], step: int,
              version: Optional[int] = None) -> list[dict]:
@@ -79,13 +78,13 @@ class LearnerGroup:
         ``STRANDED_S`` they are stopped, and the rank's error ends the job (it would recur)."""
         outcomes = gather([rank.train_step.remote(p, a, step, version)
                            for rank, p, a in zip(self.ranks, payloads, advantages)], self.cfg.learner.step_timeout_s,
-                          settle_s=STRANDED_S, names=[f"learner rank {r}" for r in range(len(self.ranks))],
+                          settle_s=STRANDED_S, names=self._names(),
                           what=f"learner step {step + 1}")
         if all(o.ok for o in outcomes):
             return [o.value for o in outcomes]
         stranded = [r for r, o in enumerate(outcomes) if isinstance(o.error, Stranded)]
         answered = [r for r, o in enumerate(outcomes) if r not in stranded]
-        dead = [r for r in answered if outcomes[r].died or not alive(self.ranks[r])]
+        dead = [r for r in answered if outcomes[r].died or not alive(self.ranks[r], name=f"learner rank {r}")]
         if dead:
             raise LearnerLost(f"learner ranks {dead} died during step {step + 1}")
         rank = next(r for r in answered if not outcomes[r].ok)
@@ -95,14 +94,15 @@ class LearnerGroup:
                            + f": {outcomes[rank].error}") from outcomes[rank].error
 
     def save(self, folder: str, state: dict) -> None:
-        import ray
-
-        ray.get([rank.save.remote(folder, state) for rank in self.ranks])
+        results([rank.save.remote(folder, state) for rank in self.ranks], self.cfg.learner.step_timeout_s,
+                self._names(), f"saving the checkpoint {folder}")
 
     def load(self, folder: str) -> None:
-        import ray
+        results([rank.load.remote(folder) for rank in self.ranks], self.cfg.learner.step_timeout_s, self._names(),
+                f"loading the checkpoint {folder}")
 
-        ray.get([rank.load.remote(folder) for rank in self.ranks])
+    def _names(self) -> list[str]:
+        return [f"learner rank {r}" for r in range(len(self.ranks))]
 
     def shutdown_calls(self) -> list:
         """Each rank's shutdown call (the caller waits for them with its own timeout)."""
@@ -118,9 +118,10 @@ class LearnerGroup:
 
 def join_ranks(ranks: list) -> list[dict]:
     """Rank actors set up as one DeepSpeed group, meeting at a store rank 0 opens; their setups."""
-    import ray
-
     from learner.grpo_learner import RENDEZVOUS_TIMEOUT_S
 
-    host, port, key_prefix = ray.get(ranks[0].open_store.remote(len(ranks), RENDEZVOUS_TIMEOUT_S))
-    return ray.get([rank.setup.remote(host, port, key_prefix) for rank in ranks])
+    names = [f"learner rank {r}" for r in range(len(ranks))]
+    (store,) = results([ranks[0].open_store.remote(len(ranks), RENDEZVOUS_TIMEOUT_S)], RENDEZVOUS_TIMEOUT_S, names[:1],
+                       "the learner group's store")
+    return results([rank.setup.remote(*store) for rank in ranks], 2 * RENDEZVOUS_TIMEOUT_S, names,
+                   "the learner group's setup")

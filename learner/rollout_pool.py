@@ -27,7 +27,7 @@ from typing import Callable, Optional
 
 from aurora_rl.config.schema import DataConfig, GRPOConfig
 from aurora_rl.services.library_logs import worker_log
-from learner.actor_calls import alive, gather
+from learner.actor_calls import alive, gather, results
 from learner.learner_group import LearnerGroup, LearnerLost
 from learner.placement import JobPlacement, PlacementTimeout, wanted_rollout_actors
 
@@ -82,7 +82,8 @@ class RolloutPool:
     def await_ready(self, launched: list) -> list[str]:
         """Wait until every launched actor's engine is loaded and add it to the pool; one that failed
         to start gives its placement back, and the first such error is raised after the others are in."""
-        outcomes = gather([actor.ready.remote() for _, actor in launched])
+        outcomes = gather([actor.ready.remote() for _, actor in launched], self.cfg.rollout.call_timeout_s,
+                          names=[actor_id for actor_id, _ in launched], what="the start of rollout actors")
         for (actor_id, actor), outcome in zip(launched, outcomes):
             if outcome.ok:
                 self.actors[actor_id] = actor
@@ -141,7 +142,7 @@ class RolloutPool:
         while len(self.actors) > count:
             actor_id = sorted(self.actors, key=lambda a: int(a.split("-")[1]))[-1]
             actor = self.actors.pop(actor_id)
-            ray.get(actor.leave_broadcast.remote())
+            results([actor.leave_broadcast.remote()], self.weights_bound_s, [actor_id], "leaving the broadcast group")
             ray.kill(actor)
             self.placement.release(actor_id)  # frees its node for the autoscaler to retire
             changed = True
@@ -177,7 +178,7 @@ class RolloutPool:
         for _ in range(BROADCAST_ATTEMPTS):
             outcomes = self._join() if rebuild else []
             if all(o.ok for o in outcomes):
-                outcomes = gather(self._send(version), self._wait_s, names=self._members(),
+                outcomes = gather(self._send(version), self.weights_bound_s, names=self._members(),
                                   what=f"the broadcast of policy version {version}")
                 if all(o.ok for o in outcomes):
                     return _transfer_metrics(outcomes)
@@ -193,7 +194,7 @@ class RolloutPool:
         """Wait for a started broadcast; when it failed, bring every actor to ``version`` (the
         current one) as ``broadcast`` would. Transfer metrics, with the seconds waited here."""
         t0 = time.monotonic()
-        outcomes = gather(pending.refs, self._wait_s, names=pending.names,
+        outcomes = gather(pending.refs, self.weights_bound_s, names=pending.names,
                           what=f"the broadcast of policy version {pending.version}")
         waited = time.monotonic() - t0
         if all(o.ok for o in outcomes):
@@ -207,12 +208,13 @@ class RolloutPool:
         """The learner went back to a checkpoint: every actor's calls made before give up waiting
         for weights, and each waits for the version sent next."""
         self.epoch += 1
-        gather([a.rollback.remote(self.epoch) for a in self.actors.values()], self._wait_s,
+        gather([a.rollback.remote(self.epoch) for a in self.actors.values()], self.weights_bound_s,
                names=list(self.actors), what="the rollback of the rollout actors")
 
     @property
-    def _wait_s(self) -> float:
-        """How long a broadcast may take before it is an error (gloo's own timeout, and some)."""
+    def weights_bound_s(self) -> float:
+        """How long a broadcast, a rebuild of its group, or an actor's wait for staged weights may
+        take before it is an error (gloo's own timeout, twice, and some)."""
         return 2 * self.cfg.broadcast.timeout_s + 30
 
     def _members(self) -> list[str]:
@@ -231,9 +233,9 @@ class RolloutPool:
     def _recover(self, version: int, outcomes: list) -> None:
         """A broadcast (or the group's rebuild) failed: ``LearnerLost`` if rank 0 died, else the
         dead actors are replaced (the caller rebuilds the group and sends again)."""
-        if not alive(self.learners.sender):
+        if not alive(self.learners.sender, name="learner rank 0"):
             raise LearnerLost(f"learner rank 0 died during the broadcast of version {version}")
-        dead = [actor_id for actor_id, a in self.actors.items() if not alive(a)]
+        dead = [actor_id for actor_id, a in self.actors.items() if not alive(a, name=actor_id)]
         error = next(o.error for o in outcomes if not o.ok)
         self.faults["broadcast_retries"] += 1
         self.log(f"[grpo] broadcast of version {version} failed ({type(error).__name__}); dead receivers "
@@ -245,19 +247,19 @@ class RolloutPool:
         sender = self.learners.sender
         members, names = [sender, *self.actors.values()], self._members()
         self.generation += 1
-        left = gather([m.leave_broadcast.remote() for m in members], self._wait_s, names=names,
+        left = gather([m.leave_broadcast.remote() for m in members], self.weights_bound_s, names=names,
                       what="leaving the broadcast group")
         if not all(o.ok for o in left):
             return left
         world, timeout, backend = len(members), self.cfg.broadcast.timeout_s, self.cfg.broadcast_backend
-        (address,) = gather([sender.open_store.remote(world, timeout)], self._wait_s, names=names[:1],
+        (address,) = gather([sender.open_store.remote(world, timeout)], self.weights_bound_s, names=names[:1],
                             what="opening the broadcast group's store")
         if not address.ok:
             return [address]
         host, port, key_prefix = address.value
         return gather([sender.join_broadcast.remote(world, self.buckets, timeout)]
                       + [a.join_broadcast.remote(host, port, i, world, self.buckets, timeout, backend, key_prefix)
-                         for i, a in enumerate(members[1:], start=1)], self._wait_s, names=names,
+                         for i, a in enumerate(members[1:], start=1)], self.weights_bound_s, names=names,
                       what="joining the broadcast group")
 
     def kill(self) -> None:

@@ -5,9 +5,10 @@ the session; ``pytest_sessionfinish`` fails the run if any process they started 
 alive afterwards.
 
 ``make test`` runs the suite on two pytest-xdist workers (``-n 2``), each with services of its
-own and one compute thread per process (``OMP_NUM_THREADS``). Every module runs whole on one worker (``pytest_xdist_make_scheduler``), so its
-module-scoped fixtures (a running GRPO job, say) start once and its tests keep their order; the
-modules that share the served CoT teacher run on one worker, first, as they take longest.
+own and one compute thread per process (``OMP_NUM_THREADS``). Every module runs whole on one
+worker (``pytest_xdist_make_scheduler``), so its module-scoped fixtures (a running GRPO job, say)
+start once and its tests keep their order; the modules that share the served CoT teacher run on
+one worker. Modules go out longest first, by the seconds recorded in ``tests/module_seconds.json``.
 
 A test that injects a fault fills its row of the fault table (``fault_row``; ``bench/faults.py``).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -160,28 +162,63 @@ def teacher_endpoint(tmp_path_factory):
 # starts once (``pytest_collection_modifyitems`` refuses a module that uses it and is not here).
 TEACHER_MODULES = ("tests/prompts/test_cot_endpoint.py", "tests/test_real_rehearsal.py")
 
+# Seconds each module took in a recorded run (``pytest --record-module-seconds tests/module_seconds.json``):
+# the work units are handed out longest first, so the two workers finish together. A module not in
+# the file counts as UNRECORDED_MODULE_S.
+MODULE_SECONDS = Path(__file__).with_name("module_seconds.json")
+UNRECORDED_MODULE_S = 30.0
+
+
+def pytest_addoption(parser):
+    parser.addoption("--record-module-seconds", metavar="PATH", default=None,
+                     help="write the seconds each test module took (setup, call, teardown) to this JSON file")
+
+
+def module_of(nodeid: str) -> str:
+    return nodeid.split("::")[0]
+
+
+def work_unit(nodeid: str) -> str:
+    """What one worker runs whole: a module, or all the served teacher's modules."""
+    module = module_of(nodeid)
+    return "served-teacher" if module in TEACHER_MODULES else module
+
 
 def pytest_xdist_make_scheduler(config, log):
-    """(xdist controller) Each module runs whole on one worker, so its module-scoped fixtures (a
-    running GRPO job, say) start once and its tests keep their order; the teacher's modules are
-    one unit."""
+    """(xdist controller) Each work unit runs whole on one worker, so its module-scoped fixtures (a
+    running GRPO job, say) start once and its tests keep their order. Units go out in collection
+    order, which ``pytest_collection_modifyitems`` makes longest first (xdist's own reorder, by the
+    number of tests, would send the few long end-to-end tests last)."""
     from xdist.scheduler import LoadScopeScheduling
 
     class ByModule(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::")[0]
-            return "served-teacher" if module in TEACHER_MODULES else module
+            return work_unit(nodeid)
 
+    config.option.loadscopereorder = False
     return ByModule(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
-    """The served teacher's tests first: they take longest, and one worker runs them all."""
+    """Work units longest first, by the recorded seconds of their modules; tests keep their order
+    within a module."""
     for item in items:
-        module = item.nodeid.split("::")[0]
+        module = module_of(item.nodeid)
         if "teacher_endpoint" in item.fixturenames and module not in TEACHER_MODULES:
             raise pytest.UsageError(f"{module} uses teacher_endpoint: add it to TEACHER_MODULES in tests/conftest.py")
-    items.sort(key=lambda item: item.nodeid.split("::")[0] not in TEACHER_MODULES)  # stable: order kept otherwise
+    recorded = json.loads(MODULE_SECONDS.read_text()) if MODULE_SECONDS.exists() else {}
+    seconds: dict[str, float] = {}
+    for module in {module_of(item.nodeid) for item in items}:
+        unit = work_unit(module)
+        seconds[unit] = seconds.get(unit, 0.0) + recorded.get(module, UNRECORDED_MODULE_S)
+    items.sort(key=lambda item: -seconds[work_unit(item.nodeid)])  # stable: a module's order kept
+
+
+_MODULE_SECONDS: dict[str, float] = {}  # the controller's (or the only process's) tally
+
+
+def pytest_runtest_logreport(report):
+    _MODULE_SECONDS[module_of(report.nodeid)] = _MODULE_SECONDS.get(module_of(report.nodeid), 0.0) + report.duration
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -227,6 +264,9 @@ def pytest_sessionfinish(session, exitstatus):
         workeroutput["leftover_processes"] = leftover
         return
     leftover += _LEFTOVER
+    record = session.config.getoption("--record-module-seconds")
+    if record:
+        Path(record).write_text(json.dumps({m: round(s, 1) for m, s in sorted(_MODULE_SECONDS.items())}, indent=1) + "\n")
     if leftover:
         session.config.pluginmanager.get_plugin("terminalreporter").write_line(
             f"ERROR: processes started by the test services are still running: {', '.join(leftover)}", red=True
