@@ -147,6 +147,7 @@ def learning(args, redis_url: str, out: Path) -> str:
     lines = ["### Learning check: `configs/tiny/grpo_32_rows.yaml`, sampled IoU reward (mean of steps)", "",
              f"Machine: {machine()}", "", "| seed | k | steps 1-20 | steps 81-100 | wall, min |", "|---|---:|---:|---:|---:|"]
     finals: dict[int, list[float]] = {0: [], 1: []}
+    curves: dict[tuple[int, int], list[float]] = {}
     for seed in args.seeds:
         for k in (0, 1):
             name = f"grpo-32-rows-k{k}-seed{seed}"
@@ -162,6 +163,7 @@ def learning(args, redis_url: str, out: Path) -> str:
             early = statistics.mean(rows[s]["reward_iou"] for s in range(1, 21))
             late = statistics.mean(rows[s]["reward_iou"] for s in range(81, 101))
             finals[k].append(late)
+            curves[(k, seed)] = [rows[s]["reward_iou"] for s in range(1, 101)]
             lines.append(f"| {seed} | {k} | {early:.3f} | {late:.3f} | {wall:.1f} |")
             print(lines[-1], flush=True)
     low, high = min(finals[0]), max(finals[0])
@@ -170,7 +172,38 @@ def learning(args, redis_url: str, out: Path) -> str:
               f"k = 1: mean {lagged:.3f}, seeds from {min(finals[1]):.3f} to {max(finals[1]):.3f}.",
               f"- k = 1 reaches the synchronous final reward within the spread of the seeds "
               f"(its mean >= the lowest synchronous seed): {lagged >= low}"]
+    if args.out:
+        plot_learning(curves, args.out.with_suffix(".png"))
+        lines += ["", f"![sampled IoU reward by step, k = 0 and 1]({args.out.with_suffix('.png').name})"]
     return "\n".join(lines) + "\n"
+
+
+def plot_learning(curves: dict[tuple[int, int], list[float]], path: Path) -> None:
+    """The sampled IoU reward by step: each run faint, each k's mean over seeds solid (moving average)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from aurora_rl.report.curves import ema
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+    for k, color in ((0, "tab:blue"), (1, "tab:orange")):
+        runs = [np.array(ys) for (kk, _), ys in sorted(curves.items()) if kk == k]
+        steps = np.arange(1, len(runs[0]) + 1)
+        for ys in runs:
+            ax.plot(steps, ema(ys, 10), color=color, alpha=0.3, linewidth=0.9)
+        ax.plot(steps, ema(np.mean(runs, axis=0), 10), color=color, linewidth=2.0,
+                label=f"k = {k}: mean of {len(runs)} seeds")
+    ax.set_title("fixed 32-row GRPO task: sampled IoU reward (moving average, span 10)", fontsize=10)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("reward_iou")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def main() -> None:
