@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -73,9 +74,12 @@ def test_the_real_configs_run_every_stage_as_submitted_jobs(ray_node, teacher_en
         return console
 
     cot = runs / "cot_train.jsonl"
-    stage("teacher", "train", "sft", "--config", "configs/real/direct.yaml", *forces, *SFT_ON_CPU)
-    console = stage("cot", "cot", "generate", "--endpoint", teacher_endpoint, "--model", "teacher", "--data", str(data),
-                    "--split", "train", "--out", str(cot), "--frames", "1", "--answer-tokens", "800")
+    with ThreadPoolExecutor(2) as pool:  # independent: two jobs on the node at once, as a user may submit them
+        teacher = pool.submit(stage, "teacher", "train", "sft", "--config", "configs/real/direct.yaml", *forces,
+                              *SFT_ON_CPU)
+        console = stage("cot", "cot", "generate", "--endpoint", teacher_endpoint, "--model", "teacher", "--data",
+                        str(data), "--split", "train", "--out", str(cot), "--frames", "1", "--answer-tokens", "800")
+        teacher.result()
     assert any("CoT: 2/2 accepted" in line for line in console), console
     console = stage("stage 1", "train", "sft", "--config", "configs/real/sft.yaml", *forces, *SFT_ON_CPU,
                     f"cot.path={cot}", f"teacher_path={runs / 'real-direct' / 'checkpoint'}")

@@ -20,7 +20,7 @@ SPLITS = ["test_s", "test_u", "test_n"]
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_one_or_three_actors_same_table_equal_to_metrics_on_the_predictions(ray_node, synthetic_root, tmp_path):
+def test_one_or_two_actors_same_table_equal_to_metrics_on_the_predictions(ray_node, synthetic_root, tmp_path):
     """The streamed evaluation (scored and written chunk by chunk) gives the table of the official
     metrics over all its predictions at once, whatever the number of actors."""
     from actors.eval_pool import EvalPool
@@ -31,8 +31,8 @@ def test_one_or_three_actors_same_table_equal_to_metrics_on_the_predictions(ray_
     ckpt = save_policy(policy, tok, tiny_model_config(), MediaShape(128, 64, 64), tmp_path / "ckpt")
     data = DataConfig(root=str(synthetic_root), max_samples=5)
     one = evaluate_checkpoint(str(ckpt), data, SPLITS, tmp_path / "one", 1, MetricsConfig(), max_new_tokens=12)
-    three = evaluate_checkpoint(str(ckpt), data, SPLITS, tmp_path / "three", 3, MetricsConfig(), max_new_tokens=12)
-    assert json.dumps(one, sort_keys=True) == json.dumps(three, sort_keys=True)
+    two = evaluate_checkpoint(str(ckpt), data, SPLITS, tmp_path / "two", 2, MetricsConfig(), max_new_tokens=12)
+    assert json.dumps(one, sort_keys=True) == json.dumps(two, sort_keys=True)
     assert [one[s]["clips"] for s in SPLITS] == [5, 5, 5]  # every row, once
 
     with EvalPool(ckpt, data, tmp_path / "held", 2, max_new_tokens=12) as pool:
