@@ -82,7 +82,7 @@ class RolloutPool:
     def await_ready(self, launched: list) -> list[str]:
         """Wait until every launched actor's engine is loaded and add it to the pool; one that failed
         to start gives its placement back, and the first such error is raised after the others are in."""
-        outcomes = gather([actor.ready.remote() for _, actor in launched], self.cfg.rollout.call_timeout_s,
+        outcomes = gather([actor.ready.remote() for _, actor in launched], self.cfg.rollout.start_timeout_s,
                           names=[actor_id for actor_id, _ in launched], what="the start of rollout actors")
         for (actor_id, actor), outcome in zip(launched, outcomes):
             if outcome.ok:

@@ -249,6 +249,8 @@ class RolloutConfig:
     cpu_threads: Optional[str] = None  # VLLM_CPU_OMP_THREADS_BIND ("0-1", "auto", ...); null = "nobind"
     # a rollout call (one actor's share of a step) unanswered this long stops the job, naming the actor
     call_timeout_s: float = field(1800.0, gt=0.0)
+    # an actor not ready this long after it was placed (loading the checkpoint, vLLM's start) stops the job
+    start_timeout_s: float = field(1800.0, gt=0.0)
 
 
 @dataclass
