@@ -150,8 +150,7 @@ def learning(args, redis_url: str, out: Path) -> str:
     if lagged:
         lines += [f"k = 1 with {', '.join(f'`{item}`' for item in lagged)}", ""]
     lines += ["| seed | k | steps 1-20 | steps 81-100 | steps' time, min |", "|---|---:|---:|---:|---:|"]
-    finals: dict[int, list[float]] = {0: [], 1: []}
-    curves: dict[tuple[int, int], list[float]] = {}
+    curves: dict[tuple[int, int], list[float]] = {}  # (k, seed): reward_iou of steps 1-100
     for seed in args.seeds:
         for k in (0, 1):
             name = f"grpo-32-rows-k{k}-seed{seed}" + (suffix if k else "")
@@ -164,12 +163,11 @@ def learning(args, redis_url: str, out: Path) -> str:
                 run_grpo(cfg, redis_url)
                 rows = rows_by_step([metrics])
             wall = sum(rows[s]["time_step_s"] for s in range(1, 101)) / 60
-            early = statistics.mean(rows[s]["reward_iou"] for s in range(1, 21))
-            late = statistics.mean(rows[s]["reward_iou"] for s in range(81, 101))
-            finals[k].append(late)
-            curves[(k, seed)] = [rows[s]["reward_iou"] for s in range(1, 101)]
-            lines.append(f"| {seed} | {k} | {early:.3f} | {late:.3f} | {wall:.1f} |")
+            curve = curves[(k, seed)] = [rows[s]["reward_iou"] for s in range(1, 101)]
+            lines.append(f"| {seed} | {k} | {statistics.mean(curve[:20]):.3f} | {statistics.mean(curve[80:]):.3f} "
+                         f"| {wall:.1f} |")
             print(lines[-1], flush=True)
+    finals = {k: [statistics.mean(curve[80:]) for (kk, _), curve in curves.items() if kk == k] for k in (0, 1)}
     low, high = min(finals[0]), max(finals[0])
     sync, late_k1 = statistics.mean(finals[0]), statistics.mean(finals[1])
     lines += ["", f"- steps 81-100, k = 0: mean {sync:.3f}, seeds from {low:.3f} to {high:.3f}; "

@@ -67,7 +67,7 @@ class LearnerGroup:
         self.join()
 
     def weight_specs(self) -> list:
-        return results([self.sender.weight_specs.remote()], self.cfg.learner.step_timeout_s, ["learner rank 0"],
+        return results([self.sender.weight_specs.remote()], self.cfg.learner.step_timeout_s, rank_names(1),
                        "the trainable weights' shapes")[0]
 
     def step(self, payloads: list[list[bytes]], advantages: list[list[float]], step: int,
@@ -76,15 +76,15 @@ class LearnerGroup:
         version before the step, None: every record at lag 0); ``LearnerLost`` when a rank died
         during it. A rank that raised leaves its peers waiting in the step's collectives: after
         ``STRANDED_S`` they are stopped, and the rank's error ends the job (it would recur)."""
+        names = rank_names(len(self.ranks))
         outcomes = gather([rank.train_step.remote(p, a, step, version)
                            for rank, p, a in zip(self.ranks, payloads, advantages)], self.cfg.learner.step_timeout_s,
-                          settle_s=STRANDED_S, names=self._names(),
-                          what=f"learner step {step + 1}")
+                          settle_s=STRANDED_S, names=names, what=f"learner step {step + 1}")
         if all(o.ok for o in outcomes):
             return [o.value for o in outcomes]
         stranded = [r for r, o in enumerate(outcomes) if isinstance(o.error, Stranded)]
         answered = [r for r, o in enumerate(outcomes) if r not in stranded]
-        dead = [r for r in answered if outcomes[r].died or not alive(self.ranks[r], name=f"learner rank {r}")]
+        dead = [r for r in answered if outcomes[r].died or not alive(self.ranks[r], name=names[r])]
         if dead:
             raise LearnerLost(f"learner ranks {dead} died during step {step + 1}")
         rank = next(r for r in answered if not outcomes[r].ok)
@@ -95,14 +95,11 @@ class LearnerGroup:
 
     def save(self, folder: str, state: dict) -> None:
         results([rank.save.remote(folder, state) for rank in self.ranks], self.cfg.learner.step_timeout_s,
-                self._names(), f"saving the checkpoint {folder}")
+                rank_names(len(self.ranks)), f"saving the checkpoint {folder}")
 
     def load(self, folder: str) -> None:
-        results([rank.load.remote(folder) for rank in self.ranks], self.cfg.learner.step_timeout_s, self._names(),
-                f"loading the checkpoint {folder}")
-
-    def _names(self) -> list[str]:
-        return [f"learner rank {r}" for r in range(len(self.ranks))]
+        results([rank.load.remote(folder) for rank in self.ranks], self.cfg.learner.step_timeout_s,
+                rank_names(len(self.ranks)), f"loading the checkpoint {folder}")
 
     def shutdown_calls(self) -> list:
         """Each rank's shutdown call (the caller waits for them with its own timeout)."""
@@ -116,11 +113,16 @@ class LearnerGroup:
         self.ranks = []
 
 
+def rank_names(count: int) -> list[str]:
+    """How errors and logs name the first ``count`` learner ranks."""
+    return [f"learner rank {r}" for r in range(count)]
+
+
 def join_ranks(ranks: list) -> list[dict]:
     """Rank actors set up as one DeepSpeed group, meeting at a store rank 0 opens; their setups."""
     from learner.grpo_learner import RENDEZVOUS_TIMEOUT_S
 
-    names = [f"learner rank {r}" for r in range(len(ranks))]
+    names = rank_names(len(ranks))
     (store,) = results([ranks[0].open_store.remote(len(ranks), RENDEZVOUS_TIMEOUT_S)], RENDEZVOUS_TIMEOUT_S, names[:1],
                        "the learner group's store")
     return results([rank.setup.remote(*store) for rank in ranks], 2 * RENDEZVOUS_TIMEOUT_S, names,

@@ -28,7 +28,7 @@ from typing import Callable, Optional
 from aurora_rl.config.schema import DataConfig, GRPOConfig
 from aurora_rl.services.library_logs import worker_log
 from learner.actor_calls import alive, gather, results
-from learner.learner_group import LearnerGroup, LearnerLost
+from learner.learner_group import LearnerGroup, LearnerLost, rank_names
 from learner.placement import JobPlacement, PlacementTimeout, wanted_rollout_actors
 
 BROADCAST_ATTEMPTS = 3
@@ -218,7 +218,7 @@ class RolloutPool:
         return 2 * self.cfg.broadcast.timeout_s + 30
 
     def _members(self) -> list[str]:
-        return ["learner rank 0", *self.actors]
+        return [*rank_names(1), *self.actors]
 
     def _send(self, version: int) -> list:
         """The calls of one broadcast, sender first."""
@@ -233,7 +233,7 @@ class RolloutPool:
     def _recover(self, version: int, outcomes: list) -> None:
         """A broadcast (or the group's rebuild) failed: ``LearnerLost`` if rank 0 died, else the
         dead actors are replaced (the caller rebuilds the group and sends again)."""
-        if not alive(self.learners.sender, name="learner rank 0"):
+        if not alive(self.learners.sender, name=rank_names(1)[0]):
             raise LearnerLost(f"learner rank 0 died during the broadcast of version {version}")
         dead = [actor_id for actor_id, a in self.actors.items() if not alive(a, name=actor_id)]
         error = next(o.error for o in outcomes if not o.ok)

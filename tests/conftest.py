@@ -218,7 +218,8 @@ _MODULE_SECONDS: dict[str, float] = {}  # the controller's (or the only process'
 
 
 def pytest_runtest_logreport(report):
-    _MODULE_SECONDS[module_of(report.nodeid)] = _MODULE_SECONDS.get(module_of(report.nodeid), 0.0) + report.duration
+    module = module_of(report.nodeid)
+    _MODULE_SECONDS[module] = _MODULE_SECONDS.get(module, 0.0) + report.duration
 
 
 @pytest.hookimpl(hookwrapper=True)
