@@ -198,8 +198,11 @@ class LocalRayNode:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        leftover = [psutil.Process(p) for p in alive(self._pids)]
-        killed = stop_pids(leftover, grace_s=5) if leftover else []
+        # A worker the raylet was still spawning when the node stopped is in no tree snapshot (and
+        # is re-parented once the raylet goes); every process of this node names its temp dir.
+        leftover = {p: psutil.Process(p) for p in alive(self._pids)}
+        leftover.update((p.pid, p) for p in _naming(self.temp_dir) if p.pid not in leftover)
+        killed = stop_pids(list(leftover.values()), grace_s=5) if leftover else []
         self.proc = None
         if died is None:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
@@ -226,6 +229,15 @@ def apply_client_env(env: dict[str, str]) -> None:
 
         Config.initialize("")
         AuthenticationTokenLoader.instance().reset_cache()
+
+
+def _naming(path: Path) -> list[psutil.Process]:
+    """Live processes whose command line names ``path`` (zombies and vanished ones left out)."""
+    out = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        if p.info["status"] != psutil.STATUS_ZOMBIE and str(path) in " ".join(p.info["cmdline"] or []):
+            out.append(p)
+    return out
 
 
 def _safe(p) -> bool:

@@ -47,6 +47,23 @@ def test_stop_leaves_no_process_behind():
     assert ours == []
 
 
+def test_stop_also_stops_a_process_of_the_node_outside_its_tree():
+    """A worker the raylet was still spawning at stop time is in no snapshot of the tree, and is
+    re-parented once the raylet goes (CI saw two left over): stop() finds it by the temp dir it names."""
+    import subprocess
+    import sys
+
+    node = LocalRayNode(num_cpus=1, include_dashboard=False).start()
+    stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", f"--temp-dir={node.temp_dir}"],
+                             start_new_session=True)
+    try:
+        assert stray.pid not in node.pids()
+        node.stop()
+        assert stray.wait(timeout=10) is not None
+    finally:
+        stray.kill()
+
+
 def test_a_node_that_died_on_its_own_keeps_its_logs(capsys):
     """`ray start --block` gone before stop() (killed here; it also ends when its raylet dies):
     stop() still stops the rest by PID, and keeps the node's temp dir (its logs; not its token)."""
