@@ -1,7 +1,8 @@
 """Applying a broadcast policy version in a rollout engine: every LLM tensor reloaded into vLLM
 against only the layers the update changes.
 
-    PYTHONPATH=. .venv/bin/python bench/weight_apply.py [--sizes tiny 0.5b] [--reps 5] [--out table.md]
+    PYTHONPATH=. .venv/bin/python bench/weight_apply.py [--sizes tiny 0.5b] [--trainings lora full] [--reps 5]
+        [--out table.md]
 
 One process per policy (a ``PolicyEngine`` with its vLLM engine, as a rollout actor holds it) is
 given a new version of the policy's trainable parameters (what the learner broadcasts) again and
@@ -117,14 +118,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["tiny", "0.5b"], choices=["tiny", "0.5b"])
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--trainings", nargs="+", default=["lora", "full"], choices=["lora", "full"],
+                        help="the policies' training: LoRA on the LLM, or the LLM in full")
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     args = parser.parse_args()
     table = Table("Applying a policy version in a rollout engine (HF modules + vLLM, this CPU)",
                   "every LLM tensor, vLLM reload_weights", "changed layers only, load_trainable")
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
-            for lora in (True, False):
-                measure(size, lora, args, Path(tmp), table)
+            for training in args.trainings:
+                measure(size, training == "lora", args, Path(tmp), table)
     table.notes.append(f"best of {args.reps} repetitions after one warm-up round, the two ways taking turns on one "
                        "engine; each apply brings new values for every trainable parameter (LLM, encoders, "
                        "projector, SAM decoder); the HF modules' update is in both")

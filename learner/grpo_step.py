@@ -49,9 +49,11 @@ def step_inputs(records: list, advantages: list[float], dataset, cfg: GRPOConfig
     clips = collate_clips([loaded[i] for i in indices])
     rng = np.random.default_rng([cfg.run.seed, step, rank])
     frames, gt, valid = pick_mask_frames(clips["masks"], clips["mask_valid"], cfg.learner.mask_frames_per_clip, rng)
+    sampled = [supervised_frames(r.masks(), None if frames is None else frames[i]) for i, r in enumerate(records)]
     batch = step_batch([r.completion_token_ids for r in records], [r.sampling_logprobs for r in records],
                        advantages, gt, valid, [(r.rewards or {}).get("iou", 0.0) for r in records], seg_token,
-                       cfg.objective, None if version is None else [version - r.policy_version for r in records])
+                       cfg.objective, None if version is None else [version - r.policy_version for r in records],
+                       sampled)
 
     def inputs(rows: list[int]) -> PolicyInputs:
         return PolicyInputs([records[i].prompt_token_ids.tolist() for i in rows],
@@ -61,6 +63,14 @@ def step_inputs(records: list, advantages: list[float], dataset, cfg: GRPOConfig
                             clips["frame_box"][rows])
 
     return batch, inputs
+
+
+def supervised_frames(masks, frames):
+    """A record's [T, M, M] masks at the frames the learner supervises (``frames``: their
+    indices; None: all), or None without masks."""
+    if masks is None:
+        return None
+    return masks if frames is None else masks[frames.numpy()]
 
 
 def learn_step(engine, reference, batch, inputs, n: int, mix, cfg: GRPOConfig, device) -> dict:

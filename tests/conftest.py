@@ -129,10 +129,11 @@ def teacher_endpoint(tmp_path_factory):
            "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
     log = (folder / "server.log").open("w")
     # Small random models wander in JSON whitespace: the server's own option turns that off.
+    # --enforce-eager: the served model is not compiled (the compile took 21 of its 60 s start).
     server = subprocess.Popen(
         [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--served-model-name",
          "teacher", "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "2048", "--dtype", "float32",
-         "--max-num-seqs", "8", "--structured-outputs-config",
+         "--max-num-seqs", "8", "--enforce-eager", "--structured-outputs-config",
          json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})],
         stdout=log, stderr=subprocess.STDOUT, env=env)
     _STARTED_PIDS.append(server.pid)

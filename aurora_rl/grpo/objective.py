@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from aurora_rl.config.schema import ObjectiveConfig
-from aurora_rl.grpo.off_policy import off_policy_sums
+from aurora_rl.grpo.off_policy import MASK_DRIFT_SUMS, mask_drift_sums, off_policy_sums
 from aurora_rl.grpo.policy_loss import POLICY_LOSSES
 from aurora_rl.model.mask_loss import mask_loss
 from aurora_rl.model.policy import PolicyOutput
@@ -46,6 +46,8 @@ class ObjectiveBatch:
     [B, k, M, M] the supervised frames' ground truth; mask_valid: [B, k] bool. w_policy,
     w_mask, w_tokens: [B] float64 shares of the whole step (see the module docstring). lags: [B]
     int64, how many versions the completion's sampling policy was behind the learner's.
+    sampled_masks: [B, k, M, M] bool, the actors' masks of the supervised frames (the reward's;
+    all False where none); has_sampled_mask: [B] bool.
     """
 
     advantages: torch.Tensor
@@ -57,6 +59,8 @@ class ObjectiveBatch:
     w_mask: np.ndarray
     w_tokens: np.ndarray
     lags: torch.Tensor
+    sampled_masks: torch.Tensor
+    has_sampled_mask: torch.Tensor
 
     def select(self, rows: list[int]) -> "ObjectiveBatch":
         """The rows ``rows`` of the step, with their step-wide weights (a micro-batch)."""
@@ -65,7 +69,8 @@ class ObjectiveBatch:
 
 def step_batch(completions: list[np.ndarray], sampling_logprobs: list[np.ndarray], advantages: list[float],
                gt_masks: torch.Tensor, mask_valid: torch.Tensor, rollout_iou: list[float], seg_token: int,
-               cfg: ObjectiveConfig, lags: Optional[list[int]] = None) -> ObjectiveBatch:
+               cfg: ObjectiveConfig, lags: Optional[list[int]] = None,
+               sampled_masks: Optional[list[Optional[np.ndarray]]] = None) -> ObjectiveBatch:
     """The objective's view of a step's B completions.
 
     Args:
@@ -73,6 +78,8 @@ def step_batch(completions: list[np.ndarray], sampling_logprobs: list[np.ndarray
         advantages: B floats. rollout_iou: B IoU rewards of the rollout masks (0 without one).
         gt_masks: [B, k, M, M]. mask_valid: [B, k] bool. seg_token: the id of [SEG].
         lags: B policy lags (the learner's version minus the sampling one; None: all 0).
+        sampled_masks: B arrays [k, M, M] of the actors' masks of the supervised frames, None for
+            a completion without one (None: no completion has one).
     """
     learn = np.array([seg_token in c.tolist() for c in completions], dtype=bool)
     if cfg.mask_min_iou is not None:
@@ -87,7 +94,21 @@ def step_batch(completions: list[np.ndarray], sampling_logprobs: list[np.ndarray
                           learn_mask=torch.from_numpy(learn), gt_masks=gt_masks, mask_valid=mask_valid,
                           w_policy=has_tokens / max(1.0, has_tokens.sum()), w_mask=frames / max(1.0, frames.sum()),
                           w_tokens=lengths / max(1.0, lengths.sum()),
-                          lags=torch.tensor([0] * len(completions) if lags is None else lags, dtype=torch.int64))
+                          lags=torch.tensor([0] * len(completions) if lags is None else lags, dtype=torch.int64),
+                          **_sampled(sampled_masks, gt_masks))
+
+
+def _sampled(masks: Optional[list[Optional[np.ndarray]]], gt_masks: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``sampled_masks`` and ``has_sampled_mask`` of ``ObjectiveBatch`` (shaped as the ground truth)."""
+    out = torch.zeros(gt_masks.shape, dtype=torch.bool)
+    has = torch.zeros(gt_masks.shape[0], dtype=torch.bool)
+    for i, mask in enumerate(masks or []):
+        if mask is not None:
+            if tuple(mask.shape) != tuple(gt_masks.shape[1:]):
+                raise ValueError(f"completion {i}: the actor's masks {tuple(mask.shape)} are not shaped as its "
+                                 f"supervised frames {tuple(gt_masks.shape[1:])}")
+            out[i], has[i] = torch.from_numpy(np.asarray(mask, dtype=bool)), True
+    return {"sampled_masks": out, "has_sampled_mask": has}
 
 
 def grpo_loss(out: PolicyOutput, batch: ObjectiveBatch, cfg: ObjectiveConfig,
@@ -103,7 +124,7 @@ def grpo_loss(out: PolicyOutput, batch: ObjectiveBatch, cfg: ObjectiveConfig,
         mix_out: the outputs on the data mix's CE rows (None: none this pass).
     Returns:
         (loss, {"loss", "policy_loss", "kl", "clip_fraction", "ratio_mean", "mask_bce",
-        "mask_dice", "tokens", the keys of ``off_policy_sums``[, "mix_ce"]}).
+        "mask_dice", "tokens", the keys of ``off_policy_sums`` and ``mask_drift_sums``[, "mix_ce"]}).
     """
     logprobs = out.answer_logprobs
     width = logprobs.shape[1]
@@ -118,6 +139,8 @@ def grpo_loss(out: PolicyOutput, batch: ObjectiveBatch, cfg: ObjectiveConfig,
              "clip_fraction": w_tokens * stats.clip_fraction, "ratio_mean": w_tokens * stats.ratio_mean,
              "mask_bce": 0.0, "mask_dice": 0.0, "tokens": int(out.answer_mask.sum()),
              **off_policy_sums(logprobs, old, out.answer_mask, batch.lags, cfg.is_cap)}
+    parts.update(dict.fromkeys(MASK_DRIFT_SUMS, 0.0) if out.mask_logits is None else mask_drift_sums(
+        out.mask_logits, out.has_seg, batch.sampled_masks, batch.has_sampled_mask, batch.gt_masks, batch.mask_valid))
     seg = out.has_seg & batch.learn_mask.to(out.has_seg.device)
     if seg.any():
         gt, valid = batch.gt_masks.to(out.mask_logits.device), batch.mask_valid.to(out.mask_logits.device)

@@ -21,6 +21,20 @@ the ranks of a step add up; ``aurora_rl/grpo/step_metrics.py`` turns the step's 
                         either side of the nucleus' edge adds about 30 + logp_behav_t)
     logprob_mismatch_k3 mean of exp(d) - d - 1, d = logp_t - logp_behav_t, over the same tokens
                         (k3 estimate of KL(actor || learner) from the actor's samples)
+
+A completion's IoU reward is of the mask the actor's own [SEG] pass made, with the weights that
+sampled it: the importance weights correct which tokens were drawn, not how the reward was
+computed. ``mask_drift_sums`` compares, on the frames the learner supervises, the actor's mask
+with the one the learner's current weights make of the same completion (``step_metrics``):
+
+    mask_iou_sampled    mean IoU with the ground truth of the actors' masks (the reward's masks)
+    mask_iou_learner    the same of the learner's masks: at lag 0 equal up to numerics; at lag k,
+                        what k versions of learning changed in the masks the reward scored
+    mask_agreement      mean IoU of the actor's mask with the learner's (1 when they coincide)
+
+Each is a mean over completions with a [SEG] in both and a supervised frame, of the mean over
+those frames. A frame with an empty ground truth scores the IoU of the backgrounds (the reward's
+rule); two empty masks agree fully.
 """
 
 from __future__ import annotations
@@ -32,6 +46,7 @@ import torch
 # the keys of ``off_policy_sums``: summed over a rank's micro-batches and over the ranks
 OFF_POLICY_SUMS = ("is_weight_sum", "is_weight_sq_sum", "is_truncated_tokens", "lag0_tokens", "lag0_abs_diff_sum",
                    "lag0_k3_sum")
+MASK_DRIFT_SUMS = ("drift_rows", "drift_iou_sampled_sum", "drift_iou_learner_sum", "drift_agreement_sum")
 
 
 def importance_weights(logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor, mask: torch.Tensor,
@@ -70,3 +85,44 @@ def off_policy_sums(logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor, ma
                 "is_truncated_tokens": truncated, "lag0_tokens": int(current.sum()),
                 "lag0_abs_diff_sum": float((diff.abs() * current).sum()),
                 "lag0_k3_sum": float(((diff.exp() - diff - 1.0) * current).sum())}
+
+
+def frame_iou(a: torch.Tensor, b: torch.Tensor, truth: bool) -> torch.Tensor:
+    """IoU of two bool masks per frame, [..., H, W] -> [...]. ``truth``: ``b`` is the ground truth,
+    and a frame empty in it scores the IoU of the backgrounds (``rewards/reward_functions.frame_ious``'
+    rule); else two empty masks score 1."""
+    a, b = a.flatten(-2), b.flatten(-2)
+    inter = (a & b).sum(-1).double()
+    union = (a | b).sum(-1).double()
+    if truth:
+        background = (~a & ~b).sum(-1).double() / a.shape[-1]
+        return torch.where(b.sum(-1) == 0, background, inter / union.clamp(min=1.0))
+    return torch.where(union == 0, torch.ones_like(union), inter / union.clamp(min=1.0))
+
+
+def mask_drift_sums(mask_logits: torch.Tensor, has_seg: torch.Tensor, sampled: torch.Tensor,
+                    has_sampled: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> dict[str, float]:
+    """Sums of the learner's and the actors' masks of the same completions (module docstring).
+
+    Args:
+        mask_logits: [B, k, M, M] the learner's. has_seg: [B] bool, the completion has [SEG].
+        sampled: [B, k, M, M] bool, the actors' masks of the same frames. has_sampled: [B] bool,
+            the record carries one. gt: [B, k, M, M]. valid: [B, k] bool, the frame is supervised.
+    """
+    with torch.no_grad():
+        device = mask_logits.device
+        valid = valid.to(device).bool()
+        rows = has_seg.to(device).bool() & has_sampled.to(device).bool() & valid.any(1)
+        if not rows.any():
+            return dict.fromkeys(MASK_DRIFT_SUMS, 0.0)
+        learner, actor = mask_logits[rows].detach() > 0, sampled[rows].to(device).bool()
+        truth, valid = gt[rows].to(device) > 0.5, valid[rows]
+        frames = valid.sum(1).double()
+
+        def mean_over_frames(iou: torch.Tensor) -> float:
+            return float(((iou * valid).sum(1) / frames).sum())
+
+        return {"drift_rows": float(rows.sum()),
+                "drift_iou_sampled_sum": mean_over_frames(frame_iou(actor, truth, True)),
+                "drift_iou_learner_sum": mean_over_frames(frame_iou(learner, truth, True)),
+                "drift_agreement_sum": mean_over_frames(frame_iou(actor, learner, False))}

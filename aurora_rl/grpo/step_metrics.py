@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from aurora_rl.grpo.advantages import group_spread_shares
-from aurora_rl.grpo.off_policy import OFF_POLICY_SUMS
+from aurora_rl.grpo.off_policy import MASK_DRIFT_SUMS, OFF_POLICY_SUMS
 from aurora_rl.prompts.answer_format import parse_answer
 from aurora_rl.records import RolloutRecord
 
@@ -42,14 +42,19 @@ def completion_shares(texts: list[str], lengths: list[int], max_new_tokens: int)
 def off_policy_metrics(rank_stats: list[dict]) -> dict[str, float]:
     """The step's importance-weight and mismatch metrics from the ranks' ``off_policy_sums``
     (each summed over the rank's micro-batches) and token counts: is_ess, is_truncated (NaN
-    without a token), logprob_mismatch, logprob_mismatch_k3 (NaN without a lag-0 token)."""
-    total = {key: sum(s[key] for s in rank_stats) for key in (*OFF_POLICY_SUMS, "tokens")}
-    n, lag0 = total["tokens"], total["lag0_tokens"]
+    without a token), logprob_mismatch, logprob_mismatch_k3 (NaN without a lag-0 token); and
+    from their ``mask_drift_sums`` mask_iou_sampled, mask_iou_learner, mask_agreement (NaN without
+    a completion whose mask both made)."""
+    total = {key: sum(s[key] for s in rank_stats) for key in (*OFF_POLICY_SUMS, *MASK_DRIFT_SUMS, "tokens")}
+    n, lag0, rows = total["tokens"], total["lag0_tokens"], total["drift_rows"]
     nan = float("nan")
     return {"is_ess": total["is_weight_sum"] ** 2 / (n * total["is_weight_sq_sum"]) if n else nan,
             "is_truncated": total["is_truncated_tokens"] / n if n else nan,
             "logprob_mismatch": total["lag0_abs_diff_sum"] / lag0 if lag0 else nan,
-            "logprob_mismatch_k3": total["lag0_k3_sum"] / lag0 if lag0 else nan}
+            "logprob_mismatch_k3": total["lag0_k3_sum"] / lag0 if lag0 else nan,
+            "mask_iou_sampled": total["drift_iou_sampled_sum"] / rows if rows else nan,
+            "mask_iou_learner": total["drift_iou_learner_sum"] / rows if rows else nan,
+            "mask_agreement": total["drift_agreement_sum"] / rows if rows else nan}
 
 
 def staleness_shares(records: list[RolloutRecord], version: int, max_lag: int = 0) -> dict[str, float]:
@@ -79,6 +84,9 @@ def step_metrics(records: list[RolloutRecord], rewards: np.ndarray, rank_stats: 
         is_truncated         share of the tokens whose weight is above objective.is_cap
         logprob_mismatch     mean |learner - actor| log-probability over the tokens of lag-0 records
         logprob_mismatch_k3  k3 KL(actor || learner) over the same tokens (NaN without lag-0 records)
+        mask_iou_sampled     on the supervised frames: the ground-truth IoU of the actors' masks,
+        mask_iou_learner     of the learner's masks of the same completions,
+        mask_agreement       and the IoU of the two (aurora_rl/grpo/off_policy.py)
 
     Args:
         records: the step's learned completions. rewards: [groups, G] their total rewards.

@@ -22,22 +22,28 @@ SPLITS = ["test_s", "test_u", "test_n"]
 @pytest.mark.timeout(900)
 def test_one_or_two_actors_same_table_equal_to_metrics_on_the_predictions(ray_node, synthetic_root, tmp_path):
     """The streamed evaluation (scored and written chunk by chunk) gives the table of the official
-    metrics over all its predictions at once, whatever the number of actors."""
+    metrics over all its predictions at once, whatever the number of actors and the chunks: one
+    actor through ``evaluate_checkpoint``, two (its pool and writer, in chunks of 2 clips) whose
+    predictions are also held and scored at once."""
     from actors.eval_pool import EvalPool
     from aurora_rl.data import build_dataset
+    from aurora_rl.evaluation.scoring import EvaluationWriter
     from aurora_rl.report.eval_outputs import load_stage_eval
 
     policy, tok = make_policy(seed=5)
     ckpt = save_policy(policy, tok, tiny_model_config(), MediaShape(128, 64, 64), tmp_path / "ckpt")
     data = DataConfig(root=str(synthetic_root), max_samples=5)
     one = evaluate_checkpoint(str(ckpt), data, SPLITS, tmp_path / "one", 1, MetricsConfig(), max_new_tokens=12)
-    two = evaluate_checkpoint(str(ckpt), data, SPLITS, tmp_path / "two", 2, MetricsConfig(), max_new_tokens=12)
+    held = {s: [] for s in SPLITS}
+    with EvaluationWriter(MetricsConfig(), tmp_path / "two") as writer:
+        with EvalPool(ckpt, data, tmp_path / "two", 2, max_new_tokens=12) as pool:
+            for s in SPLITS:
+                for part in pool.stream(s, range(len(build_dataset(data, s))), print, "eval", chunk=2):
+                    writer.add(s, part)
+                    held[s] += part
+    two = writer.results()
     assert json.dumps(one, sort_keys=True) == json.dumps(two, sort_keys=True)
     assert [one[s]["clips"] for s in SPLITS] == [5, 5, 5]  # every row, once
-
-    with EvalPool(ckpt, data, tmp_path / "held", 2, max_new_tokens=12) as pool:
-        held = {s: [p for part in pool.stream(s, range(len(build_dataset(data, s))), print, "eval", chunk=2)
-                    for p in part] for s in SPLITS}
     direct = RefAVSEvaluator(OFFICIAL)
     for split in SPLITS:
         assert [p["index"] for p in held[split]] == list(range(5))  # row order, chunk by chunk

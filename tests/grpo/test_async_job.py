@@ -69,6 +69,8 @@ def test_actors_sample_the_next_step_while_the_learner_trains_and_every_record_i
     assert [(rows[s]["groups_lag_0"], rows[s]["groups_lag_1"]) for s in (1, 2)] == [(1.0, 0.0), (0.0, 1.0)]
     assert np.isfinite(rows[1]["logprob_mismatch"]) and np.isnan(rows[2]["logprob_mismatch"])  # lag-0 tokens only
     assert all(0 < rows[s]["is_ess"] <= 1 + 1e-9 for s in rows)
+    # the actors' masks against the learner's reach the metrics (step 1's completions hold [SEG]s)
+    assert all(0.0 <= rows[1][key] <= 1.0 for key in ("mask_iou_sampled", "mask_iou_learner", "mask_agreement"))
     assert all(rows[s]["broadcast_s"] > 0 for s in (2, 3, 4))  # each step settles the broadcast sent during it
     assert_actors_match_learner(job, [0, 1])  # every actor ends holding the learner's final weights
 

@@ -266,6 +266,12 @@ def test_ranks_whose_completions_lack_seg_still_step_together(ray_node, syntheti
 
 def learner_step(cfg, checkpoint, shares: list[list[bytes]], advantages: list[list[float]]):
     """One train_step of a fresh 2-rank learner group: (each rank's stats, rank 0's weights after it)."""
+    return learner_steps(cfg, checkpoint, [(shares, advantages)])[0]
+
+
+def learner_steps(cfg, checkpoint, steps: list[tuple[list[list[bytes]], list[list[float]]]]) -> list[tuple]:
+    """Train steps of one fresh 2-rank learner group, each (shares, advantages): after each, (each
+    rank's stats, rank 0's weights)."""
     import ray
 
     from learner.grpo_learner import LearnerRank
@@ -273,11 +279,15 @@ def learner_step(cfg, checkpoint, shares: list[list[bytes]], advantages: list[li
     ranks = [LearnerRank.remote(r, 2, cfg, str(checkpoint)) for r in range(2)]
     try:
         join_ranks(ranks)
-        stats = ray.get([r.train_step.remote(p, a, 0) for r, p, a in zip(ranks, shares, advantages)], timeout=300)
-        state = ray.get(ranks[0].trainable_state.remote())
-        # compact copies: a ZeRO view sent as is would carry the whole flat buffer, once per tensor
-        assert all(v.untyped_storage().nbytes() == v.numel() * v.element_size() for v in state.values())
-        return stats, state
+        out = []
+        for step, (shares, advantages) in enumerate(steps):
+            stats = ray.get([r.train_step.remote(p, a, step) for r, p, a in zip(ranks, shares, advantages)],
+                            timeout=300)
+            state = ray.get(ranks[0].trainable_state.remote())
+            # compact copies: a ZeRO view sent as is would carry the whole flat buffer, once per tensor
+            assert all(v.untyped_storage().nbytes() == v.numel() * v.element_size() for v in state.values())
+            out.append((stats, state))
+        return out
     finally:
         for r in ranks:
             ray.kill(r)
@@ -315,13 +325,15 @@ def test_micro_batches_add_up_to_the_step_of_the_whole_batch(ray_node, synthetic
     checkpoint = save_policy(policy, tok, model_cfg, MediaShape(128, 64, 64), tmp_path / "no_dropout")
     start = {k: v.detach().clone() for k, v in policy.named_parameters() if v.requires_grad}
 
-    def step(*overrides, advantages=((1.0, -0.5, 0.25), (-1.0, 0.5)), iou=0.8):
+    def steps(*overrides, advantages=(((1.0, -0.5, 0.25), (-1.0, 0.5)),), iou=0.8):
         # the answers are written, not sampled: no top-p nucleus, or a word outside it gets no gradient
-        return learner_step(job_config(tmp_path, synthetic_root, checkpoint, "rollout.sampling.top_p=1.0", *overrides),
-                            checkpoint, shares(iou), [list(a) for a in advantages])
+        cfg = job_config(tmp_path, synthetic_root, checkpoint, "rollout.sampling.top_p=1.0", *overrides)
+        return learner_steps(cfg, checkpoint, [(shares(iou), [list(a) for a in step]) for step in advantages])
 
-    whole, w_whole = step()
-    parts, w_parts = step("learner.micro_batch=2", "learner.deepspeed.zero_stage=1")
+    [(whole, w_whole)] = steps()
+    # then, on the same ranks, an infinite advantage makes rank 0's second micro-batch's loss non-finite
+    (parts, w_parts), (nan, w_nan) = steps("learner.micro_batch=2", "learner.deepspeed.zero_stage=1", advantages=(
+        ((1.0, -0.5, 0.25), (-1.0, 0.5)), ((1.0, -0.5, float("inf")), (-1.0, 0.5))))
     assert [s["micro_batches"] for s in whole] == [1, 1] and [s["micro_batches"] for s in parts] == [2, 1]
     for a, b in zip(whole, parts):
         for key in ("loss", "policy_loss", "clip_fraction", "mask_bce", "mask_dice", "grad_norm", "tokens"):
@@ -333,13 +345,10 @@ def test_micro_batches_add_up_to_the_step_of_the_whole_batch(ray_node, synthetic
     assert moved > 1.0  # the step did change the weights (lr 0.02), so the comparison below could fail
     assert apart < 1e-4 * moved
 
-    # an infinite advantage makes rank 0's second micro-batch's loss non-finite
-    nan, w_nan = step("learner.micro_batch=2", "learner.deepspeed.zero_stage=1",
-                      advantages=((1.0, -0.5, float("inf")), (-1.0, 0.5)))
-    assert [s["skipped"] for s in nan] == [1.0, 1.0]
-    assert all(torch.equal(w_nan[k], start[k]) for k in start)
+    assert [s["skipped"] for s in nan] == [1.0, 1.0]  # skipped on both ranks: the weights stay
+    assert all(torch.equal(w_nan[k], w_parts[k]) for k in start)
 
-    gated, w_gated = step("objective.mask_min_iou=0.9", "learner.train_encoders=false", iou=0.5)
+    [(gated, w_gated)] = steps("objective.mask_min_iou=0.9", "learner.train_encoders=false", iou=0.5)
     assert all(s["mask_bce"] == 0.0 and s["mask_dice"] == 0.0 and s["skipped"] == 0 for s in gated)
     encoders = [k for k in start if k.startswith(("vision.", "audio."))]
     assert encoders and not set(encoders) & set(w_gated)  # frozen: neither trained nor broadcast

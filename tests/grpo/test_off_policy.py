@@ -1,6 +1,7 @@
 """Off-policy correction against hand-computed values: the decoupled loss and its gradient,
-truncated importance weights, the logged sums (ESS, truncated share, mismatch on lag-0 rows),
-their micro-batch and rank totals, the staleness shares, and the clipped loss unchanged."""
+truncated importance weights, the logged sums (ESS, truncated share, mismatch on lag-0 rows, the
+actors' masks against the learner's), their micro-batch and rank totals, the staleness shares,
+and the clipped loss unchanged."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import torch
 from aurora_rl.config import ConfigError, load_config
 from aurora_rl.config.schema import ObjectiveConfig
 from aurora_rl.grpo.objective import grpo_loss, step_batch
-from aurora_rl.grpo.off_policy import OFF_POLICY_SUMS, importance_weights, off_policy_sums
+from aurora_rl.grpo.off_policy import (MASK_DRIFT_SUMS, OFF_POLICY_SUMS, importance_weights, mask_drift_sums,
+                                       off_policy_sums)
 from aurora_rl.grpo.policy_loss import POLICY_LOSSES, clipped_policy_loss, decoupled_policy_loss
 from aurora_rl.grpo.step_metrics import off_policy_metrics, staleness_shares, step_metrics
 from aurora_rl.records import RolloutRecord
@@ -130,7 +132,7 @@ def test_sums_hand_computed_with_the_mismatch_on_lag_0_rows_only():
 
 
 def rank_stats(sums: dict, tokens: int) -> dict:
-    return {**sums, "tokens": tokens}
+    return {**dict.fromkeys(MASK_DRIFT_SUMS, 0.0), **sums, "tokens": tokens}
 
 
 def test_metrics_of_micro_batches_and_ranks_are_those_of_the_whole_batch():
@@ -144,7 +146,7 @@ def test_metrics_of_micro_batches_and_ranks_are_those_of_the_whole_batch():
     assert metrics["is_truncated"] == pytest.approx(1 / 5)
     assert metrics["logprob_mismatch"] == pytest.approx(2 * LN2 / 4)
     assert metrics["logprob_mismatch_k3"] == pytest.approx(0.5 / 4)
-    assert metrics == pytest.approx(off_policy_metrics([rank_stats(whole, 5)]))
+    assert metrics == pytest.approx(off_policy_metrics([rank_stats(whole, 5)]), nan_ok=True)
 
 
 def test_equal_weights_have_an_ess_of_1_and_no_lag_0_row_no_mismatch():
@@ -236,6 +238,39 @@ def test_step_metrics_called_as_before_logs_the_off_policy_metrics():
     assert out["logprob_mismatch"] == pytest.approx(LN2 / 2) and out["ratio_mean"] == 1.0
     assert step_metrics(records, np.zeros((2, 2), dtype=np.float32), ranks, rollouts, 4, 4, max_lag=3)[
         "groups_lag_3"] == 0.0
+
+
+def test_the_actors_masks_against_the_learner_s_hand_computed_through_the_objective():
+    """2 x 2 frames, 2 supervised per completion. Row 0: frame 0's truth {a}, the actor {a, b}
+    (IoU 1/2), the learner {a} (1), the two 1/2; frame 1's truth empty, the actor empty (the
+    backgrounds: 1), the learner {d} (3/4), the two: the learner's {d} alone, 0. Row 1 has
+    no actor mask, row 2 no [SEG] in the learner's pass, row 3 no supervised frame: none counts."""
+    on, off = 5.0, -5.0
+    truth = torch.tensor([[[1, 0], [0, 0]], [[0, 0], [0, 0]]], dtype=torch.float32)
+    gt = truth.expand(4, 2, 2, 2).clone()
+    valid = torch.tensor([[True, True], [True, True], [True, True], [False, False]])
+    actor = np.array([[[1, 1], [0, 0]], [[0, 0], [0, 0]]], dtype=bool)
+    learner = torch.tensor([[[on, off], [off, off]], [[off, off], [off, on]]]).expand(4, 2, 2, 2).clone()
+    lengths, seg = [2, 2, 2, 2], [True, True, False, True]
+    batch = step_batch(completions(lengths, seg), [np.zeros(2)] * 4, [0.0] * 4, gt, valid, [0.0] * 4, SEG,
+                       ObjectiveConfig(), sampled_masks=[actor, None, actor, actor])
+    assert batch.has_sampled_mask.tolist() == [True, False, True, True]
+    _, parts = grpo_loss(outputs(torch.zeros(4, 2), lengths, seg, learner), batch, ObjectiveConfig())
+    assert parts["drift_rows"] == 1.0
+    assert parts["drift_iou_sampled_sum"] == pytest.approx((0.5 + 1.0) / 2)
+    assert parts["drift_iou_learner_sum"] == pytest.approx((1.0 + 0.75) / 2)
+    assert parts["drift_agreement_sum"] == pytest.approx((0.5 + 0.0) / 2)
+    # identical masks agree fully, empty ones too; sums add over ranks into means
+    same = mask_drift_sums(learner[:1], torch.tensor([True]), learner[:1] > 0, torch.tensor([True]), gt[:1],
+                           valid[:1])
+    assert same["drift_agreement_sum"] == 1.0 and same["drift_iou_sampled_sum"] == same["drift_iou_learner_sum"]
+    metrics = off_policy_metrics([rank_stats(parts, 8), rank_stats({**dict.fromkeys(OFF_POLICY_SUMS, 0.0), **same}, 2)])
+    assert metrics["mask_agreement"] == pytest.approx((0.25 + 1.0) / 2)
+    assert metrics["mask_iou_learner"] - metrics["mask_iou_sampled"] == pytest.approx((0.875 - 0.75) / 2)
+    assert math.isnan(off_policy_metrics([rank_stats(dict.fromkeys(OFF_POLICY_SUMS, 0.0), 0)])["mask_agreement"])
+    with pytest.raises(ValueError, match=r"completion 0: the actor's masks \(3, 2, 2\) are not shaped"):
+        step_batch(completions([2], [True]), [np.zeros(2)], [0.0], gt[:1], valid[:1], [0.0], SEG, ObjectiveConfig(),
+                   sampled_masks=[np.zeros((3, 2, 2), dtype=bool)])
 
 
 def test_the_weight_cap_is_checked_and_may_be_off():
