@@ -19,7 +19,10 @@ Trend: a ``--trend-steps`` run at k = 1 (same job, unpinned) logs the broadcast'
 step; the table gives the least-squares slope and the means of its first and last quarters.
 
 Learning (``--learning``): ``configs/tiny/grpo_32_rows.yaml`` (needs ``make demo``'s stage-2
-checkpoint) for each seed at k = 0 and k = 1: the sampled IoU reward of steps 1-20 and 81-100.
+checkpoint) for each seed at k = 0 and k = 1: the sampled IoU reward of steps 1-20 and 81-100, and
+over steps 81-100 how far the learner's masks of the learned completions are from the actors'
+(the masks their IoU rewards scored): the difference of the two's ground-truth IoU, and their
+agreement.
 """
 
 from __future__ import annotations
@@ -149,7 +152,8 @@ def learning(args, redis_url: str, out: Path) -> str:
              f"Machine: {machine()}", ""]
     if lagged:
         lines += [f"k = 1 with {', '.join(f'`{item}`' for item in lagged)}", ""]
-    lines += ["| seed | k | steps 1-20 | steps 81-100 | steps' time, min |", "|---|---:|---:|---:|---:|"]
+    lines += ["| seed | k | steps 1-20 | steps 81-100 | mask IoU, learner - sampled | mask agreement | steps' time, min |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
     curves: dict[tuple[int, int], list[float]] = {}  # (k, seed): reward_iou of steps 1-100
     for seed in args.seeds:
         for k in (0, 1):
@@ -164,8 +168,9 @@ def learning(args, redis_url: str, out: Path) -> str:
                 rows = rows_by_step([metrics])
             wall = sum(rows[s]["time_step_s"] for s in range(1, 101)) / 60
             curve = curves[(k, seed)] = [rows[s]["reward_iou"] for s in range(1, 101)]
+            drift, agreement = late_masks(rows)
             lines.append(f"| {seed} | {k} | {statistics.mean(curve[:20]):.3f} | {statistics.mean(curve[80:]):.3f} "
-                         f"| {wall:.1f} |")
+                         f"| {drift} | {agreement} | {wall:.1f} |")
             print(lines[-1], flush=True)
     finals = {k: [statistics.mean(curve[80:]) for (kk, _), curve in curves.items() if kk == k] for k in (0, 1)}
     low, high = min(finals[0]), max(finals[0])
@@ -178,6 +183,18 @@ def learning(args, redis_url: str, out: Path) -> str:
         plot_learning(curves, args.out.with_suffix(".png"))
         lines += ["", f"![sampled IoU reward by step, k = 0 and 1]({args.out.with_suffix('.png').name})"]
     return "\n".join(lines) + "\n"
+
+
+def late_masks(rows: dict[int, dict]) -> tuple[str, str]:
+    """Steps 81-100's mean mask_iou_learner - mask_iou_sampled and mask_agreement (aurora_rl/grpo/
+    off_policy.py), as table cells ("-" for a run logged before the learner compared the masks)."""
+    import math
+
+    late = [rows[s] for s in range(81, 101) if not math.isnan(rows[s].get("mask_agreement", math.nan))]
+    if not late:
+        return "-", "-"
+    drift = statistics.mean(r["mask_iou_learner"] - r["mask_iou_sampled"] for r in late)
+    return f"{drift:+.4f}", f"{statistics.mean(r['mask_agreement'] for r in late):.3f}"
 
 
 def plot_learning(curves: dict[tuple[int, int], list[float]], path: Path) -> None:

@@ -113,3 +113,14 @@ def test_eval_memory(ray_node, tmp_path):
     rows = table_rows(text)
     assert len(rows) == 6 and all(r[1] == "MiB" for r in rows)
     assert "growth from 4 to 8 clips, now:" in text
+
+
+def test_the_learning_check_reads_the_late_steps_mask_comparison():
+    from bench.async_pipeline import late_masks
+
+    rows = {s: {"mask_iou_learner": 0.6, "mask_iou_sampled": 0.5, "mask_agreement": 0.9} for s in range(1, 101)}
+    rows[1] = {"mask_iou_learner": 0.9, "mask_iou_sampled": 0.1, "mask_agreement": 0.1}  # before step 81: left out
+    rows[90] = {"mask_iou_learner": float("nan"), "mask_iou_sampled": float("nan"), "mask_agreement": float("nan")}
+    rows[91]["mask_agreement"] = 0.71  # no completion with both masks in step 90
+    assert late_masks(rows) == ("+0.1000", f"{(18 * 0.9 + 0.71) / 19:.3f}")
+    assert late_masks({s: {} for s in range(1, 101)}) == ("-", "-")  # a run from before the comparison
