@@ -194,7 +194,7 @@ def late_masks(rows: dict[int, dict]) -> tuple[str, str]:
     if not late:
         return "-", "-"
     drift = statistics.mean(r["mask_iou_learner"] - r["mask_iou_sampled"] for r in late)
-    return f"{drift:+.4f}", f"{statistics.mean(r['mask_agreement'] for r in late):.3f}"
+    return f"{drift:+.5f}", f"{statistics.mean(r['mask_agreement'] for r in late):.4f}"
 
 
 def plot_learning(curves: dict[tuple[int, int], list[float]], path: Path) -> None:

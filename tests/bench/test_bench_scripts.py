@@ -122,5 +122,5 @@ def test_the_learning_check_reads_the_late_steps_mask_comparison():
     rows[1] = {"mask_iou_learner": 0.9, "mask_iou_sampled": 0.1, "mask_agreement": 0.1}  # before step 81: left out
     rows[90] = {"mask_iou_learner": float("nan"), "mask_iou_sampled": float("nan"), "mask_agreement": float("nan")}
     rows[91]["mask_agreement"] = 0.71  # no completion with both masks in step 90
-    assert late_masks(rows) == ("+0.1000", f"{(18 * 0.9 + 0.71) / 19:.3f}")
+    assert late_masks(rows) == ("+0.10000", f"{(18 * 0.9 + 0.71) / 19:.4f}")
     assert late_masks({s: {} for s in range(1, 101)}) == ("-", "-")  # a run from before the comparison
