@@ -33,8 +33,9 @@ with the one the learner's current weights make of the same completion (``step_m
     mask_agreement      mean IoU of the actor's mask with the learner's (1 when they coincide)
 
 Each is a mean over completions with a [SEG] in both and a supervised frame, of the mean over
-those frames. A frame with an empty ground truth scores the IoU of the backgrounds (the reward's
-rule); two empty masks agree fully.
+those frames. The IoU with the ground truth is the official per-frame J (``jaccard_per_frame``: a
+frame with an empty ground truth scores the IoU of the backgrounds, as the reward does); two empty
+masks agree fully.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+
+from aurora_rl.metrics.refavs_metrics import jaccard_per_frame
 
 # the keys of ``off_policy_sums``: summed over a rank's micro-batches and over the ranks
 OFF_POLICY_SUMS = ("is_weight_sum", "is_weight_sq_sum", "is_truncated_tokens", "lag0_tokens", "lag0_abs_diff_sum",
@@ -87,16 +90,11 @@ def off_policy_sums(logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor, ma
                 "lag0_k3_sum": float(((diff.exp() - diff - 1.0) * current).sum())}
 
 
-def frame_iou(a: torch.Tensor, b: torch.Tensor, truth: bool) -> torch.Tensor:
-    """IoU of two bool masks per frame, [..., H, W] -> [...]. ``truth``: ``b`` is the ground truth,
-    and a frame empty in it scores the IoU of the backgrounds (``rewards/reward_functions.frame_ious``'
-    rule); else two empty masks score 1."""
+def agreement(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of two bool masks per frame, [..., H, W] -> [...]; two empty masks agree fully (1)."""
     a, b = a.flatten(-2), b.flatten(-2)
     inter = (a & b).sum(-1).double()
     union = (a | b).sum(-1).double()
-    if truth:
-        background = (~a & ~b).sum(-1).double() / a.shape[-1]
-        return torch.where(b.sum(-1) == 0, background, inter / union.clamp(min=1.0))
     return torch.where(union == 0, torch.ones_like(union), inter / union.clamp(min=1.0))
 
 
@@ -116,13 +114,16 @@ def mask_drift_sums(mask_logits: torch.Tensor, has_seg: torch.Tensor, sampled: t
         if not rows.any():
             return dict.fromkeys(MASK_DRIFT_SUMS, 0.0)
         learner, actor = mask_logits[rows].detach() > 0, sampled[rows].to(device).bool()
-        truth, valid = gt[rows].to(device) > 0.5, valid[rows]
+        truth, valid = gt[rows], valid[rows]
         frames = valid.sum(1).double()
 
         def mean_over_frames(iou: torch.Tensor) -> float:
-            return float(((iou * valid).sum(1) / frames).sum())
+            return float(((iou.to(device) * valid).sum(1) / frames).sum())
 
-        return {"drift_rows": float(rows.sum()),
-                "drift_iou_sampled_sum": mean_over_frames(frame_iou(actor, truth, True)),
-                "drift_iou_learner_sum": mean_over_frames(frame_iou(learner, truth, True)),
-                "drift_agreement_sum": mean_over_frames(frame_iou(actor, learner, False))}
+        def truth_iou(masks: torch.Tensor) -> torch.Tensor:  # the official per-frame J of bool masks
+            j = jaccard_per_frame(masks.flatten(0, 1).float(), truth.flatten(0, 1), 0.5, apply_sigmoid=False)
+            return torch.from_numpy(j).view(masks.shape[:2])
+
+        return {"drift_rows": float(rows.sum()), "drift_iou_sampled_sum": mean_over_frames(truth_iou(actor)),
+                "drift_iou_learner_sum": mean_over_frames(truth_iou(learner)),
+                "drift_agreement_sum": mean_over_frames(agreement(actor, learner))}
