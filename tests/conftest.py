@@ -15,8 +15,10 @@ A test that injects a fault fills its row of the fault table (``fault_row``; ``b
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -35,7 +37,10 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # with a spinning thread per core, slowed a SAM pretraining test from 18 s to 150 s.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # the Redis passwords of the session's jobs (aurora_rl/services/job_file.py): not in the user's home
-os.environ.setdefault("AURORA_RL_SECRETS", tempfile.mkdtemp(prefix="aurora-secrets-"))
+# (made here, then removed when the process that made it exits; xdist workers inherit it)
+if "AURORA_RL_SECRETS" not in os.environ:
+    os.environ["AURORA_RL_SECRETS"] = tempfile.mkdtemp(prefix="aurora-secrets-")
+    atexit.register(shutil.rmtree, os.environ["AURORA_RL_SECRETS"], ignore_errors=True)
 
 _STARTED_PIDS: list[int] = []
 
