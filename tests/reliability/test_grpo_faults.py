@@ -289,32 +289,43 @@ def test_reward_worker_killed_is_replaced_before_the_next_step(job, fault_row):
     assert_nothing_lost_or_duplicated(job, fault_row, dropped)
 
 
-def kill_reward_workers(job) -> list:
-    """SIGKILL every reward worker; their scoring loops' refs."""
+def reward_worker_pids(job) -> list[int]:
     import ray
 
+    return [ray.get(worker.__ray_call__.remote(lambda self: os.getpid())) for worker in job.rewards.workers]
+
+
+def kill_reward_workers(job) -> list:
+    """SIGKILL every reward worker; their scoring loops' refs."""
     runs = list(job.rewards.runs)
-    for worker in job.rewards.workers:
-        os.kill(ray.get(worker.__ray_call__.remote(lambda self: os.getpid())), signal.SIGKILL)
+    for pid in reward_worker_pids(job):
+        os.kill(pid, signal.SIGKILL)
     return runs
 
 
 def test_every_reward_worker_killed_while_the_step_waits_for_scores(job, fault_row):
     """All reward workers SIGKILLed once the step's first rollout record is in the stream: the job
     looks at them while it waits for scores, replaces both, and the new ones reclaim what the dead
-    held; the step is learned with nothing lost or learned twice."""
+    held; the step is learned with nothing lost or learned twice. The workers are stopped (SIGSTOP)
+    before the step, so that none scores a record before it dies: their blocked reads may still take
+    records into their pending lists, and the step cannot end without the job seeing the deaths."""
     fault_row["fault"] = "every reward worker dies mid-step (replaced while the step waits)"
     client = job.redis
     dropped = set(account(job).dropped)
     replaced, step = job.faults["reward_workers_replaced"], job.step
     before = client.xlen(job.queue.rollout_stream)
+    runs, pids = list(job.rewards.runs), reward_worker_pids(job)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
     killed: list = []
 
     def kill_when_sampling_starts():
         deadline = time.monotonic() + 120
         while client.xlen(job.queue.rollout_stream) == before and time.monotonic() < deadline:
             time.sleep(0.02)
-        killed.extend(kill_reward_workers(job))
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        killed.extend(runs)
 
     killer = threading.Thread(target=kill_when_sampling_starts)
     killer.start()
