@@ -11,3 +11,10 @@ def fault_lag(default: int) -> int:
     """The ``learner.max_policy_lag`` of a fault module's job: its own, or ``AURORA_FAULT_LAG``
     (``bench/faults.py`` runs the job's faults at k = 0 and 1)."""
     return int(os.environ.get("AURORA_FAULT_LAG", default))
+
+
+def pid_of(actor) -> int:
+    """The PID of a Ray actor's worker process (to signal it as the kernel would)."""
+    import ray
+
+    return ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))

@@ -26,7 +26,7 @@ import pytest
 from aurora_rl.services.redis_server import RedisServer
 from tests.grpo.test_grpo_job import assert_actors_match_learner, job_config, started_job
 from tests.reliability.accounting import account
-from tests.reliability.conftest import fault_lag
+from tests.reliability.conftest import fault_lag, pid_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 P, G = 3, 3
@@ -276,7 +276,7 @@ def test_reward_worker_killed_is_replaced_before_the_next_step(job, fault_row):
     dropped = set(account(job).dropped)
     replaced = job.faults["reward_workers_replaced"]
     victim, run = job.rewards.workers[0], job.rewards.runs[0]
-    os.kill(ray.get(victim.__ray_call__.remote(lambda self: os.getpid())), signal.SIGKILL)
+    os.kill(pid_of(victim), signal.SIGKILL)
     t0 = time.monotonic()
     ray.wait([run], timeout=60)  # Ray has seen the death
     step = job.step
@@ -289,17 +289,11 @@ def test_reward_worker_killed_is_replaced_before_the_next_step(job, fault_row):
     assert_nothing_lost_or_duplicated(job, fault_row, dropped)
 
 
-def reward_worker_pids(job) -> list[int]:
-    import ray
-
-    return [ray.get(worker.__ray_call__.remote(lambda self: os.getpid())) for worker in job.rewards.workers]
-
-
 def kill_reward_workers(job) -> list:
     """SIGKILL every reward worker; their scoring loops' refs."""
     runs = list(job.rewards.runs)
-    for pid in reward_worker_pids(job):
-        os.kill(pid, signal.SIGKILL)
+    for worker in job.rewards.workers:
+        os.kill(pid_of(worker), signal.SIGKILL)
     return runs
 
 
@@ -314,7 +308,7 @@ def test_every_reward_worker_killed_while_the_step_waits_for_scores(job, fault_r
     dropped = set(account(job).dropped)
     replaced, step = job.faults["reward_workers_replaced"], job.step
     before = client.xlen(job.queue.rollout_stream)
-    runs, pids = list(job.rewards.runs), reward_worker_pids(job)
+    runs, pids = list(job.rewards.runs), [pid_of(worker) for worker in job.rewards.workers]
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     killed: list = []

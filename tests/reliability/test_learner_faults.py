@@ -16,7 +16,7 @@ import pytest
 
 from tests.grpo.test_grpo_job import job_config, started_job
 from tests.reliability.accounting import account
-from tests.reliability.conftest import fault_lag
+from tests.reliability.conftest import fault_lag, pid_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 P, G, STEPS = 2, 3, 4
@@ -37,12 +37,6 @@ def scored_records(client, job) -> list:
     from aurora_rl.records import decode
 
     return [decode(fields[b"r"]) for _, fields in client.xrange(job.queue.scored_stream)]
-
-
-def pid_of(actor) -> int:
-    import ray
-
-    return ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
 
 
 def test_learner_killed_mid_step_resumes_from_the_last_checkpoint(job, redis_server, fault_row):
